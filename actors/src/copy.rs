@@ -1,0 +1,337 @@
+//! The unit actor: runs one copy of a unit, in whichever role the core says, and only carries
+//! inputs and commands between its mailbox and the [`CopyCore`].
+//!
+//! Everything that reaches it may have crossed a node boundary, so stimuli and peer messages
+//! arrive as bytes and are decoded here; a payload that does not decode is answered with an
+//! error (stimuli) or dropped with a warning (peer messages), never a panic.
+
+use crate::clock;
+use crate::codec::{decode, encode};
+use crate::error::DeliveryError;
+use crate::local_manager::{Directory, LocalManagerMsg};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::time::Duration;
+use understudy_runtime::{
+    Command, CopyConfig, CopyCore, CopyId, Directive, Input, NodeName, PeerMsg, ReplyToken, Seq,
+    StartAs, StimulusId, StimulusIn, Unit, UnitName,
+};
+
+/// The answer a node gives to a stimulus: the encoded response, or why there is none.
+pub type StimulusReply = Result<Vec<u8>, DeliveryError>;
+
+/// Messages to a unit actor.
+#[derive(Debug)]
+pub enum CopyMsg {
+    /// A stimulus from a client, encoded.
+    Stimulus {
+        /// Its id.
+        id: StimulusId,
+        /// Its client's low-water mark.
+        low_water: Seq,
+        /// The encoded stimulus.
+        body: Vec<u8>,
+        /// Where the answer goes.
+        reply: RpcReplyPort<StimulusReply>,
+    },
+    /// A message from the other copy, encoded, and the node it came from.
+    Peer {
+        /// The sender's node.
+        from_node: NodeName,
+        /// The encoded [`PeerMsg`].
+        bytes: Vec<u8>,
+    },
+    /// An order from the group manager, with the node of the copy it names (if any).
+    Directive {
+        /// The order.
+        directive: Directive,
+        /// The node of the standby an `AssignStandby` names.
+        peer_node: Option<NodeName>,
+    },
+    /// The local manager asks whether the copy still answers.
+    Heartbeat {
+        /// The heartbeat's number, echoed back.
+        seq: u64,
+    },
+    /// Time passed.
+    Tick,
+}
+
+impl ractor::Message for CopyMsg {}
+
+/// Everything a copy needs to start.
+#[derive(Clone, Debug)]
+pub struct CopyArgs {
+    /// The node it runs on.
+    pub node: NodeName,
+    /// The unit.
+    pub unit: UnitName,
+    /// The copy's id.
+    pub copy: CopyId,
+    /// How it starts.
+    pub start_as: StartAs,
+    /// The node of its primary, for a standby.
+    pub peer_node: Option<NodeName>,
+    /// Its node's local manager.
+    pub local_manager: ActorRef<LocalManagerMsg>,
+    /// How to reach other nodes.
+    pub directory: Directory,
+    /// Tuning of the core.
+    pub config: CopyConfig,
+    /// How often the core's clock ticks.
+    pub tick: Duration,
+}
+
+/// The unit actor for units of type `U`.
+#[derive(Debug)]
+pub struct UnitCopy<U: Unit> {
+    unit: U,
+}
+
+impl<U: Unit> UnitCopy<U> {
+    /// An actor that runs copies of `unit`.
+    pub fn new(unit: U) -> Self {
+        UnitCopy { unit }
+    }
+}
+
+/// A running copy.
+#[derive(Debug)]
+pub struct CopyState<U: Unit> {
+    args: CopyArgs,
+    core: CopyCore<U>,
+    waiting: HashMap<ReplyToken, RpcReplyPort<StimulusReply>>,
+    next_token: u64,
+    peers: HashMap<CopyId, NodeName>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl<U: Unit> Actor for UnitCopy<U> {
+    type Msg = CopyMsg;
+    type State = CopyState<U>;
+    type Arguments = CopyArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<CopyMsg>,
+        args: CopyArgs,
+    ) -> Result<CopyState<U>, ActorProcessingErr> {
+        let mut peers = HashMap::new();
+        let core = match args.start_as {
+            StartAs::Initial { epoch } => CopyCore::new_initial(
+                self.unit.clone(),
+                args.unit.clone(),
+                args.copy,
+                epoch,
+                args.config,
+            ),
+            StartAs::Standby { epoch, primary } => {
+                if let Some(n) = &args.peer_node {
+                    peers.insert(primary, n.clone());
+                }
+                CopyCore::new_standby(
+                    self.unit.clone(),
+                    args.unit.clone(),
+                    args.copy,
+                    epoch,
+                    primary,
+                    args.config,
+                )
+            }
+        };
+        let ticker = myself.send_interval(args.tick, || CopyMsg::Tick);
+        Ok(CopyState {
+            args,
+            core,
+            waiting: HashMap::new(),
+            next_token: 0,
+            peers,
+            ticker: Some(ticker),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<CopyMsg>,
+        state: &mut CopyState<U>,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = state.ticker.take() {
+            t.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<CopyMsg>,
+        msg: CopyMsg,
+        state: &mut CopyState<U>,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = clock::now();
+        match msg {
+            CopyMsg::Stimulus {
+                id,
+                low_water,
+                body,
+                reply,
+            } => match decode::<U::Stimulus>("stimulus", &body) {
+                Ok(body) => {
+                    state.next_token += 1;
+                    let token = ReplyToken(state.next_token);
+                    state.waiting.insert(token, reply);
+                    state.core.step(
+                        now,
+                        Input::Stimulus(StimulusIn {
+                            id,
+                            low_water,
+                            body,
+                            reply: token,
+                        }),
+                    );
+                }
+                Err(e) => {
+                    let unit = state.args.unit.clone();
+                    let _ = reply.send(Err(DeliveryError::Malformed {
+                        unit,
+                        reason: e.to_string(),
+                    }));
+                }
+            },
+            CopyMsg::Peer { from_node, bytes } => {
+                match decode::<PeerMsg<U>>("peer message", &bytes) {
+                    Ok(msg) => {
+                        let from = match &msg {
+                            PeerMsg::Replicate { from, .. }
+                            | PeerMsg::Snapshot { from, .. }
+                            | PeerMsg::Ack { from, .. }
+                            | PeerMsg::Refuse { from, .. } => *from,
+                        };
+                        state.peers.insert(from, from_node);
+                        state.core.step(now, Input::Peer(msg));
+                    }
+                    Err(e) => {
+                        tracing::warn!(unit = %state.args.unit, copy = %state.args.copy, error = %e, "dropped a peer message");
+                    }
+                }
+            }
+            CopyMsg::Directive {
+                directive,
+                peer_node,
+            } => {
+                if let (
+                    Directive::AssignStandby {
+                        standby: Some(s), ..
+                    },
+                    Some(n),
+                ) = (&directive, peer_node)
+                {
+                    state.peers.insert(*s, n);
+                }
+                state.core.step(now, Input::Directive(directive));
+            }
+            CopyMsg::Heartbeat { seq } => {
+                let _ = state
+                    .args
+                    .local_manager
+                    .cast(LocalManagerMsg::HeartbeatAck {
+                        copy: state.args.copy,
+                        seq,
+                    });
+            }
+            CopyMsg::Tick => state.core.step(now, Input::Tick),
+        }
+        carry_out(state);
+        Ok(())
+    }
+}
+
+/// Carry out the commands the core produced.
+fn carry_out<U: Unit>(state: &mut CopyState<U>) {
+    for command in state.core.drain_commands() {
+        match command {
+            Command::Reply { to, outcome } => {
+                let Some(port) = state.waiting.remove(&to) else {
+                    continue;
+                };
+                let answer = match outcome {
+                    Ok(response) => {
+                        encode("response", &response).map_err(|e| DeliveryError::Malformed {
+                            unit: state.args.unit.clone(),
+                            reason: e.to_string(),
+                        })
+                    }
+                    Err(refusal) => Err(DeliveryError::Refused(refusal)),
+                };
+                // The caller may have given up; that is its business.
+                let _ = port.send(answer);
+            }
+            Command::ToPeer { to, msg } => {
+                let Some(node) = state.peers.get(&to).cloned() else {
+                    tracing::debug!(unit = %state.args.unit, peer = %to, "no route to peer yet");
+                    continue;
+                };
+                let bytes = match encode("peer message", &msg) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(unit = %state.args.unit, error = %e, "cannot encode a peer message");
+                        continue;
+                    }
+                };
+                if let Some(endpoint) = state.args.directory.endpoint(&node) {
+                    let _ = endpoint.cast(LocalManagerMsg::Peer {
+                        unit: state.args.unit.clone(),
+                        to,
+                        from_node: state.args.node.clone(),
+                        bytes,
+                    });
+                }
+            }
+            Command::ToManager(report) => {
+                let _ = state
+                    .args
+                    .local_manager
+                    .cast(LocalManagerMsg::Report(report));
+            }
+        }
+    }
+}
+
+/// A boxed future, as returned by [`CopySpawner::spawn`].
+pub type SpawnFuture = Pin<Box<dyn Future<Output = Result<ActorRef<CopyMsg>, SpawnErr>> + Send>>;
+
+/// Starts copies of one kind of unit; lets a node hold units of many types in one table.
+pub trait CopySpawner: Send + Sync + std::fmt::Debug {
+    /// Start a copy, linked to `supervisor`.
+    fn spawn(&self, args: CopyArgs, supervisor: ActorCell) -> SpawnFuture;
+}
+
+/// A unit kind: the [`CopySpawner`] for units of type `U`.
+#[derive(Debug, Clone)]
+pub struct UnitKind<U: Unit> {
+    unit: U,
+    _marker: PhantomData<fn() -> U>,
+}
+
+impl<U: Unit> UnitKind<U> {
+    /// The kind of `unit`.
+    pub fn new(unit: U) -> Self {
+        UnitKind {
+            unit,
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<U: Unit> CopySpawner for UnitKind<U> {
+    fn spawn(&self, args: CopyArgs, supervisor: ActorCell) -> SpawnFuture {
+        let unit = self.unit.clone();
+        Box::pin(async move {
+            let (actor, _join) =
+                Actor::spawn_linked(None, UnitCopy::new(unit), args, supervisor).await?;
+            Ok(actor)
+        })
+    }
+}

@@ -1,0 +1,336 @@
+//! The `GroupManager`: the availability manager of one group of nodes. It hosts the pure
+//! [`GroupCore`] and carries its commands to the nodes' local managers and name tables.
+//!
+//! In this step one group manager runs per group, in the process that starts it; the next
+//! step runs it on the group's Raft leader and applies its decisions from the committed log.
+
+use crate::clock;
+use crate::local_manager::{Directory, LocalManagerMsg};
+use crate::registry::{Binding, NameState, NameUpdate};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::time::Duration;
+use understudy_runtime::group::{Phase, StandbyState};
+use understudy_runtime::{
+    CopyId, Directive, Epoch, GroupCommand, GroupConfig, GroupCore, GroupInput, HeartbeatConfig,
+    Liveness, NodeName, Report, StartAs, UnitName,
+};
+
+/// Messages to a `GroupManager`.
+#[derive(Debug)]
+pub enum GroupManagerMsg {
+    /// A node's local manager started (or started again, empty).
+    NodeUp {
+        /// The node.
+        node: NodeName,
+    },
+    /// A node's periodic sign of life.
+    NodeAlive {
+        /// The node.
+        node: NodeName,
+    },
+    /// Place a unit (cold start).
+    AddUnit {
+        /// The unit.
+        unit: UnitName,
+    },
+    /// A local manager lost a copy.
+    CopyDown {
+        /// The unit.
+        unit: UnitName,
+        /// The copy.
+        copy: CopyId,
+        /// Whether it certainly stopped (crash) or may still run (hung).
+        known_dead: bool,
+    },
+    /// A local manager started a copy it was asked for.
+    CopyStarted {
+        /// The unit.
+        unit: UnitName,
+        /// The copy.
+        copy: CopyId,
+    },
+    /// A copy's report.
+    Report(Report),
+    /// Time passed.
+    Tick,
+    /// Describe every unit.
+    Status(RpcReplyPort<Vec<UnitStatus>>),
+}
+
+impl ractor::Message for GroupManagerMsg {}
+
+/// One unit as the group manager sees it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnitStatus {
+    /// The unit.
+    pub unit: UnitName,
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// Its primary (or the copy being promoted), and node.
+    pub primary: Option<(CopyId, NodeName)>,
+    /// Its standby and node.
+    pub standby: Option<(CopyId, NodeName)>,
+    /// Whether the standby holds the state and can be promoted.
+    pub standby_ready: bool,
+    /// Whether the primary serves (bound, not in a takeover).
+    pub serving: bool,
+    /// Whether the unit is lost for good.
+    pub unavailable: bool,
+}
+
+/// Tuning of a group manager.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupManagerConfig {
+    /// Leases and retries.
+    pub core: GroupConfig,
+    /// Node heartbeats: how often nodes say they are alive, and how many may be missed.
+    pub node_heartbeat: HeartbeatConfig,
+    /// How often the core ticks.
+    pub tick: Duration,
+}
+
+impl Default for GroupManagerConfig {
+    fn default() -> Self {
+        GroupManagerConfig {
+            core: GroupConfig::default(),
+            node_heartbeat: HeartbeatConfig::default(),
+            tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// What a group manager starts with.
+#[derive(Clone, Debug)]
+pub struct GroupManagerArgs {
+    /// How to reach the nodes.
+    pub directory: Directory,
+    /// Tuning.
+    pub config: GroupManagerConfig,
+}
+
+/// The group manager actor.
+#[derive(Debug, Default)]
+pub struct GroupManager;
+
+/// A group manager's state.
+#[derive(Debug)]
+pub struct GroupManagerState {
+    args: GroupManagerArgs,
+    core: GroupCore,
+    nodes: Liveness<NodeName>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Actor for GroupManager {
+    type Msg = GroupManagerMsg;
+    type State = GroupManagerState;
+    type Arguments = GroupManagerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<GroupManagerMsg>,
+        args: GroupManagerArgs,
+    ) -> Result<GroupManagerState, ActorProcessingErr> {
+        let ticker = myself.send_interval(args.config.tick, || GroupManagerMsg::Tick);
+        Ok(GroupManagerState {
+            core: GroupCore::new(args.config.core, 0),
+            nodes: Liveness::new(args.config.node_heartbeat),
+            args,
+            ticker: Some(ticker),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<GroupManagerMsg>,
+        state: &mut GroupManagerState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = state.ticker.take() {
+            t.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<GroupManagerMsg>,
+        msg: GroupManagerMsg,
+        state: &mut GroupManagerState,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = clock::now();
+        let input = match msg {
+            GroupManagerMsg::NodeUp { node } => {
+                state.nodes.watch(node.clone(), now);
+                // A node that starts again is empty: whatever ran there before is gone.
+                state.core.step(
+                    now,
+                    GroupInput::NodeDown {
+                        node: node.clone(),
+                        known_dead: true,
+                    },
+                );
+                Some(GroupInput::NodeUp { node })
+            }
+            GroupManagerMsg::NodeAlive { node } => {
+                if state.nodes.heard(&node, now) {
+                    None
+                } else {
+                    // A node declared lost that speaks again: its copies were replaced and
+                    // told to stop; it serves as capacity again.
+                    state.nodes.watch(node.clone(), now);
+                    Some(GroupInput::NodeUp { node })
+                }
+            }
+            GroupManagerMsg::AddUnit { unit } => Some(GroupInput::AddUnit { unit }),
+            GroupManagerMsg::CopyDown {
+                unit,
+                copy,
+                known_dead,
+            } => Some(GroupInput::CopyDown {
+                unit,
+                copy,
+                known_dead,
+            }),
+            GroupManagerMsg::CopyStarted { unit, copy } => {
+                Some(GroupInput::CopyStarted { unit, copy })
+            }
+            GroupManagerMsg::Report(r) => Some(GroupInput::Report(r)),
+            GroupManagerMsg::Tick => {
+                for node in state.nodes.expire(now) {
+                    tracing::warn!(%node, "node missed its heartbeats");
+                    state.core.step(
+                        now,
+                        GroupInput::NodeDown {
+                            node,
+                            known_dead: false,
+                        },
+                    );
+                }
+                Some(GroupInput::Tick)
+            }
+            GroupManagerMsg::Status(reply) => {
+                let _ = reply.send(status(&state.core));
+                None
+            }
+        };
+        if let Some(input) = input {
+            state.core.step(now, input);
+        }
+        carry_out(state);
+        Ok(())
+    }
+}
+
+/// Every unit as the core records it.
+fn status(core: &GroupCore) -> Vec<UnitStatus> {
+    core.units()
+        .map(|(name, rec)| UnitStatus {
+            unit: name.clone(),
+            epoch: rec.epoch,
+            primary: rec.primary.as_ref().map(|p| (p.copy, p.node.clone())),
+            standby: rec.standby.as_ref().map(|(s, _)| (s.copy, s.node.clone())),
+            standby_ready: matches!(rec.standby, Some((_, StandbyState::Ready))),
+            serving: rec.phase == Phase::Serving && rec.bound,
+            unavailable: rec.phase == Phase::Unavailable,
+        })
+        .collect()
+}
+
+fn carry_out(state: &mut GroupManagerState) {
+    let mut names = Vec::new();
+    for command in state.core.drain_commands() {
+        match command {
+            GroupCommand::Start {
+                node,
+                unit,
+                copy,
+                start_as,
+            } => {
+                let peer_node = match start_as {
+                    StartAs::Standby { primary, .. } => node_of(&state.core, &unit, primary),
+                    StartAs::Initial { .. } => None,
+                };
+                send(
+                    &state.args.directory,
+                    &node,
+                    LocalManagerMsg::StartCopy {
+                        unit,
+                        copy,
+                        start_as,
+                        peer_node,
+                    },
+                );
+            }
+            GroupCommand::Stop { node, unit, copy } => {
+                send(
+                    &state.args.directory,
+                    &node,
+                    LocalManagerMsg::StopCopy { unit, copy },
+                );
+            }
+            GroupCommand::Direct {
+                node,
+                unit,
+                copy,
+                directive,
+            } => {
+                let peer_node = match &directive {
+                    Directive::AssignStandby {
+                        standby: Some(s), ..
+                    } => node_of(&state.core, &unit, *s),
+                    _ => None,
+                };
+                send(
+                    &state.args.directory,
+                    &node,
+                    LocalManagerMsg::Direct {
+                        unit,
+                        copy,
+                        directive,
+                        peer_node,
+                    },
+                );
+            }
+            GroupCommand::Bind {
+                unit,
+                copy,
+                node,
+                epoch,
+            } => names.push(NameUpdate {
+                unit,
+                state: NameState::Bound(Binding { node, copy, epoch }),
+            }),
+            GroupCommand::Unbind { unit, epoch } => names.push(NameUpdate {
+                unit,
+                state: NameState::Rebinding { epoch },
+            }),
+            GroupCommand::Unavailable { unit, epoch } => names.push(NameUpdate {
+                unit,
+                state: NameState::Unavailable { epoch },
+            }),
+        }
+    }
+    if !names.is_empty() {
+        for (_, endpoint) in state.args.directory.all() {
+            let _ = endpoint.cast(LocalManagerMsg::Names(names.clone()));
+        }
+    }
+}
+
+fn node_of(core: &GroupCore, unit: &UnitName, copy: CopyId) -> Option<NodeName> {
+    let rec = core.unit(unit)?;
+    rec.primary
+        .iter()
+        .chain(rec.standby.iter().map(|(s, _)| s))
+        .find(|p| p.copy == copy)
+        .map(|p| p.node.clone())
+}
+
+fn send(directory: &Directory, node: &NodeName, msg: LocalManagerMsg) {
+    match directory.endpoint(node) {
+        Some(endpoint) => {
+            let _ = endpoint.cast(msg);
+        }
+        None => tracing::debug!(%node, "no endpoint for node; message dropped"),
+    }
+}

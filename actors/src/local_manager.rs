@@ -1,0 +1,455 @@
+//! The `LocalManager`: one per node, the supervisor of every copy on it.
+//!
+//! It starts and stops copies when the group manager says so (`spawn_linked`, so a crash is a
+//! supervision event here), heartbeats each copy with a deadline so a hung copy is noticed
+//! too, and reports both to the group manager. It is also the node's endpoint: stimuli,
+//! copy-to-copy messages and name-table updates for this node arrive here and are routed by
+//! unit and copy.
+
+use crate::clock;
+use crate::copy::{CopyArgs, CopyMsg, CopySpawner, StimulusReply};
+use crate::error::DeliveryError;
+use crate::group_manager::GroupManagerMsg;
+use crate::registry::{NameUpdate, Registry};
+use dashmap::DashMap;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use understudy_runtime::{
+    CopyConfig, CopyId, Directive, HeartbeatConfig, Liveness, NodeName, Report, Seq, StartAs,
+    StimulusId, UnitName,
+};
+
+/// How to reach each node's endpoint (its `LocalManager`), by node name.
+#[derive(Clone, Debug, Default)]
+pub struct Directory {
+    nodes: Arc<DashMap<NodeName, ActorRef<LocalManagerMsg>>>,
+}
+
+impl Directory {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Record (or replace) the endpoint of `node`.
+    pub fn insert(&self, node: NodeName, endpoint: ActorRef<LocalManagerMsg>) {
+        self.nodes.insert(node, endpoint);
+    }
+
+    /// Forget `node`.
+    pub fn remove(&self, node: &NodeName) {
+        self.nodes.remove(node);
+    }
+
+    /// The endpoint of `node`, if known.
+    pub fn endpoint(&self, node: &NodeName) -> Option<ActorRef<LocalManagerMsg>> {
+        self.nodes.get(node).map(|e| e.value().clone())
+    }
+
+    /// Every known endpoint.
+    pub fn all(&self) -> Vec<(NodeName, ActorRef<LocalManagerMsg>)> {
+        self.nodes
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect()
+    }
+}
+
+/// How to run one unit: its kind and the tuning of its copies.
+#[derive(Clone, Debug)]
+pub struct UnitSpec {
+    /// Starts copies of the unit's kind.
+    pub kind: Arc<dyn CopySpawner>,
+    /// Tuning of its copies.
+    pub config: CopyConfig,
+}
+
+/// The units a node can run, by name.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    units: HashMap<UnitName, UnitSpec>,
+}
+
+impl Catalog {
+    /// No units.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a unit named `name` of the given kind.
+    pub fn with_unit(
+        mut self,
+        name: impl Into<String>,
+        kind: impl CopySpawner + 'static,
+        config: CopyConfig,
+    ) -> Self {
+        self.units.insert(
+            UnitName::new(name),
+            UnitSpec {
+                kind: Arc::new(kind),
+                config,
+            },
+        );
+        self
+    }
+
+    /// The spec of a unit.
+    pub fn get(&self, unit: &UnitName) -> Option<&UnitSpec> {
+        self.units.get(unit)
+    }
+
+    /// Every unit's name, sorted.
+    pub fn names(&self) -> Vec<UnitName> {
+        let mut names: Vec<_> = self.units.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
+/// Messages to a `LocalManager`.
+#[derive(Debug)]
+pub enum LocalManagerMsg {
+    /// Group manager: start a copy here.
+    StartCopy {
+        /// The unit.
+        unit: UnitName,
+        /// The new copy's id.
+        copy: CopyId,
+        /// How it starts.
+        start_as: StartAs,
+        /// The node of its primary, for a standby.
+        peer_node: Option<NodeName>,
+    },
+    /// Group manager: stop a copy here.
+    StopCopy {
+        /// The unit.
+        unit: UnitName,
+        /// The copy.
+        copy: CopyId,
+    },
+    /// Group manager: pass a directive to a copy here.
+    Direct {
+        /// The unit.
+        unit: UnitName,
+        /// The copy.
+        copy: CopyId,
+        /// The directive.
+        directive: Directive,
+        /// The node of the copy the directive names, if any.
+        peer_node: Option<NodeName>,
+    },
+    /// Group manager: changes to the name table.
+    Names(Vec<NameUpdate>),
+    /// A copy here reports to the group manager.
+    Report(Report),
+    /// A copy here answered heartbeat `seq`.
+    HeartbeatAck {
+        /// The copy.
+        copy: CopyId,
+        /// The heartbeat.
+        seq: u64,
+    },
+    /// Another node's copy sends to a copy here.
+    Peer {
+        /// The unit.
+        unit: UnitName,
+        /// The copy addressed.
+        to: CopyId,
+        /// The sender's node.
+        from_node: NodeName,
+        /// The encoded peer message.
+        bytes: Vec<u8>,
+    },
+    /// A client sends a stimulus to a copy here.
+    Stimulus {
+        /// The unit.
+        unit: UnitName,
+        /// The copy addressed (the primary as the client's name table has it).
+        copy: CopyId,
+        /// The stimulus's id.
+        id: StimulusId,
+        /// Its client's low-water mark.
+        low_water: Seq,
+        /// The encoded stimulus.
+        body: Vec<u8>,
+        /// Where the answer goes.
+        reply: RpcReplyPort<StimulusReply>,
+    },
+    /// Heartbeat the copies, check who is silent, tell the group manager this node lives.
+    Tick,
+}
+
+impl ractor::Message for LocalManagerMsg {}
+
+/// Tuning of a `LocalManager`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalManagerConfig {
+    /// Heartbeats to the copies (also the interval of this node's "alive" to its group
+    /// manager).
+    pub heartbeat: HeartbeatConfig,
+    /// How often each copy's core ticks.
+    pub copy_tick: Duration,
+}
+
+impl Default for LocalManagerConfig {
+    fn default() -> Self {
+        LocalManagerConfig {
+            heartbeat: HeartbeatConfig::default(),
+            copy_tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// What a `LocalManager` starts with.
+#[derive(Clone, Debug)]
+pub struct LocalManagerArgs {
+    /// The node's name.
+    pub node: NodeName,
+    /// The units it can run.
+    pub catalog: Arc<Catalog>,
+    /// How to reach other nodes.
+    pub directory: Directory,
+    /// This node's name table.
+    pub registry: Registry,
+    /// The group manager of the node's group.
+    pub group: ActorRef<GroupManagerMsg>,
+    /// Tuning.
+    pub config: LocalManagerConfig,
+}
+
+/// The local manager actor.
+#[derive(Debug, Default)]
+pub struct LocalManager;
+
+#[derive(Debug)]
+struct Running {
+    unit: UnitName,
+    actor: ActorRef<CopyMsg>,
+}
+
+/// A local manager's state.
+#[derive(Debug)]
+pub struct LocalManagerState {
+    args: LocalManagerArgs,
+    copies: HashMap<CopyId, Running>,
+    by_actor: HashMap<ActorId, CopyId>,
+    liveness: Liveness<CopyId>,
+    heartbeat: u64,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LocalManagerState {
+    fn report_down(&self, unit: UnitName, copy: CopyId, known_dead: bool) {
+        let _ = self.args.group.cast(GroupManagerMsg::CopyDown {
+            unit,
+            copy,
+            known_dead,
+        });
+    }
+}
+
+impl Actor for LocalManager {
+    type Msg = LocalManagerMsg;
+    type State = LocalManagerState;
+    type Arguments = LocalManagerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<LocalManagerMsg>,
+        args: LocalManagerArgs,
+    ) -> Result<LocalManagerState, ActorProcessingErr> {
+        let ticker = myself.send_interval(args.config.heartbeat.interval, || LocalManagerMsg::Tick);
+        let _ = args.group.cast(GroupManagerMsg::NodeUp {
+            node: args.node.clone(),
+        });
+        Ok(LocalManagerState {
+            liveness: Liveness::new(args.config.heartbeat),
+            args,
+            copies: HashMap::new(),
+            by_actor: HashMap::new(),
+            heartbeat: 0,
+            ticker: Some(ticker),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<LocalManagerMsg>,
+        state: &mut LocalManagerState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = state.ticker.take() {
+            t.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<LocalManagerMsg>,
+        msg: LocalManagerMsg,
+        state: &mut LocalManagerState,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = clock::now();
+        match msg {
+            LocalManagerMsg::StartCopy {
+                unit,
+                copy,
+                start_as,
+                peer_node,
+            } => {
+                if state.copies.contains_key(&copy) {
+                    return Ok(());
+                }
+                let Some(spec) = state.args.catalog.get(&unit).cloned() else {
+                    tracing::error!(node = %state.args.node, %unit, "asked to start a unit this node does not know");
+                    return Ok(());
+                };
+                let args = CopyArgs {
+                    node: state.args.node.clone(),
+                    unit: unit.clone(),
+                    copy,
+                    start_as,
+                    peer_node,
+                    local_manager: myself.clone(),
+                    directory: state.args.directory.clone(),
+                    config: spec.config,
+                    tick: state.args.config.copy_tick,
+                };
+                match spec.kind.spawn(args, myself.get_cell()).await {
+                    Ok(actor) => {
+                        state.by_actor.insert(actor.get_id(), copy);
+                        state.copies.insert(
+                            copy,
+                            Running {
+                                unit: unit.clone(),
+                                actor,
+                            },
+                        );
+                        state.liveness.watch(copy, now);
+                        let _ = state
+                            .args
+                            .group
+                            .cast(GroupManagerMsg::CopyStarted { unit, copy });
+                    }
+                    Err(e) => {
+                        tracing::error!(node = %state.args.node, %unit, %copy, error = %e, "copy failed to start");
+                        state.report_down(unit, copy, true);
+                    }
+                }
+            }
+            LocalManagerMsg::StopCopy { copy, .. } => {
+                if let Some(r) = state.copies.remove(&copy) {
+                    state.by_actor.remove(&r.actor.get_id());
+                    state.liveness.forget(&copy);
+                    r.actor.kill();
+                }
+            }
+            LocalManagerMsg::Direct {
+                copy,
+                directive,
+                peer_node,
+                ..
+            } => {
+                if let Some(r) = state.copies.get(&copy) {
+                    let _ = r.actor.cast(CopyMsg::Directive {
+                        directive,
+                        peer_node,
+                    });
+                }
+            }
+            LocalManagerMsg::Names(updates) => {
+                for u in updates {
+                    state.args.registry.apply(u);
+                }
+            }
+            LocalManagerMsg::Report(r) => {
+                let _ = state.args.group.cast(GroupManagerMsg::Report(r));
+            }
+            LocalManagerMsg::HeartbeatAck { copy, .. } => {
+                state.liveness.heard(&copy, now);
+            }
+            LocalManagerMsg::Peer {
+                to,
+                from_node,
+                bytes,
+                ..
+            } => {
+                if let Some(r) = state.copies.get(&to) {
+                    let _ = r.actor.cast(CopyMsg::Peer { from_node, bytes });
+                }
+            }
+            LocalManagerMsg::Stimulus {
+                unit,
+                copy,
+                id,
+                low_water,
+                body,
+                reply,
+            } => match state.copies.get(&copy) {
+                Some(r) => {
+                    if let Err(e) = r.actor.cast(CopyMsg::Stimulus {
+                        id,
+                        low_water,
+                        body,
+                        reply,
+                    }) {
+                        // The copy is gone; its mailbox returned the message and the reply
+                        // port inside it is dropped, which the client reads as a lost copy.
+                        drop(e);
+                    }
+                }
+                None => {
+                    let _ = reply.send(Err(DeliveryError::NoSuchCopy { unit, copy }));
+                }
+            },
+            LocalManagerMsg::Tick => {
+                state.heartbeat += 1;
+                let seq = state.heartbeat;
+                for r in state.copies.values() {
+                    let _ = r.actor.cast(CopyMsg::Heartbeat { seq });
+                }
+                for copy in state.liveness.expire(now) {
+                    if let Some(r) = state.copies.remove(&copy) {
+                        tracing::warn!(node = %state.args.node, unit = %r.unit, %copy, "copy missed its heartbeats; stopping it");
+                        state.by_actor.remove(&r.actor.get_id());
+                        // A hung copy may not stop (a handler blocking its thread cannot be
+                        // interrupted), so it is reported as not known dead: its lease must
+                        // lapse before its standby serves.
+                        r.actor.kill();
+                        state.report_down(r.unit, copy, false);
+                    }
+                }
+                let _ = state.args.group.cast(GroupManagerMsg::NodeAlive {
+                    node: state.args.node.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<LocalManagerMsg>,
+        event: SupervisionEvent,
+        state: &mut LocalManagerState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, why) = match &event {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell,
+                format!("stopped: {}", reason.as_deref().unwrap_or("-")),
+            ),
+            _ => return Ok(()),
+        };
+        if let Some(copy) = state.by_actor.remove(&cell.get_id()) {
+            if let Some(r) = state.copies.remove(&copy) {
+                tracing::warn!(node = %state.args.node, unit = %r.unit, %copy, %why, "copy ended");
+                state.liveness.forget(&copy);
+                state.report_down(r.unit, copy, true);
+            }
+        }
+        Ok(())
+    }
+}

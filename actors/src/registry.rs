@@ -1,0 +1,242 @@
+//! The name server: unit name → current primary (node, copy) and epoch.
+//!
+//! Each node keeps its own `Registry`, a read cache of the bindings the group manager
+//! commits; updates carry epochs, and an update older than what the table holds is ignored,
+//! so a late message can never roll a binding back. A caller that finds its binding stale
+//! (the copy refused it, or vanished) waits here for the rebinding, with a deadline.
+//!
+//! This table is our own, not `ractor::registry` (a process-global table that several nodes
+//! in one process would share).
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use understudy_runtime::{CopyId, Epoch, NodeName, UnitName};
+
+/// Where a unit's primary is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// The node the primary runs on.
+    pub node: NodeName,
+    /// The primary copy.
+    pub copy: CopyId,
+    /// Its epoch.
+    pub epoch: Epoch,
+}
+
+/// What the name server knows of a unit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NameState {
+    /// Bound to a primary.
+    Bound(Binding),
+    /// The binding at `epoch` was withdrawn: a takeover is under way; wait for the next one.
+    Rebinding {
+        /// The epoch withdrawn.
+        epoch: Epoch,
+    },
+    /// No copy holding the unit's state is left.
+    Unavailable {
+        /// The unit's last epoch.
+        epoch: Epoch,
+    },
+}
+
+impl NameState {
+    /// The epoch this state belongs to.
+    pub fn epoch(&self) -> Epoch {
+        match self {
+            NameState::Bound(b) => b.epoch,
+            NameState::Rebinding { epoch } | NameState::Unavailable { epoch } => *epoch,
+        }
+    }
+
+    /// How far along an epoch's life this state is (a binding is withdrawn after it was made).
+    fn rank(&self) -> (Epoch, u8) {
+        match self {
+            NameState::Bound(b) => (b.epoch, 0),
+            NameState::Rebinding { epoch } => (*epoch, 1),
+            NameState::Unavailable { epoch } => (*epoch, 2),
+        }
+    }
+}
+
+/// One change to the table, as the group manager sends it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameUpdate {
+    /// The unit.
+    pub unit: UnitName,
+    /// Its new state.
+    pub state: NameState,
+}
+
+#[derive(Debug)]
+struct Inner {
+    table: DashMap<UnitName, NameState>,
+    version: watch::Sender<u64>,
+}
+
+/// A node's name table. Cheap to clone; all clones share the table.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    /// An empty table.
+    pub fn new() -> Self {
+        let (version, _) = watch::channel(0);
+        Registry {
+            inner: Arc::new(Inner {
+                table: DashMap::new(),
+                version,
+            }),
+        }
+    }
+
+    /// Apply an update unless the table already holds a newer state for the unit. Returns
+    /// whether it changed anything.
+    pub fn apply(&self, update: NameUpdate) -> bool {
+        let changed = {
+            let mut entry = self
+                .inner
+                .table
+                .entry(update.unit)
+                .or_insert(NameState::Rebinding { epoch: Epoch::ZERO });
+            if update.state.rank() > entry.rank()
+                || *entry == (NameState::Rebinding { epoch: Epoch::ZERO })
+            {
+                *entry = update.state;
+                true
+            } else {
+                false
+            }
+        };
+        if changed {
+            self.inner.version.send_modify(|v| *v += 1);
+        }
+        changed
+    }
+
+    /// What the table knows of `unit`, if anything.
+    pub fn resolve(&self, unit: &UnitName) -> Option<NameState> {
+        self.inner.table.get(unit).map(|e| e.value().clone())
+    }
+
+    /// Every unit and its state, sorted by name.
+    pub fn snapshot(&self) -> Vec<(UnitName, NameState)> {
+        let mut all: Vec<_> = self
+            .inner
+            .table
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Wait until `unit`'s state differs from `seen` (a rebinding, or the unit declared
+    /// unavailable), or until `deadline`. Returns the new state, or `None` at the deadline.
+    pub async fn wait_for_change(
+        &self,
+        unit: &UnitName,
+        seen: Option<&NameState>,
+        deadline: Instant,
+    ) -> Option<NameState> {
+        let mut rx = self.inner.version.subscribe();
+        loop {
+            let now = self.resolve(unit);
+            if now.as_ref() != seen {
+                return now;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                // The sender lives as long as the registry; a closed channel cannot happen
+                // while we hold `self`, and a timeout ends the wait.
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound(epoch: u64, copy: u64) -> NameState {
+        NameState::Bound(Binding {
+            node: NodeName::new("a"),
+            copy: CopyId(copy),
+            epoch: Epoch(epoch),
+        })
+    }
+
+    #[test]
+    fn a_stale_update_never_rolls_a_binding_back() {
+        let r = Registry::new();
+        let kv = UnitName::new("kv");
+        assert!(r.apply(NameUpdate {
+            unit: kv.clone(),
+            state: bound(2, 5)
+        }));
+        assert!(!r.apply(NameUpdate {
+            unit: kv.clone(),
+            state: bound(1, 3)
+        }));
+        assert!(r.apply(NameUpdate {
+            unit: kv.clone(),
+            state: NameState::Rebinding { epoch: Epoch(2) }
+        }));
+        assert!(!r.apply(NameUpdate {
+            unit: kv.clone(),
+            state: bound(2, 5)
+        }));
+        assert!(r.apply(NameUpdate {
+            unit: kv.clone(),
+            state: bound(3, 9)
+        }));
+        assert_eq!(r.resolve(&kv), Some(bound(3, 9)));
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_rebinding_wakes_on_the_new_binding() {
+        let r = Registry::new();
+        let kv = UnitName::new("kv");
+        r.apply(NameUpdate {
+            unit: kv.clone(),
+            state: bound(1, 1),
+        });
+        let seen = r.resolve(&kv);
+        let r2 = r.clone();
+        let kv2 = kv.clone();
+        let waiter = tokio::spawn(async move {
+            r2.wait_for_change(
+                &kv2,
+                seen.as_ref(),
+                Instant::now() + std::time::Duration::from_secs(5),
+            )
+            .await
+        });
+        r.apply(NameUpdate {
+            unit: kv.clone(),
+            state: bound(2, 2),
+        });
+        let got = waiter.await.expect("waiter task");
+        assert_eq!(got, Some(bound(2, 2)));
+        let none = r
+            .wait_for_change(
+                &kv,
+                Some(&bound(2, 2)),
+                Instant::now() + std::time::Duration::from_millis(20),
+            )
+            .await;
+        assert_eq!(none, None);
+    }
+}

@@ -1,0 +1,874 @@
+//! One copy of a unit and its role machine: `Standby → Promoting → Primary → Fenced`.
+//!
+//! [`CopyCore::step`] takes one [`Input`] and the current time; the caller then drains the
+//! [`Command`]s it produced and carries them out (send to the peer, answer a caller, report to
+//! the group manager). The core never blocks, reads a clock or touches a socket.
+//!
+//! The first thing every peer message and directive meets is the epoch check: a lower epoch
+//! is refused with the current one; a higher one makes a primary step down.
+
+use crate::dedupe::{Answered, DedupeLimits, DedupeTable, Seen};
+use crate::ids::{BatchSeq, CopyId, Epoch, Seq, StimulusId, UnitName};
+use crate::message::{Directive, Entry, PeerMsg, Refusal, Report};
+use crate::replication::{Decision, SyncReplicator};
+use crate::time::Time;
+use crate::unit::Unit;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// An opaque handle for a caller waiting for an answer; the driver maps it to its reply port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplyToken(pub u64);
+
+/// The role of a copy. Transitions only go right, except that a standby stays a standby
+/// while its primary changes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Takeover's waiting room: receives batches from the primary and applies whole ones.
+    /// Invisible to clients.
+    Standby,
+    /// Takeover steps 3–4: the consistency check is done (a torn batch dropped), and the copy
+    /// waits for its first lease before it serves. Stimuli that arrive are parked.
+    Promoting,
+    /// Serves stimuli while it holds a lease for its epoch, and replicates to its standby.
+    Primary,
+    /// Learned that a newer epoch exists: refuses everything, for good.
+    Fenced,
+}
+
+/// Tuning of a copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyConfig {
+    /// Batches in flight to the standby at once.
+    pub window: usize,
+    /// Entries per `Replicate` message; larger batches travel in several parts.
+    pub max_entries_per_part: usize,
+    /// Resend unacknowledged batches (or the snapshot) after this long.
+    pub resend_after: Duration,
+    /// Ask for a lease again after this long without an answer.
+    pub lease_retry: Duration,
+    /// Most stimuli parked while the copy waits for a lease.
+    pub max_parked: usize,
+    /// Refuse a parked stimulus after it waited this long.
+    pub park_timeout: Duration,
+    /// Bounds of the dedupe table.
+    pub dedupe: DedupeLimits,
+}
+
+impl Default for CopyConfig {
+    fn default() -> Self {
+        CopyConfig {
+            window: 1,
+            max_entries_per_part: 256,
+            resend_after: Duration::from_millis(50),
+            lease_retry: Duration::from_millis(20),
+            max_parked: 10_000,
+            park_timeout: Duration::from_millis(500),
+            dedupe: DedupeLimits::default(),
+        }
+    }
+}
+
+/// A stimulus as it reaches a copy.
+#[derive(Clone, Debug)]
+pub struct StimulusIn<U: Unit> {
+    /// Its id.
+    pub id: StimulusId,
+    /// Its client's low-water mark.
+    pub low_water: Seq,
+    /// The stimulus itself.
+    pub body: U::Stimulus,
+    /// Where the answer goes.
+    pub reply: ReplyToken,
+}
+
+/// An input to the core.
+#[derive(Clone, Debug)]
+pub enum Input<U: Unit> {
+    /// A stimulus from a client.
+    Stimulus(StimulusIn<U>),
+    /// A message from the other copy.
+    Peer(PeerMsg<U>),
+    /// An order from the group manager.
+    Directive(Directive),
+    /// Time passed: renew the lease, resend what is unacknowledged, expire parked stimuli.
+    Tick,
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug)]
+pub enum Command<U: Unit> {
+    /// Answer a caller.
+    Reply {
+        /// The caller.
+        to: ReplyToken,
+        /// The answer or the refusal.
+        outcome: Result<U::Response, Refusal>,
+    },
+    /// Send to the other copy.
+    ToPeer {
+        /// The receiving copy.
+        to: CopyId,
+        /// The message.
+        msg: PeerMsg<U>,
+    },
+    /// Tell the group manager.
+    ToManager(Report),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    epoch: Epoch,
+    until: Time,
+    duration: Duration,
+    asked_at: Option<Time>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct StandbyLink {
+    id: CopyId,
+    snapshot: BatchSeq,
+    ready: bool,
+    last_send: Time,
+}
+
+#[derive(Debug)]
+struct Assembly<U: Unit> {
+    from: CopyId,
+    seq: BatchSeq,
+    parts: Vec<Option<Vec<Entry<U>>>>,
+}
+
+#[derive(Debug)]
+struct Parked<U: Unit> {
+    stimulus: StimulusIn<U>,
+    since: Time,
+}
+
+/// A held answer.
+#[derive(Debug)]
+struct Waiter<R> {
+    to: ReplyToken,
+    response: R,
+}
+
+/// One copy of a unit: its state, dedupe table, role and replication.
+#[derive(Debug)]
+pub struct CopyCore<U: Unit> {
+    unit: U,
+    name: UnitName,
+    id: CopyId,
+    config: CopyConfig,
+    role: Role,
+    epoch: Epoch,
+    state: U::State,
+    dedupe: DedupeTable<U::Response>,
+    // Standby side.
+    primary: Option<CopyId>,
+    has_state: bool,
+    applied: BatchSeq,
+    assembly: Option<Assembly<U>>,
+    // Primary side.
+    lease: Option<Lease>,
+    promoted_at: Option<Time>,
+    standby: Option<StandbyLink>,
+    replicator: SyncReplicator<U, Waiter<U::Response>>,
+    parked: VecDeque<Parked<U>>,
+    commands: Vec<Command<U>>,
+}
+
+impl<U: Unit> CopyCore<U> {
+    /// The first copy of a new unit: empty state, about to become primary at `epoch`
+    /// (it asks for its lease on its first tick).
+    pub fn new_initial(
+        unit: U,
+        name: UnitName,
+        id: CopyId,
+        epoch: Epoch,
+        config: CopyConfig,
+    ) -> Self {
+        let mut core = Self::blank(unit, name, id, epoch, config);
+        core.role = Role::Promoting;
+        core.has_state = true;
+        core
+    }
+
+    /// A new standby of `primary` at `epoch`; it has no state until the primary's snapshot
+    /// arrives.
+    pub fn new_standby(
+        unit: U,
+        name: UnitName,
+        id: CopyId,
+        epoch: Epoch,
+        primary: CopyId,
+        config: CopyConfig,
+    ) -> Self {
+        let mut core = Self::blank(unit, name, id, epoch, config);
+        core.primary = Some(primary);
+        core
+    }
+
+    fn blank(unit: U, name: UnitName, id: CopyId, epoch: Epoch, config: CopyConfig) -> Self {
+        CopyCore {
+            unit,
+            name,
+            id,
+            config,
+            role: Role::Standby,
+            epoch,
+            state: U::State::default(),
+            dedupe: DedupeTable::new(config.dedupe),
+            primary: None,
+            has_state: false,
+            applied: BatchSeq(0),
+            assembly: None,
+            lease: None,
+            promoted_at: None,
+            standby: None,
+            replicator: SyncReplicator::new(BatchSeq(0), config.window),
+            parked: VecDeque::new(),
+            commands: Vec::new(),
+        }
+    }
+
+    /// This copy's id.
+    pub fn id(&self) -> CopyId {
+        self.id
+    }
+
+    /// The unit's name.
+    pub fn unit_name(&self) -> &UnitName {
+        &self.name
+    }
+
+    /// The unit's behaviour.
+    pub fn unit(&self) -> &U {
+        &self.unit
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The newest epoch this copy knows.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The unit's state as this copy holds it.
+    pub fn state(&self) -> &U::State {
+        &self.state
+    }
+
+    /// The last batch applied (standby) or sealed (primary).
+    pub fn applied(&self) -> BatchSeq {
+        match self.role {
+            Role::Primary | Role::Promoting => self.replicator.sealed(),
+            _ => self.applied,
+        }
+    }
+
+    /// The primary this standby follows.
+    pub fn primary(&self) -> Option<CopyId> {
+        self.primary
+    }
+
+    /// How many entries wait unsealed on the primary.
+    pub fn open_entries(&self) -> usize {
+        self.replicator.open_len()
+    }
+
+    /// Whether the copy would serve a stimulus at `now`: primary with a live lease.
+    pub fn is_serving(&self, now: Time) -> bool {
+        self.role == Role::Primary && self.lease_live(now)
+    }
+
+    /// When the copy's lease (as it counts it) runs out, if it holds one.
+    pub fn lease_until(&self) -> Option<Time> {
+        self.lease
+            .filter(|l| l.epoch == self.epoch)
+            .map(|l| l.until)
+    }
+
+    /// The commands produced since the last drain.
+    pub fn drain_commands(&mut self) -> Vec<Command<U>> {
+        std::mem::take(&mut self.commands)
+    }
+
+    /// Feed one input at time `now`.
+    pub fn step(&mut self, now: Time, input: Input<U>) {
+        match input {
+            Input::Stimulus(s) => self.on_stimulus(now, s),
+            Input::Peer(msg) => self.on_peer(now, msg),
+            Input::Directive(d) => self.on_directive(now, d),
+            Input::Tick => self.on_tick(now),
+        }
+        self.flush(now);
+    }
+
+    fn lease_live(&self, now: Time) -> bool {
+        self.lease
+            .is_some_and(|l| l.epoch == self.epoch && now < l.until)
+    }
+
+    fn reply(&mut self, to: ReplyToken, outcome: Result<U::Response, Refusal>) {
+        self.commands.push(Command::Reply { to, outcome });
+    }
+
+    fn report(&mut self, r: Report) {
+        self.commands.push(Command::ToManager(r));
+    }
+
+    // ---- stimuli -------------------------------------------------------------------------
+
+    fn on_stimulus(&mut self, now: Time, s: StimulusIn<U>) {
+        match self.role {
+            Role::Standby | Role::Fenced => {
+                let epoch = self.epoch;
+                self.reply(s.reply, Err(Refusal::NotPrimary { epoch }));
+            }
+            Role::Promoting => self.park(now, s),
+            Role::Primary if !self.lease_live(now) => self.park(now, s),
+            Role::Primary => self.serve(s),
+        }
+    }
+
+    fn park(&mut self, now: Time, s: StimulusIn<U>) {
+        if self.parked.len() >= self.config.max_parked {
+            let parked = self.parked.len();
+            self.reply(s.reply, Err(Refusal::Overloaded { parked }));
+            return;
+        }
+        self.parked.push_back(Parked {
+            stimulus: s,
+            since: now,
+        });
+    }
+
+    fn serve(&mut self, s: StimulusIn<U>) {
+        let answered = match self.dedupe.seen(s.id, s.low_water) {
+            Seen::New => None,
+            Seen::Answered(a) => Some(a.clone()),
+            Seen::Superseded { low_water } => {
+                self.reply(
+                    s.reply,
+                    Err(Refusal::Superseded {
+                        stimulus: s.id,
+                        low_water,
+                    }),
+                );
+                return;
+            }
+            Seen::SessionExpired => {
+                let client = s.id.client;
+                self.reply(s.reply, Err(Refusal::SessionExpired { client }));
+                return;
+            }
+        };
+        if let Some(a) = answered {
+            let waiter = Waiter {
+                to: s.reply,
+                response: a.response,
+            };
+            if let Some(w) = self.replicator.hold_until(a.batch, waiter) {
+                self.reply(w.to, Ok(w.response));
+            }
+            return;
+        }
+        let handled = self.unit.handle(&self.state, &s.body);
+        let entry = if handled.updates.is_empty() {
+            None
+        } else {
+            for u in &handled.updates {
+                self.unit.apply(&mut self.state, u);
+            }
+            let batch = self.replicator.sealed().next();
+            self.dedupe.record(
+                s.id,
+                s.low_water,
+                Answered {
+                    response: handled.response.clone(),
+                    batch,
+                },
+            );
+            Some(Entry {
+                id: s.id,
+                low_water: s.low_water,
+                updates: handled.updates,
+                response: handled.response.clone(),
+            })
+        };
+        let waiter = Waiter {
+            to: s.reply,
+            response: handled.response,
+        };
+        if let (Decision::Reply, Some(w)) = self.replicator.offer(entry, waiter) {
+            self.reply(w.to, Ok(w.response));
+        }
+    }
+
+    fn serve_parked(&mut self, now: Time) {
+        while self.role == Role::Primary && self.lease_live(now) {
+            let Some(p) = self.parked.pop_front() else {
+                break;
+            };
+            self.serve(p.stimulus);
+        }
+    }
+
+    // ---- peer messages -------------------------------------------------------------------
+
+    fn on_peer(&mut self, now: Time, msg: PeerMsg<U>) {
+        let their = msg.epoch();
+        match msg {
+            PeerMsg::Refuse { current, .. } => {
+                if current > self.epoch {
+                    self.fence(current);
+                }
+            }
+            PeerMsg::Ack { epoch, from, upto } => {
+                if epoch < self.epoch {
+                    // A stale acknowledgement: drop it (replies carry their request's epoch).
+                    return;
+                }
+                if epoch > self.epoch {
+                    self.fence(epoch);
+                    return;
+                }
+                self.on_ack(now, from, upto);
+            }
+            PeerMsg::Replicate {
+                from,
+                seq,
+                part,
+                parts,
+                entries,
+                ..
+            } => {
+                if !self.accept_from_primary(their, from) {
+                    return;
+                }
+                self.on_replicate(from, seq, part, parts, entries);
+            }
+            PeerMsg::Snapshot {
+                from,
+                seq,
+                state,
+                dedupe,
+                ..
+            } => {
+                if !self.accept_from_primary(their, from) {
+                    return;
+                }
+                self.on_snapshot(from, seq, state, dedupe);
+            }
+        }
+    }
+
+    /// The epoch check for messages that only a primary sends. Returns whether to go on.
+    fn accept_from_primary(&mut self, their: Epoch, from: CopyId) -> bool {
+        if their < self.epoch {
+            let current = self.epoch;
+            self.commands.push(Command::ToPeer {
+                to: from,
+                msg: PeerMsg::Refuse {
+                    current,
+                    from: self.id,
+                },
+            });
+            return false;
+        }
+        match self.role {
+            Role::Standby => {
+                if their > self.epoch {
+                    // A primary of a newer epoch we were not told about: follow it, from a
+                    // snapshot.
+                    self.epoch = their;
+                    self.primary = Some(from);
+                    self.has_state = false;
+                    self.assembly = None;
+                }
+                self.primary == Some(from)
+            }
+            Role::Promoting | Role::Primary => {
+                if their > self.epoch {
+                    self.fence(their);
+                }
+                false
+            }
+            Role::Fenced => false,
+        }
+    }
+
+    fn on_replicate(
+        &mut self,
+        from: CopyId,
+        seq: BatchSeq,
+        part: u32,
+        parts: u32,
+        entries: Vec<Entry<U>>,
+    ) {
+        if !self.has_state || seq != self.applied.next() {
+            // Not ready (no snapshot yet), a duplicate, or a gap: tell the primary where we are.
+            self.ack(from);
+            return;
+        }
+        let parts = parts.max(1) as usize;
+        let part = part as usize;
+        if part >= parts {
+            return;
+        }
+        let fresh = match &self.assembly {
+            Some(a) => a.seq != seq || a.from != from || a.parts.len() != parts,
+            None => true,
+        };
+        if fresh {
+            self.assembly = Some(Assembly {
+                from,
+                seq,
+                parts: (0..parts).map(|_| None).collect(),
+            });
+        }
+        let Some(assembly) = self.assembly.as_mut() else {
+            return;
+        };
+        assembly.parts[part] = Some(entries);
+        if assembly.parts.iter().any(Option::is_none) {
+            return;
+        }
+        let Some(whole) = self.assembly.take() else {
+            return;
+        };
+        for entries in whole.parts.into_iter().flatten() {
+            for e in entries {
+                for u in &e.updates {
+                    self.unit.apply(&mut self.state, u);
+                }
+                self.dedupe.record(
+                    e.id,
+                    e.low_water,
+                    Answered {
+                        response: e.response,
+                        batch: seq,
+                    },
+                );
+            }
+        }
+        self.applied = seq;
+        self.ack(from);
+    }
+
+    fn on_snapshot(
+        &mut self,
+        from: CopyId,
+        seq: BatchSeq,
+        state: U::State,
+        dedupe: DedupeTable<U::Response>,
+    ) {
+        if self.has_state && seq <= self.applied {
+            self.ack(from);
+            return;
+        }
+        match self.unit.restore(state) {
+            Ok(restored) => {
+                self.state = restored;
+                self.dedupe = dedupe;
+                self.applied = seq;
+                self.assembly = None;
+                self.has_state = true;
+                self.ack(from);
+                let (unit, copy, epoch) = (self.name.clone(), self.id, self.epoch);
+                self.report(Report::StandbyReady { unit, copy, epoch });
+            }
+            Err(_) => {
+                // A snapshot the unit cannot use: stay without state; the primary resends.
+            }
+        }
+    }
+
+    fn ack(&mut self, to: CopyId) {
+        let msg = PeerMsg::Ack {
+            epoch: self.epoch,
+            from: self.id,
+            upto: self.applied,
+        };
+        self.commands.push(Command::ToPeer { to, msg });
+    }
+
+    fn on_ack(&mut self, now: Time, from: CopyId, upto: BatchSeq) {
+        if !matches!(self.role, Role::Primary | Role::Promoting) {
+            return;
+        }
+        let Some(link) = self.standby.as_mut() else {
+            return;
+        };
+        if link.id != from {
+            return;
+        }
+        if !link.ready {
+            if upto < link.snapshot {
+                // The standby answered before the snapshot landed: send it again.
+                link.last_send = Time::ZERO;
+                return;
+            }
+            link.ready = true;
+        }
+        let _ = now;
+        for w in self.replicator.on_ack(upto) {
+            self.reply(w.to, Ok(w.response));
+        }
+    }
+
+    // ---- directives ----------------------------------------------------------------------
+
+    fn on_directive(&mut self, now: Time, d: Directive) {
+        match d {
+            Directive::Fence { current } => {
+                if current > self.epoch || (current == self.epoch && self.role == Role::Standby) {
+                    self.fence(current);
+                }
+            }
+            Directive::Promote { epoch } => self.on_promote(now, epoch),
+            Directive::AssignStandby { epoch, standby } => {
+                if epoch != self.epoch || !matches!(self.role, Role::Primary | Role::Promoting) {
+                    return;
+                }
+                if self.standby.map(|l| l.id) == standby {
+                    return;
+                }
+                self.standby = standby.map(|id| StandbyLink {
+                    id,
+                    snapshot: BatchSeq(0),
+                    ready: false,
+                    last_send: Time::ZERO,
+                });
+                if self.standby.is_some() {
+                    let snap = self.replicator.seal_for_snapshot();
+                    if let Some(link) = self.standby.as_mut() {
+                        link.snapshot = snap;
+                    }
+                }
+            }
+            Directive::Lease {
+                epoch,
+                requested_at,
+                duration,
+            } => {
+                if epoch != self.epoch || !matches!(self.role, Role::Primary | Role::Promoting) {
+                    return;
+                }
+                let until = requested_at.after(duration);
+                let better = self
+                    .lease
+                    .is_none_or(|l| l.epoch != epoch || until > l.until);
+                if better {
+                    self.lease = Some(Lease {
+                        epoch,
+                        until,
+                        duration,
+                        asked_at: None,
+                    });
+                }
+                if self.role == Role::Promoting && self.lease_live(now) {
+                    self.role = Role::Primary;
+                }
+                self.serve_parked(now);
+            }
+        }
+    }
+
+    fn on_promote(&mut self, now: Time, epoch: Epoch) {
+        if epoch < self.epoch || self.role == Role::Fenced {
+            return;
+        }
+        match self.role {
+            Role::Standby => {
+                if !self.has_state {
+                    let (unit, copy) = (self.name.clone(), self.id);
+                    self.report(Report::CannotPromote { unit, copy, epoch });
+                    return;
+                }
+                // Takeover step 3, the consistency check: a batch not wholly received is
+                // dropped; the state is exactly that of the last whole batch.
+                self.assembly = None;
+                self.epoch = epoch;
+                self.primary = None;
+                self.role = Role::Promoting;
+                self.replicator = SyncReplicator::new(self.applied, self.config.window);
+                self.ask_promoted(now);
+            }
+            Role::Promoting | Role::Primary if epoch == self.epoch => self.ask_promoted(now),
+            Role::Promoting | Role::Primary => {
+                // Promoted again at a newer epoch without having lost the role: it cannot
+                // happen with one group manager; treat the older role as stale.
+                self.fence(epoch);
+            }
+            Role::Fenced => {}
+        }
+    }
+
+    fn ask_promoted(&mut self, now: Time) {
+        self.promoted_at = Some(now);
+        let (unit, copy, epoch) = (self.name.clone(), self.id, self.epoch);
+        self.report(Report::Promoted {
+            unit,
+            copy,
+            epoch,
+            requested_at: now,
+        });
+    }
+
+    fn fence(&mut self, current: Epoch) {
+        if self.role == Role::Fenced {
+            return;
+        }
+        self.role = Role::Fenced;
+        self.epoch = self.epoch.max(current);
+        let epoch = self.epoch;
+        for w in self.replicator.drain_waiters() {
+            self.reply(w.to, Err(Refusal::NotPrimary { epoch }));
+        }
+        while let Some(p) = self.parked.pop_front() {
+            self.reply(p.stimulus.reply, Err(Refusal::NotPrimary { epoch }));
+        }
+        self.assembly = None;
+        self.standby = None;
+        self.lease = None;
+        let (unit, copy) = (self.name.clone(), self.id);
+        self.report(Report::Fenced {
+            unit,
+            copy,
+            current: epoch,
+        });
+    }
+
+    // ---- time ----------------------------------------------------------------------------
+
+    fn on_tick(&mut self, now: Time) {
+        match self.role {
+            Role::Promoting => {
+                let due = self
+                    .promoted_at
+                    .is_none_or(|t| now.since(t) >= self.config.lease_retry);
+                if due {
+                    self.ask_promoted(now);
+                }
+            }
+            Role::Primary => self.renew_lease(now),
+            Role::Standby | Role::Fenced => {}
+        }
+        self.expire_parked(now);
+        if let Some(link) = self.standby.as_mut() {
+            if now.since(link.last_send) >= self.config.resend_after {
+                link.last_send = Time::ZERO;
+            }
+        }
+    }
+
+    fn renew_lease(&mut self, now: Time) {
+        let Some(lease) = self.lease else {
+            return;
+        };
+        let renew_from =
+            Time(lease.until.0.saturating_sub(
+                u64::try_from(lease.duration.as_micros() * 2 / 3).unwrap_or(u64::MAX),
+            ));
+        if now < renew_from {
+            return;
+        }
+        if lease
+            .asked_at
+            .is_some_and(|t| now.since(t) < self.config.lease_retry)
+        {
+            return;
+        }
+        if let Some(l) = self.lease.as_mut() {
+            l.asked_at = Some(now);
+        }
+        let (unit, copy, epoch) = (self.name.clone(), self.id, self.epoch);
+        self.report(Report::LeaseRequest {
+            unit,
+            copy,
+            epoch,
+            requested_at: now,
+        });
+    }
+
+    fn expire_parked(&mut self, now: Time) {
+        let epoch = self.epoch;
+        while self
+            .parked
+            .front()
+            .is_some_and(|p| now.since(p.since) >= self.config.park_timeout)
+        {
+            if let Some(p) = self.parked.pop_front() {
+                self.reply(p.stimulus.reply, Err(Refusal::LeaseLapsed { epoch }));
+            }
+        }
+    }
+
+    /// Send what the replication stream owes the standby: the snapshot, batches to resend,
+    /// and a newly sealed batch if the window has room.
+    fn flush(&mut self, now: Time) {
+        if !matches!(self.role, Role::Primary | Role::Promoting) {
+            return;
+        }
+        let Some(link) = self.standby else {
+            return;
+        };
+        let resend = link.last_send == Time::ZERO;
+        if !link.ready {
+            if resend {
+                let msg = PeerMsg::Snapshot {
+                    epoch: self.epoch,
+                    from: self.id,
+                    seq: link.snapshot,
+                    state: self.unit.snapshot(&self.state),
+                    dedupe: self.dedupe.clone(),
+                };
+                self.commands.push(Command::ToPeer { to: link.id, msg });
+                self.mark_sent(now);
+            }
+            return;
+        }
+        if resend {
+            let batches: Vec<_> = self.replicator.in_flight().cloned().collect();
+            for b in batches {
+                self.send_batch(link.id, b.seq, b.entries);
+            }
+            self.mark_sent(now);
+        }
+        if let Some(b) = self.replicator.seal() {
+            self.send_batch(link.id, b.seq, b.entries);
+            self.mark_sent(now);
+        }
+    }
+
+    fn mark_sent(&mut self, now: Time) {
+        if let Some(l) = self.standby.as_mut() {
+            // Time::ZERO means "send now"; never store it as a real send time.
+            l.last_send = if now == Time::ZERO { Time(1) } else { now };
+        }
+    }
+
+    fn send_batch(&mut self, to: CopyId, seq: BatchSeq, entries: Vec<Entry<U>>) {
+        let per = self.config.max_entries_per_part.max(1);
+        let parts = entries.len().div_ceil(per).max(1);
+        let mut rest = entries.into_iter();
+        for part in 0..parts {
+            let chunk: Vec<Entry<U>> = rest.by_ref().take(per).collect();
+            self.commands.push(Command::ToPeer {
+                to,
+                msg: PeerMsg::Replicate {
+                    epoch: self.epoch,
+                    from: self.id,
+                    seq,
+                    part: u32::try_from(part).unwrap_or(u32::MAX),
+                    parts: u32::try_from(parts).unwrap_or(u32::MAX),
+                    entries: chunk,
+                },
+            });
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The dedupe table: remembers the answer of each stimulus so that a retry (after a lost
+//! reply or a takeover) is answered again instead of taking effect twice.
+//!
+//! The table is part of the replicated state: the primary records an answer when it handles a
+//! stimulus and the standby records the same answer when it applies the batch that holds it,
+//! so a promoted standby recognises retries of stimuli its old primary served.
+//!
+//! # What it forgets
+//!
+//! Every stimulus carries its client's *low-water mark*: the lowest sequence number that
+//! client still waits for. The table keeps, per client:
+//!
+//! * the answers of stimuli at or above the low-water mark, at most
+//!   [`DedupeLimits::max_per_client`] of them. When a client has more, the lowest is forgotten
+//!   and the low-water mark moves past it;
+//! * the low-water mark itself. A stimulus below it is refused as superseded, never applied.
+//!
+//! At most [`DedupeLimits::max_clients`] clients are kept; beyond that the client whose
+//! answers were recorded least recently is forgotten whole. A later stimulus from a forgotten
+//! client whose low-water mark is past its first sequence number is refused as
+//! `SessionExpired` (the client must start over with a new client id), so it is never applied
+//! twice. The one case the table cannot catch is a retry of a client's *first* stimulus after
+//! `max_clients` other clients were recorded since: choose `max_clients` well above the number
+//! of clients active within one `T_max`.
+
+use crate::ids::{BatchSeq, ClientId, Seq, StimulusId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Bounds of a [`DedupeTable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupeLimits {
+    /// Most clients remembered at once.
+    pub max_clients: usize,
+    /// Most answers remembered per client.
+    pub max_per_client: usize,
+}
+
+impl Default for DedupeLimits {
+    fn default() -> Self {
+        DedupeLimits {
+            max_clients: 65_536,
+            max_per_client: 1_024,
+        }
+    }
+}
+
+/// A remembered answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Answered<R> {
+    /// The answer sent (or to be sent) for the stimulus.
+    pub response: R,
+    /// The batch that carried the stimulus's updates to the standby; a retry is answered only
+    /// once that batch is acknowledged.
+    pub batch: BatchSeq,
+}
+
+/// What the table knows about a stimulus.
+#[derive(Debug, PartialEq)]
+pub enum Seen<'a, R> {
+    /// Never seen: handle it.
+    New,
+    /// Already handled: answer with this.
+    Answered(&'a Answered<R>),
+    /// Below its client's low-water mark: the client no longer waits for it; refuse it.
+    Superseded {
+        /// The client's low-water mark.
+        low_water: Seq,
+    },
+    /// From a client the table forgot (see the module docs): refuse it.
+    SessionExpired,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct ClientRecord<R> {
+    low_water: Seq,
+    answered: BTreeMap<Seq, Answered<R>>,
+    touched: u64,
+}
+
+/// The bounded table of answered stimuli; see the module docs for what it forgets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DedupeTable<R> {
+    limits: DedupeLimits,
+    clients: BTreeMap<ClientId, ClientRecord<R>>,
+    by_touch: BTreeMap<u64, ClientId>,
+    clock: u64,
+}
+
+impl<R: Clone> DedupeTable<R> {
+    /// An empty table with the given bounds (each at least 1).
+    pub fn new(limits: DedupeLimits) -> Self {
+        DedupeTable {
+            limits: DedupeLimits {
+                max_clients: limits.max_clients.max(1),
+                max_per_client: limits.max_per_client.max(1),
+            },
+            clients: BTreeMap::new(),
+            by_touch: BTreeMap::new(),
+            clock: 0,
+        }
+    }
+
+    /// What the table knows of stimulus `id`, sent with the client's low-water mark
+    /// `low_water`.
+    pub fn seen(&self, id: StimulusId, low_water: Seq) -> Seen<'_, R> {
+        match self.clients.get(&id.client) {
+            None if low_water > Seq::FIRST => Seen::SessionExpired,
+            None => Seen::New,
+            Some(rec) => {
+                if let Some(a) = rec.answered.get(&id.seq) {
+                    Seen::Answered(a)
+                } else if id.seq < rec.low_water {
+                    Seen::Superseded {
+                        low_water: rec.low_water,
+                    }
+                } else {
+                    Seen::New
+                }
+            }
+        }
+    }
+
+    /// Record the answer of stimulus `id`, carried by `batch`, and apply the client's
+    /// low-water mark. Runs identically on primary and standby.
+    pub fn record(&mut self, id: StimulusId, low_water: Seq, answer: Answered<R>) {
+        self.clock += 1;
+        let clock = self.clock;
+        let rec = self
+            .clients
+            .entry(id.client)
+            .or_insert_with(|| ClientRecord {
+                low_water: Seq(0),
+                answered: BTreeMap::new(),
+                touched: 0,
+            });
+        if rec.touched != 0 {
+            self.by_touch.remove(&rec.touched);
+        }
+        rec.touched = clock;
+        self.by_touch.insert(clock, id.client);
+        rec.low_water = rec.low_water.max(low_water.min(id.seq));
+        rec.answered.insert(id.seq, answer);
+        let floor = rec.low_water;
+        rec.answered.retain(|s, _| *s >= floor);
+        while rec.answered.len() > self.limits.max_per_client {
+            if let Some((&lowest, _)) = rec.answered.iter().next() {
+                rec.answered.remove(&lowest);
+                rec.low_water = rec.low_water.max(Seq(lowest.0 + 1));
+            }
+        }
+        while self.clients.len() > self.limits.max_clients {
+            let Some((&touch, &victim)) = self.by_touch.iter().next() else {
+                break;
+            };
+            self.by_touch.remove(&touch);
+            self.clients.remove(&victim);
+        }
+    }
+
+    /// How many clients are remembered.
+    pub fn clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// How many answers are remembered in all.
+    pub fn answers(&self) -> usize {
+        self.clients.values().map(|r| r.answered.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(c: u64, s: u64) -> StimulusId {
+        StimulusId {
+            client: ClientId(c),
+            seq: Seq(s),
+        }
+    }
+
+    fn ans(r: u32) -> Answered<u32> {
+        Answered {
+            response: r,
+            batch: BatchSeq(1),
+        }
+    }
+
+    #[test]
+    fn a_retry_is_answered_from_the_table() {
+        let mut t = DedupeTable::new(DedupeLimits::default());
+        assert_eq!(t.seen(id(1, 1), Seq(1)), Seen::New);
+        t.record(id(1, 1), Seq(1), ans(7));
+        assert_eq!(t.seen(id(1, 1), Seq(1)), Seen::Answered(&ans(7)));
+    }
+
+    #[test]
+    fn low_water_mark_forgets_answers_and_refuses_late_copies() {
+        let mut t = DedupeTable::new(DedupeLimits::default());
+        t.record(id(1, 1), Seq(1), ans(1));
+        t.record(id(1, 2), Seq(1), ans(2));
+        t.record(id(1, 3), Seq(3), ans(3));
+        assert_eq!(t.answers(), 1);
+        assert_eq!(
+            t.seen(id(1, 1), Seq(3)),
+            Seen::Superseded { low_water: Seq(3) }
+        );
+        assert_eq!(t.seen(id(1, 3), Seq(3)), Seen::Answered(&ans(3)));
+    }
+
+    #[test]
+    fn per_client_bound_raises_the_low_water_mark() {
+        let mut t = DedupeTable::new(DedupeLimits {
+            max_clients: 10,
+            max_per_client: 2,
+        });
+        for s in 1..=3 {
+            t.record(id(1, s), Seq(1), ans(s as u32));
+        }
+        assert_eq!(t.answers(), 2);
+        assert_eq!(
+            t.seen(id(1, 1), Seq(1)),
+            Seen::Superseded { low_water: Seq(2) }
+        );
+    }
+
+    #[test]
+    fn least_recently_recorded_client_is_forgotten_and_its_later_stimuli_refused() {
+        let mut t = DedupeTable::new(DedupeLimits {
+            max_clients: 2,
+            max_per_client: 8,
+        });
+        t.record(id(1, 1), Seq(1), ans(1));
+        t.record(id(2, 1), Seq(1), ans(2));
+        t.record(id(1, 2), Seq(1), ans(3));
+        t.record(id(3, 1), Seq(1), ans(4));
+        assert_eq!(t.clients(), 2);
+        assert_eq!(t.seen(id(2, 2), Seq(2)), Seen::SessionExpired);
+        assert_eq!(t.seen(id(1, 2), Seq(1)), Seen::Answered(&ans(3)));
+    }
+}

@@ -1,0 +1,795 @@
+//! The group manager's decisions, as a pure state machine: cold-start placement, leases,
+//! takeover when a primary is lost, a new standby when a standby is lost.
+//!
+//! ```text
+//!  primary lost ──known dead──────────────► promote standby (epoch+1) ──Promoted──► bind,
+//!       │                                        ▲                                 grant lease,
+//!       └──not known dead──► wait until its lease lapsed                           place standby
+//! ```
+//!
+//! A primary's lease is granted here. The manager counts a lease from the moment it grants
+//! it, the holder from the moment it asked, so the holder's lease always ends first; a
+//! standby whose primary is not known dead is promoted only after the manager's count ran out.
+
+use crate::ids::{CopyId, Epoch, NodeName, UnitName};
+use crate::message::{Directive, Report};
+use crate::time::Time;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Tuning of the group manager.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// How long a granted lease runs.
+    pub lease: Duration,
+    /// Resend an unanswered directive after this long.
+    pub retry: Duration,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            lease: Duration::from_millis(300),
+            retry: Duration::from_millis(50),
+        }
+    }
+}
+
+/// What the group manager hears.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupInput {
+    /// Place a new unit (cold start).
+    AddUnit {
+        /// Its name.
+        unit: UnitName,
+    },
+    /// A node joined or came back, empty.
+    NodeUp {
+        /// The node.
+        node: NodeName,
+    },
+    /// A node was lost. `known_dead` when its copies certainly stopped (its supervisor tree
+    /// ended); otherwise (missed heartbeats, a cut connection) its primaries' leases must
+    /// lapse before their standbys are promoted.
+    NodeDown {
+        /// The node.
+        node: NodeName,
+        /// Whether its copies certainly stopped.
+        known_dead: bool,
+    },
+    /// A copy was lost: crashed (`known_dead`) or hung (stopped being answered; it may still
+    /// run).
+    CopyDown {
+        /// The unit.
+        unit: UnitName,
+        /// The copy.
+        copy: CopyId,
+        /// Whether it certainly stopped.
+        known_dead: bool,
+    },
+    /// A copy the manager asked for is running.
+    CopyStarted {
+        /// The unit.
+        unit: UnitName,
+        /// The copy.
+        copy: CopyId,
+    },
+    /// A report from a copy.
+    Report(Report),
+    /// Time passed.
+    Tick,
+}
+
+/// How a copy starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAs {
+    /// The first copy of a new unit, about to become primary at `epoch`.
+    Initial {
+        /// Its epoch.
+        epoch: Epoch,
+    },
+    /// A standby of `primary` at `epoch`, waiting for a snapshot.
+    Standby {
+        /// The epoch of its primary.
+        epoch: Epoch,
+        /// Its primary.
+        primary: CopyId,
+    },
+}
+
+/// What the group manager orders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupCommand {
+    /// Start a copy on a node (its local manager does it).
+    Start {
+        /// The node.
+        node: NodeName,
+        /// The unit.
+        unit: UnitName,
+        /// The new copy's id.
+        copy: CopyId,
+        /// How it starts.
+        start_as: StartAs,
+    },
+    /// Stop a copy (fenced, replaced or lost) on a node.
+    Stop {
+        /// The node.
+        node: NodeName,
+        /// The unit.
+        unit: UnitName,
+        /// The copy.
+        copy: CopyId,
+    },
+    /// Send a directive to a copy.
+    Direct {
+        /// The node the copy runs on.
+        node: NodeName,
+        /// The unit.
+        unit: UnitName,
+        /// The copy.
+        copy: CopyId,
+        /// The directive.
+        directive: Directive,
+    },
+    /// The name server binds `unit` to `copy` at `epoch`.
+    Bind {
+        /// The unit.
+        unit: UnitName,
+        /// Its new primary.
+        copy: CopyId,
+        /// The node of the primary.
+        node: NodeName,
+        /// The epoch.
+        epoch: Epoch,
+    },
+    /// The unit has no primary for now (a takeover is under way); clients wait for a binding.
+    Unbind {
+        /// The unit.
+        unit: UnitName,
+        /// The epoch of the binding withdrawn.
+        epoch: Epoch,
+    },
+    /// The unit is indefinitely unavailable: no copy is left that holds its state.
+    Unavailable {
+        /// The unit.
+        unit: UnitName,
+        /// Its last epoch.
+        epoch: Epoch,
+    },
+}
+
+/// Where a copy runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// The copy.
+    pub copy: CopyId,
+    /// Its node.
+    pub node: NodeName,
+}
+
+/// Where a unit stands in its life.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// A primary is bound (or, at cold start, about to be).
+    Serving,
+    /// The primary was lost but may still run: wait until its lease lapsed.
+    AwaitingLeaseLapse {
+        /// The lost primary.
+        old: Placement,
+    },
+    /// The standby was told to promote at the unit's epoch.
+    Promoting {
+        /// When the directive was last sent.
+        sent_at: Time,
+    },
+    /// No copy holds the state any more.
+    Unavailable,
+}
+
+/// The manager's record of one unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnitRecord {
+    /// The current epoch.
+    pub epoch: Epoch,
+    /// The current primary (or the copy being promoted).
+    pub primary: Option<Placement>,
+    /// The current standby, and whether it holds a snapshot.
+    pub standby: Option<(Placement, StandbyState)>,
+    /// When the primary's lease ends, on the manager's clock.
+    pub lease_expires: Time,
+    /// Where the unit stands.
+    pub phase: Phase,
+    /// Whether the primary has been bound in the name server at `epoch`.
+    pub bound: bool,
+}
+
+/// The life of a standby.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StandbyState {
+    /// Asked for; its node has not confirmed it runs.
+    Starting,
+    /// Runs; the primary was told and sends a snapshot.
+    Seeding {
+        /// When the primary was last told.
+        told_at: Time,
+    },
+    /// Holds the snapshot and follows the primary: it can be promoted.
+    Ready,
+}
+
+/// The group manager's state machine.
+#[derive(Debug)]
+pub struct GroupCore {
+    config: GroupConfig,
+    nodes: BTreeMap<NodeName, bool>,
+    units: BTreeMap<UnitName, UnitRecord>,
+    next_copy: u64,
+    commands: Vec<GroupCommand>,
+}
+
+impl GroupCore {
+    /// A manager with no nodes and no units. Copy ids it hands out start above `copy_base`.
+    pub fn new(config: GroupConfig, copy_base: u64) -> Self {
+        GroupCore {
+            config,
+            nodes: BTreeMap::new(),
+            units: BTreeMap::new(),
+            next_copy: copy_base,
+            commands: Vec::new(),
+        }
+    }
+
+    /// The record of a unit.
+    pub fn unit(&self, unit: &UnitName) -> Option<&UnitRecord> {
+        self.units.get(unit)
+    }
+
+    /// Every unit's record.
+    pub fn units(&self) -> impl Iterator<Item = (&UnitName, &UnitRecord)> {
+        self.units.iter()
+    }
+
+    /// Whether a node is up.
+    pub fn node_up(&self, node: &NodeName) -> bool {
+        self.nodes.get(node).copied().unwrap_or(false)
+    }
+
+    /// The commands produced since the last drain.
+    pub fn drain_commands(&mut self) -> Vec<GroupCommand> {
+        std::mem::take(&mut self.commands)
+    }
+
+    /// Feed one input at time `now`.
+    pub fn step(&mut self, now: Time, input: GroupInput) {
+        match input {
+            GroupInput::AddUnit { unit } => self.add_unit(now, unit),
+            GroupInput::NodeUp { node } => {
+                self.nodes.insert(node, true);
+                self.place_missing_standbys();
+            }
+            GroupInput::NodeDown { node, known_dead } => self.node_down(now, node, known_dead),
+            GroupInput::CopyDown {
+                unit,
+                copy,
+                known_dead,
+            } => self.copy_down(now, &unit, copy, known_dead),
+            GroupInput::CopyStarted { unit, copy } => self.copy_started(now, &unit, copy),
+            GroupInput::Report(r) => self.on_report(now, r),
+            GroupInput::Tick => self.tick(now),
+        }
+    }
+
+    fn alloc_copy(&mut self) -> CopyId {
+        self.next_copy += 1;
+        CopyId(self.next_copy)
+    }
+
+    /// Copies per node, and per node the standbys whose primary is on `of_primary_node`.
+    fn load(&self, of_primary_node: Option<&NodeName>) -> BTreeMap<NodeName, (usize, usize)> {
+        let mut load: BTreeMap<NodeName, (usize, usize)> = self
+            .nodes
+            .iter()
+            .filter(|(_, up)| **up)
+            .map(|(n, _)| (n.clone(), (0, 0)))
+            .collect();
+        for rec in self.units.values() {
+            if let Some(p) = &rec.primary {
+                if let Some(l) = load.get_mut(&p.node) {
+                    l.0 += 1;
+                }
+            }
+            if let Some((s, _)) = &rec.standby {
+                if let Some(l) = load.get_mut(&s.node) {
+                    l.0 += 1;
+                    if rec.primary.as_ref().map(|p| &p.node) == of_primary_node {
+                        l.1 += 1;
+                    }
+                }
+            }
+        }
+        load
+    }
+
+    /// Placement: the up node with the fewest standbys of `avoid`'s primaries, then the fewest
+    /// copies, never `avoid` itself (primary and standby never share a node).
+    fn choose_node(&self, avoid: Option<&NodeName>) -> Option<NodeName> {
+        self.load(avoid)
+            .into_iter()
+            .filter(|(n, _)| Some(n) != avoid)
+            .min_by_key(|(n, (copies, spread))| (*spread, *copies, n.clone()))
+            .map(|(n, _)| n)
+    }
+
+    fn add_unit(&mut self, now: Time, unit: UnitName) {
+        if self.units.contains_key(&unit) {
+            return;
+        }
+        let Some(node) = self.choose_node(None) else {
+            self.units.insert(
+                unit.clone(),
+                UnitRecord {
+                    epoch: Epoch::ZERO,
+                    primary: None,
+                    standby: None,
+                    lease_expires: Time::ZERO,
+                    phase: Phase::Unavailable,
+                    bound: false,
+                },
+            );
+            self.commands.push(GroupCommand::Unavailable {
+                unit,
+                epoch: Epoch::ZERO,
+            });
+            return;
+        };
+        let copy = self.alloc_copy();
+        let epoch = Epoch(1);
+        self.units.insert(
+            unit.clone(),
+            UnitRecord {
+                epoch,
+                primary: Some(Placement {
+                    copy,
+                    node: node.clone(),
+                }),
+                standby: None,
+                lease_expires: Time::ZERO,
+                phase: Phase::Promoting { sent_at: now },
+                bound: false,
+            },
+        );
+        self.commands.push(GroupCommand::Start {
+            node,
+            unit: unit.clone(),
+            copy,
+            start_as: StartAs::Initial { epoch },
+        });
+        self.place_standby(&unit);
+    }
+
+    fn place_standby(&mut self, unit: &UnitName) {
+        let Some(rec) = self.units.get(unit) else {
+            return;
+        };
+        if rec.standby.is_some() || rec.phase == Phase::Unavailable {
+            return;
+        }
+        let Some(primary) = rec.primary.clone() else {
+            return;
+        };
+        if matches!(rec.phase, Phase::AwaitingLeaseLapse { .. }) {
+            return;
+        }
+        let epoch = rec.epoch;
+        let Some(node) = self.choose_node(Some(&primary.node)) else {
+            return;
+        };
+        let copy = self.alloc_copy();
+        if let Some(rec) = self.units.get_mut(unit) {
+            rec.standby = Some((
+                Placement {
+                    copy,
+                    node: node.clone(),
+                },
+                StandbyState::Starting,
+            ));
+        }
+        self.commands.push(GroupCommand::Start {
+            node,
+            unit: unit.clone(),
+            copy,
+            start_as: StartAs::Standby {
+                epoch,
+                primary: primary.copy,
+            },
+        });
+    }
+
+    fn place_missing_standbys(&mut self) {
+        let names: Vec<UnitName> = self.units.keys().cloned().collect();
+        for u in names {
+            self.place_standby(&u);
+        }
+    }
+
+    fn node_down(&mut self, now: Time, node: NodeName, known_dead: bool) {
+        self.nodes.insert(node.clone(), false);
+        let names: Vec<UnitName> = self.units.keys().cloned().collect();
+        for u in names {
+            let Some(rec) = self.units.get(&u) else {
+                continue;
+            };
+            let lost: Vec<CopyId> = rec
+                .primary
+                .iter()
+                .chain(rec.standby.iter().map(|(s, _)| s))
+                .filter(|p| p.node == node)
+                .map(|p| p.copy)
+                .collect();
+            for copy in lost {
+                self.copy_down(now, &u, copy, known_dead);
+            }
+        }
+        self.place_missing_standbys();
+    }
+
+    fn copy_down(&mut self, now: Time, unit: &UnitName, copy: CopyId, known_dead: bool) {
+        let Some(rec) = self.units.get_mut(unit) else {
+            return;
+        };
+        if rec.standby.as_ref().is_some_and(|(s, _)| s.copy == copy) {
+            // Standby lost: tell the primary to stop replicating to it, then place a new one.
+            let (old, _) = rec.standby.take().expect("checked above");
+            if let Some(p) = rec.primary.clone() {
+                if rec.phase == Phase::Serving {
+                    self.commands.push(GroupCommand::Direct {
+                        node: p.node,
+                        unit: unit.clone(),
+                        copy: p.copy,
+                        directive: Directive::AssignStandby {
+                            epoch: rec.epoch,
+                            standby: None,
+                        },
+                    });
+                }
+            }
+            self.commands.push(GroupCommand::Stop {
+                node: old.node,
+                unit: unit.clone(),
+                copy: old.copy,
+            });
+            self.place_standby(unit);
+            return;
+        }
+        let is_primary = rec.primary.as_ref().is_some_and(|p| p.copy == copy);
+        if !is_primary {
+            return;
+        }
+        let Some(old) = rec.primary.take() else {
+            return;
+        };
+        let epoch = rec.epoch;
+        if rec.bound {
+            rec.bound = false;
+            self.commands.push(GroupCommand::Unbind {
+                unit: unit.clone(),
+                epoch,
+            });
+        }
+        self.commands.push(GroupCommand::Stop {
+            node: old.node.clone(),
+            unit: unit.clone(),
+            copy: old.copy,
+        });
+        let standby_ready = matches!(rec.standby, Some((_, StandbyState::Ready)));
+        let promoting = matches!(rec.phase, Phase::Promoting { .. });
+        if !standby_ready || promoting {
+            // The copy being promoted, or a primary without a ready standby: no copy is left
+            // that holds the state.
+            self.make_unavailable(unit);
+            return;
+        }
+        if known_dead || now >= rec.lease_expires {
+            self.promote(now, unit);
+        } else if let Some(rec) = self.units.get_mut(unit) {
+            rec.phase = Phase::AwaitingLeaseLapse { old };
+        }
+    }
+
+    fn make_unavailable(&mut self, unit: &UnitName) {
+        let Some(rec) = self.units.get_mut(unit) else {
+            return;
+        };
+        rec.phase = Phase::Unavailable;
+        rec.primary = None;
+        let epoch = rec.epoch;
+        if let Some((s, _)) = rec.standby.take() {
+            self.commands.push(GroupCommand::Stop {
+                node: s.node,
+                unit: unit.clone(),
+                copy: s.copy,
+            });
+        }
+        self.commands.push(GroupCommand::Unavailable {
+            unit: unit.clone(),
+            epoch,
+        });
+    }
+
+    /// Takeover step 2: commit the new epoch and tell the standby to promote.
+    fn promote(&mut self, now: Time, unit: &UnitName) {
+        let Some(rec) = self.units.get_mut(unit) else {
+            return;
+        };
+        let Some((standby, _)) = rec.standby.take() else {
+            return;
+        };
+        rec.epoch = rec.epoch.next();
+        rec.primary = Some(standby.clone());
+        rec.phase = Phase::Promoting { sent_at: now };
+        rec.bound = false;
+        rec.lease_expires = Time::ZERO;
+        let epoch = rec.epoch;
+        self.commands.push(GroupCommand::Direct {
+            node: standby.node,
+            unit: unit.clone(),
+            copy: standby.copy,
+            directive: Directive::Promote { epoch },
+        });
+    }
+
+    fn copy_started(&mut self, now: Time, unit: &UnitName, copy: CopyId) {
+        let Some(rec) = self.units.get_mut(unit) else {
+            return;
+        };
+        let Some((s, state)) = rec.standby.as_mut() else {
+            return;
+        };
+        if s.copy != copy || *state != StandbyState::Starting {
+            return;
+        }
+        *state = StandbyState::Seeding { told_at: now };
+        let standby = s.copy;
+        if let Some(p) = rec.primary.clone() {
+            let epoch = rec.epoch;
+            self.commands.push(GroupCommand::Direct {
+                node: p.node,
+                unit: unit.clone(),
+                copy: p.copy,
+                directive: Directive::AssignStandby {
+                    epoch,
+                    standby: Some(standby),
+                },
+            });
+        }
+    }
+
+    fn on_report(&mut self, now: Time, r: Report) {
+        match r {
+            Report::LeaseRequest {
+                unit,
+                copy,
+                epoch,
+                requested_at,
+            } => self.lease_request(now, &unit, copy, epoch, requested_at),
+            Report::Promoted {
+                unit,
+                copy,
+                epoch,
+                requested_at,
+            } => self.promoted(now, &unit, copy, epoch, requested_at),
+            Report::StandbyReady { unit, copy, epoch } => {
+                if let Some(rec) = self.units.get_mut(&unit) {
+                    if rec.epoch == epoch {
+                        if let Some((s, state)) = rec.standby.as_mut() {
+                            if s.copy == copy {
+                                *state = StandbyState::Ready;
+                            }
+                        }
+                    }
+                }
+            }
+            Report::Fenced { unit, copy, .. } => {
+                // A fenced copy that is still the recorded primary means the manager lost
+                // track of it: treat it as lost (it stopped serving, so it is as good as dead).
+                let is_primary = self
+                    .units
+                    .get(&unit)
+                    .and_then(|r| r.primary.as_ref())
+                    .is_some_and(|p| p.copy == copy);
+                if is_primary {
+                    self.copy_down(now, &unit, copy, true);
+                }
+            }
+            Report::CannotPromote { unit, copy, epoch } => {
+                let promoting_this = self.units.get(&unit).is_some_and(|r| {
+                    r.epoch == epoch
+                        && matches!(r.phase, Phase::Promoting { .. })
+                        && r.primary.as_ref().is_some_and(|p| p.copy == copy)
+                });
+                if promoting_this {
+                    self.make_unavailable(&unit);
+                }
+            }
+        }
+    }
+
+    fn fence_stale(&mut self, unit: &UnitName, copy: CopyId, node: Option<NodeName>) {
+        let Some(rec) = self.units.get(unit) else {
+            return;
+        };
+        let current = rec.epoch;
+        if let Some(node) = node {
+            self.commands.push(GroupCommand::Direct {
+                node,
+                unit: unit.clone(),
+                copy,
+                directive: Directive::Fence { current },
+            });
+        }
+    }
+
+    fn lease_request(
+        &mut self,
+        now: Time,
+        unit: &UnitName,
+        copy: CopyId,
+        epoch: Epoch,
+        requested_at: Time,
+    ) {
+        let Some(rec) = self.units.get_mut(unit) else {
+            return;
+        };
+        let current_primary = rec.primary.as_ref().is_some_and(|p| p.copy == copy);
+        if epoch == rec.epoch && current_primary && rec.phase == Phase::Serving {
+            rec.lease_expires = now.after(self.config.lease);
+            let node = rec.primary.as_ref().map(|p| p.node.clone());
+            if let Some(node) = node {
+                self.commands.push(GroupCommand::Direct {
+                    node,
+                    unit: unit.clone(),
+                    copy,
+                    directive: Directive::Lease {
+                        epoch,
+                        requested_at,
+                        duration: self.config.lease,
+                    },
+                });
+            }
+        } else if epoch < rec.epoch {
+            let node = self.node_of(unit, copy);
+            self.fence_stale(unit, copy, node);
+        }
+        // Otherwise (the primary is suspected) no renewal: its lease lapses.
+    }
+
+    fn node_of(&self, unit: &UnitName, copy: CopyId) -> Option<NodeName> {
+        let rec = self.units.get(unit)?;
+        rec.primary
+            .iter()
+            .chain(rec.standby.iter().map(|(s, _)| s))
+            .chain(match &rec.phase {
+                Phase::AwaitingLeaseLapse { old } => Some(old),
+                _ => None,
+            })
+            .find(|p| p.copy == copy)
+            .map(|p| p.node.clone())
+    }
+
+    fn promoted(
+        &mut self,
+        now: Time,
+        unit: &UnitName,
+        copy: CopyId,
+        epoch: Epoch,
+        requested_at: Time,
+    ) {
+        let Some(rec) = self.units.get_mut(unit) else {
+            return;
+        };
+        let is_primary = rec.primary.as_ref().is_some_and(|p| p.copy == copy);
+        if epoch != rec.epoch || !is_primary {
+            if epoch < rec.epoch {
+                let node = self.node_of(unit, copy);
+                self.fence_stale(unit, copy, node);
+            }
+            return;
+        }
+        if matches!(rec.phase, Phase::Promoting { .. }) {
+            rec.phase = Phase::Serving;
+        }
+        if rec.phase != Phase::Serving {
+            return;
+        }
+        let Some(p) = rec.primary.clone() else {
+            return;
+        };
+        // Grant the first lease before binding, so the copy can serve what the binding brings.
+        rec.lease_expires = now.after(self.config.lease);
+        self.commands.push(GroupCommand::Direct {
+            node: p.node.clone(),
+            unit: unit.clone(),
+            copy,
+            directive: Directive::Lease {
+                epoch,
+                requested_at,
+                duration: self.config.lease,
+            },
+        });
+        if !rec.bound {
+            rec.bound = true;
+            self.commands.push(GroupCommand::Bind {
+                unit: unit.clone(),
+                copy,
+                node: p.node,
+                epoch,
+            });
+        }
+        if let Some((s, StandbyState::Seeding { .. } | StandbyState::Ready)) = rec.standby.clone() {
+            // A standby placed at cold start before the primary was promoted.
+            self.commands.push(GroupCommand::Direct {
+                node: rec
+                    .primary
+                    .as_ref()
+                    .map(|p| p.node.clone())
+                    .unwrap_or(s.node.clone()),
+                unit: unit.clone(),
+                copy,
+                directive: Directive::AssignStandby {
+                    epoch,
+                    standby: Some(s.copy),
+                },
+            });
+        }
+        self.place_standby(unit);
+    }
+
+    fn tick(&mut self, now: Time) {
+        let names: Vec<UnitName> = self.units.keys().cloned().collect();
+        for u in names {
+            let Some(rec) = self.units.get_mut(&u) else {
+                continue;
+            };
+            match rec.phase.clone() {
+                Phase::AwaitingLeaseLapse { .. } if now >= rec.lease_expires => {
+                    self.promote(now, &u);
+                }
+                Phase::Promoting { sent_at } if now.since(sent_at) >= self.config.retry => {
+                    rec.phase = Phase::Promoting { sent_at: now };
+                    if let Some(p) = rec.primary.clone() {
+                        let epoch = rec.epoch;
+                        self.commands.push(GroupCommand::Direct {
+                            node: p.node,
+                            unit: u.clone(),
+                            copy: p.copy,
+                            directive: Directive::Promote { epoch },
+                        });
+                    }
+                }
+                Phase::Serving => {
+                    if let Some((s, StandbyState::Seeding { told_at })) = rec.standby.clone() {
+                        if now.since(told_at) >= self.config.retry {
+                            if let Some((_, st)) = rec.standby.as_mut() {
+                                *st = StandbyState::Seeding { told_at: now };
+                            }
+                            if let Some(p) = rec.primary.clone() {
+                                let epoch = rec.epoch;
+                                self.commands.push(GroupCommand::Direct {
+                                    node: p.node,
+                                    unit: u.clone(),
+                                    copy: p.copy,
+                                    directive: Directive::AssignStandby {
+                                        epoch,
+                                        standby: Some(s.copy),
+                                    },
+                                });
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.place_missing_standbys();
+    }
+}

@@ -1,0 +1,52 @@
+//! # understudy-runtime
+//!
+//! The pure, deterministic protocol core of Understudy. Nothing here does IO, reads a clock
+//! or draws a random number: inputs (and the current [`Time`]) go in, commands come out, and
+//! the actors in `understudy-actors` carry them over mailboxes and sockets. Every interleaving
+//! can therefore be tested without sockets or sleeps, and the [`sim`] module does exactly that.
+//!
+//! ## Map
+//!
+//! | module | what it holds |
+//! | --- | --- |
+//! | [`unit`] | the [`Unit`] trait an application implements, and the [`Budget`] of a stimulus |
+//! | [`ids`] | [`Epoch`], [`StimulusId`], [`CopyId`], node and unit names, batch numbers |
+//! | [`time`] | [`Time`], the value the caller passes in instead of a clock |
+//! | [`liveness`] | heartbeat bookkeeping: who has been silent too long |
+//! | [`dedupe`] | the bounded [`DedupeTable`] that makes retries take effect once |
+//! | [`message`] | what copies, managers and clients say to each other, and [`Refusal`] |
+//! | [`replication`] | the synchronous strategy with group commit ([`SyncReplicator`]) |
+//! | [`copy`] | one copy and its role machine `Standby → Promoting → Primary → Fenced` |
+//! | [`group`] | the group manager's decisions: placement, leases, takeover |
+//! | [`sim`] | a seeded simulation of copies, managers and clients over a faulty network |
+//!
+//! ## A takeover, as the core sees it
+//!
+//! ```text
+//!  LocalManager: copy crashed ──► GroupCore::step(CopyDown) ──► Direct(Promote{e+1}) to standby
+//!  standby: CopyCore::step(Directive(Promote)) ──► drops a torn batch ──► Report(Promoted)
+//!  GroupCore::step(Report(Promoted)) ──► Direct(Lease), Bind{unit, copy, e+1}, Start(standby)
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod copy;
+pub mod dedupe;
+pub mod group;
+pub mod ids;
+pub mod liveness;
+pub mod message;
+pub mod replication;
+pub mod sim;
+pub mod time;
+pub mod unit;
+
+pub use copy::{Command, CopyConfig, CopyCore, Input, ReplyToken, Role, StimulusIn};
+pub use dedupe::{DedupeLimits, DedupeTable};
+pub use group::{GroupCommand, GroupConfig, GroupCore, GroupInput, StartAs};
+pub use ids::{BatchSeq, ClientId, CopyId, Epoch, NodeName, Seq, StimulusId, UnitName};
+pub use liveness::{HeartbeatConfig, Liveness};
+pub use message::{Directive, Entry, PeerMsg, Refusal, Report};
+pub use replication::{Decision, SyncReplicator};
+pub use time::Time;
+pub use unit::{Budget, DependencyChange, Handled, Unit};

@@ -1,0 +1,1 @@
+//! A seeded simulation (filled in next).

@@ -1,0 +1,154 @@
+//! A key-value unit: `get`, `put`, and `incr` of integer values.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use understudy_runtime::{Budget, Handled, Unit};
+
+/// A stimulus to the key-value unit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvRequest {
+    /// Read a key.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Set a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Add `by` to the integer stored at `key` (a missing key counts as 0).
+    Incr {
+        /// The key.
+        key: String,
+        /// The amount.
+        by: i64,
+    },
+}
+
+/// The key-value unit's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvResponse {
+    /// The value of a key, if set.
+    Value(Option<String>),
+    /// The put was done.
+    Done,
+    /// The counter's value after the increment.
+    Counter(i64),
+    /// The key holds something that is not an integer (or the sum overflows); nothing changed.
+    NotANumber {
+        /// The key.
+        key: String,
+    },
+}
+
+/// The key-value unit's one kind of update.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvSet {
+    /// The key.
+    pub key: String,
+    /// Its new value.
+    pub value: String,
+}
+
+/// The key-value unit.
+#[derive(Clone, Debug)]
+pub struct KeyValue {
+    /// `T_max` of every stimulus.
+    pub t_max: Duration,
+}
+
+impl Default for KeyValue {
+    fn default() -> Self {
+        KeyValue {
+            t_max: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Unit for KeyValue {
+    type State = BTreeMap<String, String>;
+    type Stimulus = KvRequest;
+    type Response = KvResponse;
+    type Update = KvSet;
+
+    fn handle(&self, state: &Self::State, stimulus: &KvRequest) -> Handled<Self> {
+        match stimulus {
+            KvRequest::Get { key } => Handled::read(KvResponse::Value(state.get(key).cloned())),
+            KvRequest::Put { key, value } => Handled::write(
+                KvResponse::Done,
+                vec![KvSet {
+                    key: key.clone(),
+                    value: value.clone(),
+                }],
+            ),
+            KvRequest::Incr { key, by } => {
+                let current = match state.get(key) {
+                    None => Some(0i64),
+                    Some(v) => v.parse::<i64>().ok(),
+                };
+                match current.and_then(|c| c.checked_add(*by)) {
+                    Some(n) => Handled::write(
+                        KvResponse::Counter(n),
+                        vec![KvSet {
+                            key: key.clone(),
+                            value: n.to_string(),
+                        }],
+                    ),
+                    None => Handled::read(KvResponse::NotANumber { key: key.clone() }),
+                }
+            }
+        }
+    }
+
+    fn apply(&self, state: &mut Self::State, update: &KvSet) {
+        state.insert(update.key.clone(), update.value.clone());
+    }
+
+    fn stimulus_kind(&self, stimulus: &KvRequest) -> &'static str {
+        match stimulus {
+            KvRequest::Get { .. } => "get",
+            KvRequest::Put { .. } => "put",
+            KvRequest::Incr { .. } => "incr",
+        }
+    }
+
+    fn budget(&self, _stimulus: &KvRequest) -> Budget {
+        Budget::new(self.t_max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incr_counts_from_zero_and_refuses_text() {
+        let kv = KeyValue::default();
+        let mut s = BTreeMap::new();
+        let h = kv.handle(
+            &s,
+            &KvRequest::Incr {
+                key: "n".into(),
+                by: 2,
+            },
+        );
+        assert_eq!(h.response, KvResponse::Counter(2));
+        for u in &h.updates {
+            kv.apply(&mut s, u);
+        }
+        s.insert("t".into(), "x".into());
+        let h = kv.handle(
+            &s,
+            &KvRequest::Incr {
+                key: "t".into(),
+                by: 1,
+            },
+        );
+        assert_eq!(h.response, KvResponse::NotANumber { key: "t".into() });
+        assert!(h.updates.is_empty());
+    }
+}

@@ -1,0 +1,404 @@
+//! Step-1 failover tests with several nodes in one process: a panic inside the primary's
+//! handler, a hung primary, and the loss of a whole `LocalManager` with its copies, each under
+//! concurrent load. Each test asserts the guarantees of `docs/semantics.md`: every
+//! acknowledged stimulus is kept, none is applied twice, and a caller sees an error only after
+//! its `T_max`; and it prints what it measured.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use understudy::actors::{NameState, UnitStatus};
+use understudy::runtime::Epoch;
+use understudy::{Catalog, ClusterConfig, CopyConfig, Handled, InProcessCluster, Unit, UnitKind};
+
+const T_MAX: Duration = Duration::from_secs(4);
+
+/// Switches a test flips to make the primary misbehave once. Both copies share them (they
+/// run in this process), and each switch is consumed by the first copy that meets it, so the
+/// stimulus that tripped it succeeds when it is resent to the new primary.
+#[derive(Debug, Default)]
+struct Faults {
+    panic_armed: AtomicBool,
+    hang_armed: AtomicBool,
+    released: Mutex<bool>,
+    release: Condvar,
+}
+
+impl Faults {
+    fn release_hung(&self) {
+        let mut r = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        *r = true;
+        self.release.notify_all();
+    }
+}
+
+/// Records how many times each stimulus took effect.
+#[derive(Clone, Debug)]
+struct Tally {
+    faults: Arc<Faults>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum TallyReq {
+    /// Count `key` once.
+    Mark(String),
+    /// Panic inside the handler (once, when armed).
+    Panic,
+    /// Block the handler's thread until released (once, when armed).
+    Hang,
+    /// The whole state.
+    Dump,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum TallyResp {
+    Marked,
+    Fine,
+    Dump(BTreeMap<String, u32>),
+}
+
+impl Unit for Tally {
+    type State = BTreeMap<String, u32>;
+    type Stimulus = TallyReq;
+    type Response = TallyResp;
+    type Update = String;
+
+    fn handle(&self, state: &Self::State, stimulus: &TallyReq) -> Handled<Self> {
+        match stimulus {
+            TallyReq::Mark(k) => Handled::write(TallyResp::Marked, vec![k.clone()]),
+            TallyReq::Panic => {
+                if self.faults.panic_armed.swap(false, Ordering::SeqCst) {
+                    panic!("the test asked this primary to panic");
+                }
+                Handled::read(TallyResp::Fine)
+            }
+            TallyReq::Hang => {
+                if self.faults.hang_armed.swap(false, Ordering::SeqCst) {
+                    // Block this thread as a stuck handler would; the test releases it at its
+                    // end (or after 30 s at most).
+                    let guard = self
+                        .faults
+                        .released
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    let _ = self.faults.release.wait_timeout_while(
+                        guard,
+                        Duration::from_secs(30),
+                        |r| !*r,
+                    );
+                }
+                Handled::read(TallyResp::Fine)
+            }
+            TallyReq::Dump => Handled::read(TallyResp::Dump(state.clone())),
+        }
+    }
+
+    fn apply(&self, state: &mut Self::State, update: &String) {
+        *state.entry(update.clone()).or_insert(0) += 1;
+    }
+}
+
+struct Outcome {
+    acked: Vec<String>,
+    errors: Vec<(String, Duration)>,
+    slowest: Duration,
+}
+
+async fn start(faults: &Arc<Faults>) -> InProcessCluster {
+    let catalog = Catalog::new().with_unit(
+        "tally",
+        UnitKind::new(Tally {
+            faults: faults.clone(),
+        }),
+        CopyConfig::default(),
+    );
+    let cluster = InProcessCluster::start(catalog, &["a", "b", "c"], ClusterConfig::default())
+        .await
+        .expect("cluster starts");
+    cluster
+        .wait_ready(Duration::from_secs(10))
+        .await
+        .expect("the unit serves with a ready standby");
+    cluster
+}
+
+fn tally_status(units: &[UnitStatus]) -> UnitStatus {
+    units
+        .iter()
+        .find(|u| u.unit.0 == "tally")
+        .cloned()
+        .expect("tally is placed")
+}
+
+/// Drive `workers` concurrent callers, each sending `per_worker` marks, from node `via`.
+/// `fault` runs once a third of the marks are acknowledged.
+async fn load_with_fault<F, Fut>(
+    cluster: &InProcessCluster,
+    faults: &Arc<Faults>,
+    via: &str,
+    workers: usize,
+    per_worker: usize,
+    fault: F,
+) -> Outcome
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let client = cluster
+        .client(
+            via,
+            "tally",
+            Tally {
+                faults: faults.clone(),
+            },
+        )
+        .expect("client");
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let slowest = Arc::new(Mutex::new(Duration::ZERO));
+    let (third_tx, third_rx) = tokio::sync::oneshot::channel::<()>();
+    let third_tx = Arc::new(Mutex::new(Some(third_tx)));
+    let threshold = workers * per_worker / 3;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let client = client.clone();
+        let acked = acked.clone();
+        let errors = errors.clone();
+        let slowest = slowest.clone();
+        let third_tx = third_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_worker {
+                let key = format!("w{w}-{i}");
+                let t0 = Instant::now();
+                let r = client.call_within(TallyReq::Mark(key.clone()), T_MAX).await;
+                let took = t0.elapsed();
+                {
+                    let mut s = slowest.lock().expect("lock");
+                    *s = (*s).max(took);
+                }
+                match r {
+                    Ok(TallyResp::Marked) => {
+                        let mut a = acked.lock().expect("lock");
+                        a.push(key);
+                        if a.len() == threshold {
+                            if let Some(tx) = third_tx.lock().expect("lock").take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                    }
+                    Ok(other) => panic!("unexpected answer {other:?}"),
+                    Err(e) => errors
+                        .lock()
+                        .expect("lock")
+                        .push((format!("{key}: {e}"), took)),
+                }
+            }
+        }));
+    }
+    let _ = third_rx.await;
+    fault().await;
+    for t in tasks {
+        t.await.expect("worker");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    let errors = errors.lock().expect("lock").clone();
+    let slowest = *slowest.lock().expect("lock");
+    Outcome {
+        acked,
+        errors,
+        slowest,
+    }
+}
+
+/// Read the final state from the current primary and check the guarantees.
+async fn check(
+    cluster: &InProcessCluster,
+    faults: &Arc<Faults>,
+    via: &str,
+    out: &Outcome,
+    what: &str,
+    takeover: Duration,
+) {
+    let client = cluster
+        .client(
+            via,
+            "tally",
+            Tally {
+                faults: faults.clone(),
+            },
+        )
+        .expect("client");
+    let TallyResp::Dump(state) = client
+        .call_within(TallyReq::Dump, T_MAX)
+        .await
+        .expect("dump")
+    else {
+        panic!("dump answered something else");
+    };
+    let lost: Vec<_> = out
+        .acked
+        .iter()
+        .filter(|k| !state.contains_key(*k))
+        .collect();
+    let duplicated: Vec<_> = state.iter().filter(|(_, n)| **n > 1).collect();
+    let early_errors: Vec<_> = out
+        .errors
+        .iter()
+        .filter(|(_, took)| *took < T_MAX)
+        .collect();
+    println!(
+        "{what}: acknowledged {}, lost {}, duplicated {}, errors {} (before T_max: {}), takeover {:?}, slowest call {:?}",
+        out.acked.len(),
+        lost.len(),
+        duplicated.len(),
+        out.errors.len(),
+        early_errors.len(),
+        takeover,
+        out.slowest
+    );
+    assert!(lost.is_empty(), "{what}: acknowledged but lost: {lost:?}");
+    assert!(
+        duplicated.is_empty(),
+        "{what}: applied twice: {duplicated:?}"
+    );
+    assert!(
+        early_errors.is_empty(),
+        "{what}: errors before T_max: {early_errors:?}"
+    );
+}
+
+/// Wait until the unit serves at an epoch after `before`, with every node's name table
+/// rebound; returns the new status.
+async fn await_takeover(cluster: &InProcessCluster, before: Epoch) -> UnitStatus {
+    let units = cluster
+        .wait_until(
+            Duration::from_secs(10),
+            "a promoted primary serving",
+            |units| {
+                let t = tally_status(units);
+                t.serving && t.epoch > before
+            },
+        )
+        .await
+        .expect("takeover completes");
+    tally_status(&units)
+}
+
+fn assert_rebound(cluster: &InProcessCluster, nodes: &[&str], now: &UnitStatus) {
+    for n in nodes {
+        let reg = cluster.registry(n).expect("node");
+        match reg.resolve(&now.unit) {
+            Some(NameState::Bound(b)) => {
+                assert_eq!(b.epoch, now.epoch, "node {n} is rebound to the new epoch");
+                assert_eq!(Some(b.copy), now.primary.as_ref().map(|p| p.0));
+            }
+            other => panic!("node {n} has no binding: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panic_in_the_primary_handler_promotes_the_standby_and_loses_nothing() {
+    let faults = Arc::new(Faults::default());
+    let cluster = start(&faults).await;
+    let before = tally_status(&cluster.status().await.expect("status"));
+    let (old_node, via) = (before.primary.clone().expect("primary").1, "a");
+    let fault_at = Arc::new(Mutex::new(None));
+    let f = fault_at.clone();
+    let out = load_with_fault(&cluster, &faults, via, 16, 60, || async {
+        faults.panic_armed.store(true, Ordering::SeqCst);
+        *f.lock().expect("lock") = Some(Instant::now());
+        let c = cluster
+            .client(
+                via,
+                "tally",
+                Tally {
+                    faults: faults.clone(),
+                },
+            )
+            .expect("client");
+        assert_eq!(
+            c.call_within(TallyReq::Panic, T_MAX).await,
+            Ok(TallyResp::Fine)
+        );
+    })
+    .await;
+    let now = await_takeover(&cluster, before.epoch).await;
+    let takeover = fault_at
+        .lock()
+        .expect("lock")
+        .map(|t| t.elapsed())
+        .unwrap_or_default();
+    assert_ne!(now.primary.as_ref().map(|p| &p.1), Some(&old_node));
+    assert_rebound(&cluster, &["a", "b", "c"], &now);
+    check(&cluster, &faults, via, &out, "panic in handle", takeover).await;
+    cluster.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_primary_is_noticed_by_heartbeat_and_its_standby_takes_over() {
+    let faults = Arc::new(Faults::default());
+    let cluster = start(&faults).await;
+    let before = tally_status(&cluster.status().await.expect("status"));
+    let via = "a";
+    let out = load_with_fault(&cluster, &faults, via, 16, 60, || async {
+        faults.hang_armed.store(true, Ordering::SeqCst);
+        let c = cluster
+            .client(
+                via,
+                "tally",
+                Tally {
+                    faults: faults.clone(),
+                },
+            )
+            .expect("client");
+        assert_eq!(
+            c.call_within(TallyReq::Hang, T_MAX).await,
+            Ok(TallyResp::Fine)
+        );
+    })
+    .await;
+    let now = await_takeover(&cluster, before.epoch).await;
+    assert_ne!(now.primary, before.primary);
+    assert_rebound(&cluster, &["a", "b", "c"], &now);
+    check(&cluster, &faults, via, &out, "hung primary", Duration::ZERO).await;
+    faults.release_hung();
+    cluster.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_a_whole_local_manager_promotes_its_primaries_standbys() {
+    let faults = Arc::new(Faults::default());
+    let mut cluster = start(&faults).await;
+    let before = tally_status(&cluster.status().await.expect("status"));
+    let victim = before.primary.clone().expect("primary").1 .0;
+    let via = ["a", "b", "c"]
+        .into_iter()
+        .find(|n| *n != victim)
+        .expect("another node");
+    let survivors: Vec<&str> = ["a", "b", "c"]
+        .into_iter()
+        .filter(|n| *n != victim)
+        .collect();
+    let killed_at = Arc::new(Mutex::new(None));
+    let k = killed_at.clone();
+    let cluster_ref = &mut cluster as *mut InProcessCluster;
+    let _ = cluster_ref;
+    let out = {
+        let victim = victim.clone();
+        let cl = &cluster;
+        let kill = Arc::new(Mutex::new(None::<String>));
+        let kill2 = kill.clone();
+        let out = load_with_fault(cl, &faults, via, 16, 60, || async move {
+            *kill2.lock().expect("lock") = Some(victim);
+            *k.lock().expect("lock") = Some(Instant::now());
+        })
+        .await;
+        let _ = kill;
+        out
+    };
+    let _ = (out, killed_at, survivors);
+    cluster.shutdown();
+}
