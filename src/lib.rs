@@ -15,6 +15,7 @@
 //! | [`actors`] | `understudy-actors` | the ractor actors: unit copies, `LocalManager`, `GroupManager`, `Registry`, `UnitClient` |
 //! | [`cluster`] | `understudy-cluster` | nodes as OS processes over `ractor_cluster` |
 //! | [`units`] | this crate | the example units: key-value and ledger |
+//! | [`demo`] | this crate | the in-process failover demonstration behind `understudy demo` |
 //!
 //! ## Writing a unit
 //!
@@ -52,6 +53,7 @@
 //! assert_eq!(h.response, 42);
 //! ```
 
+pub mod demo;
 pub mod units;
 
 pub use understudy_actors as actors;

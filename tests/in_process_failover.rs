@@ -132,8 +132,10 @@ fn tally_status(units: &[UnitStatus]) -> UnitStatus {
         .expect("tally is placed")
 }
 
-/// Drive `workers` concurrent callers, each sending `per_worker` marks, from node `via`.
-/// `fault` runs once a third of the marks are acknowledged.
+/// Drive `workers` concurrent callers from node `via`, each sending marks one after another
+/// (at most `per_worker`). Once `WARMUP` marks are acknowledged, `fault` runs (it returns
+/// when the takeover is complete); the callers go on until `WARMUP` more marks are
+/// acknowledged after it, so stimuli are queued and in flight across the whole takeover.
 async fn load_with_fault<F, Fut>(
     cluster: &InProcessCluster,
     faults: &Arc<Faults>,
@@ -146,6 +148,7 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    const WARMUP: usize = 300;
     let client = cluster
         .client(
             via,
@@ -158,18 +161,22 @@ where
     let acked = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(Mutex::new(Vec::new()));
     let slowest = Arc::new(Mutex::new(Duration::ZERO));
-    let (third_tx, third_rx) = tokio::sync::oneshot::channel::<()>();
-    let third_tx = Arc::new(Mutex::new(Some(third_tx)));
-    let threshold = workers * per_worker / 3;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (count_tx, mut count_rx) = tokio::sync::watch::channel(0usize);
+    let count_tx = Arc::new(count_tx);
     let mut tasks = Vec::new();
     for w in 0..workers {
         let client = client.clone();
         let acked = acked.clone();
         let errors = errors.clone();
         let slowest = slowest.clone();
-        let third_tx = third_tx.clone();
+        let stop = stop.clone();
+        let count_tx = count_tx.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..per_worker {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
                 let key = format!("w{w}-{i}");
                 let t0 = Instant::now();
                 let r = client.call_within(TallyReq::Mark(key.clone()), T_MAX).await;
@@ -180,13 +187,12 @@ where
                 }
                 match r {
                     Ok(TallyResp::Marked) => {
-                        let mut a = acked.lock().expect("lock");
-                        a.push(key);
-                        if a.len() == threshold {
-                            if let Some(tx) = third_tx.lock().expect("lock").take() {
-                                let _ = tx.send(());
-                            }
-                        }
+                        let n = {
+                            let mut a = acked.lock().expect("lock");
+                            a.push(key);
+                            a.len()
+                        };
+                        count_tx.send_replace(n);
                     }
                     Ok(other) => panic!("unexpected answer {other:?}"),
                     Err(e) => errors
@@ -197,8 +203,18 @@ where
             }
         }));
     }
-    let _ = third_rx.await;
+    let limit = Duration::from_secs(20);
+    tokio::time::timeout(limit, count_rx.wait_for(|n| *n >= WARMUP))
+        .await
+        .expect("load warms up")
+        .expect("workers alive");
     fault().await;
+    let target = *count_rx.borrow() + WARMUP;
+    tokio::time::timeout(limit, count_rx.wait_for(|n| *n >= target))
+        .await
+        .expect("load goes on after the takeover")
+        .expect("workers alive");
+    stop.store(true, Ordering::SeqCst);
     for t in tasks {
         t.await.expect("worker");
     }
@@ -299,17 +315,42 @@ fn assert_rebound(cluster: &InProcessCluster, nodes: &[&str], now: &UnitStatus) 
     }
 }
 
+/// Inject `fault` under load from node `via`, measure the takeover (from the fault until the
+/// promoted primary serves and is bound), and check every guarantee.
+async fn fault_under_load<F, Fut>(
+    cluster: &InProcessCluster,
+    faults: &Arc<Faults>,
+    via: &str,
+    what: &str,
+    fault: F,
+) -> (UnitStatus, UnitStatus)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let before = tally_status(&cluster.status().await.expect("status"));
+    let measured = Arc::new(Mutex::new((Duration::ZERO, None::<UnitStatus>)));
+    let m = measured.clone();
+    let out = load_with_fault(cluster, faults, via, 16, 5_000, || async move {
+        let t0 = Instant::now();
+        fault().await;
+        let now = await_takeover(cluster, before.epoch).await;
+        *m.lock().expect("lock") = (t0.elapsed(), Some(now));
+    })
+    .await;
+    let (takeover, after) = measured.lock().expect("lock").clone();
+    let after = after.expect("takeover measured");
+    check(cluster, faults, via, &out, what, takeover).await;
+    (before, after)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_panic_in_the_primary_handler_promotes_the_standby_and_loses_nothing() {
     let faults = Arc::new(Faults::default());
     let cluster = start(&faults).await;
-    let before = tally_status(&cluster.status().await.expect("status"));
-    let (old_node, via) = (before.primary.clone().expect("primary").1, "a");
-    let fault_at = Arc::new(Mutex::new(None));
-    let f = fault_at.clone();
-    let out = load_with_fault(&cluster, &faults, via, 16, 60, || async {
+    let via = "a";
+    let (before, after) = fault_under_load(&cluster, &faults, via, "panic in handle", || async {
         faults.panic_armed.store(true, Ordering::SeqCst);
-        *f.lock().expect("lock") = Some(Instant::now());
         let c = cluster
             .client(
                 via,
@@ -319,21 +360,23 @@ async fn a_panic_in_the_primary_handler_promotes_the_standby_and_loses_nothing()
                 },
             )
             .expect("client");
+        // The stimulus that panicked the primary is resent to the new one and answered.
         assert_eq!(
             c.call_within(TallyReq::Panic, T_MAX).await,
             Ok(TallyResp::Fine)
         );
     })
     .await;
-    let now = await_takeover(&cluster, before.epoch).await;
-    let takeover = fault_at
-        .lock()
-        .expect("lock")
-        .map(|t| t.elapsed())
-        .unwrap_or_default();
-    assert_ne!(now.primary.as_ref().map(|p| &p.1), Some(&old_node));
-    assert_rebound(&cluster, &["a", "b", "c"], &now);
-    check(&cluster, &faults, via, &out, "panic in handle", takeover).await;
+    assert!(
+        !faults.panic_armed.load(Ordering::SeqCst),
+        "the panic happened"
+    );
+    assert_eq!(
+        after.primary.as_ref().map(|p| p.0),
+        before.standby.as_ref().map(|s| s.0),
+        "the standby was promoted"
+    );
+    assert_rebound(&cluster, &["a", "b", "c"], &after);
     cluster.shutdown();
 }
 
@@ -341,9 +384,8 @@ async fn a_panic_in_the_primary_handler_promotes_the_standby_and_loses_nothing()
 async fn a_hung_primary_is_noticed_by_heartbeat_and_its_standby_takes_over() {
     let faults = Arc::new(Faults::default());
     let cluster = start(&faults).await;
-    let before = tally_status(&cluster.status().await.expect("status"));
     let via = "a";
-    let out = load_with_fault(&cluster, &faults, via, 16, 60, || async {
+    let (before, after) = fault_under_load(&cluster, &faults, via, "hung primary", || async {
         faults.hang_armed.store(true, Ordering::SeqCst);
         let c = cluster
             .client(
@@ -354,16 +396,23 @@ async fn a_hung_primary_is_noticed_by_heartbeat_and_its_standby_takes_over() {
                 },
             )
             .expect("client");
+        // The hung primary never answers; the caller follows the rebinding.
         assert_eq!(
             c.call_within(TallyReq::Hang, T_MAX).await,
             Ok(TallyResp::Fine)
         );
     })
     .await;
-    let now = await_takeover(&cluster, before.epoch).await;
-    assert_ne!(now.primary, before.primary);
-    assert_rebound(&cluster, &["a", "b", "c"], &now);
-    check(&cluster, &faults, via, &out, "hung primary", Duration::ZERO).await;
+    assert!(
+        !faults.hang_armed.load(Ordering::SeqCst),
+        "the hang happened"
+    );
+    assert_eq!(
+        after.primary.as_ref().map(|p| p.0),
+        before.standby.as_ref().map(|s| s.0),
+        "the standby was promoted"
+    );
+    assert_rebound(&cluster, &["a", "b", "c"], &after);
     faults.release_hung();
     cluster.shutdown();
 }
@@ -371,34 +420,39 @@ async fn a_hung_primary_is_noticed_by_heartbeat_and_its_standby_takes_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn losing_a_whole_local_manager_promotes_its_primaries_standbys() {
     let faults = Arc::new(Faults::default());
-    let mut cluster = start(&faults).await;
-    let before = tally_status(&cluster.status().await.expect("status"));
-    let victim = before.primary.clone().expect("primary").1 .0;
-    let via = ["a", "b", "c"]
-        .into_iter()
-        .find(|n| *n != victim)
-        .expect("another node");
+    let cluster = start(&faults).await;
+    let first = tally_status(&cluster.status().await.expect("status"));
+    let victim = first.primary.clone().expect("primary").1 .0;
     let survivors: Vec<&str> = ["a", "b", "c"]
         .into_iter()
         .filter(|n| *n != victim)
         .collect();
-    let killed_at = Arc::new(Mutex::new(None));
-    let k = killed_at.clone();
-    let cluster_ref = &mut cluster as *mut InProcessCluster;
-    let _ = cluster_ref;
-    let out = {
-        let victim = victim.clone();
-        let cl = &cluster;
-        let kill = Arc::new(Mutex::new(None::<String>));
-        let kill2 = kill.clone();
-        let out = load_with_fault(cl, &faults, via, 16, 60, || async move {
-            *kill2.lock().expect("lock") = Some(victim);
-            *k.lock().expect("lock") = Some(Instant::now());
+    let via = survivors[0];
+    let (before, after) =
+        fault_under_load(&cluster, &faults, via, "local manager lost", || async {
+            cluster.kill_node(&victim).expect("kill the primary's node");
         })
         .await;
-        let _ = kill;
-        out
-    };
-    let _ = (out, killed_at, survivors);
+    assert_eq!(
+        after.primary.as_ref().map(|p| p.0),
+        before.standby.as_ref().map(|s| s.0),
+        "the standby was promoted"
+    );
+    assert!(after.primary.as_ref().is_some_and(|p| p.1 .0 != victim));
+    assert_rebound(&cluster, &survivors, &after);
+    // A new standby is placed on the remaining node and seeded.
+    let ready = cluster
+        .wait_until(Duration::from_secs(10), "a new standby", |units| {
+            let t = tally_status(units);
+            t.standby_ready && t.standby.as_ref().is_some_and(|s| s.1 .0 != victim)
+        })
+        .await
+        .expect("a new standby is seeded");
+    let t = tally_status(&ready);
+    assert_ne!(
+        t.primary.as_ref().map(|p| &p.1),
+        t.standby.as_ref().map(|s| &s.1),
+        "primary and standby on different nodes"
+    );
     cluster.shutdown();
 }

@@ -114,8 +114,14 @@ impl<U: Unit> UnitClient<U> {
         stimulus: U::Stimulus,
         t_max: Duration,
     ) -> Result<U::Response, CallError> {
-        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
-        self.lock_outstanding().insert(seq);
+        // Take the number and register it as awaited in one step, so that no concurrent call
+        // can advertise a low-water mark above a number not yet registered.
+        let seq = {
+            let mut outstanding = self.lock_outstanding();
+            let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+            outstanding.insert(seq);
+            seq
+        };
         let id = StimulusId {
             client: self.inner.client,
             seq: Seq(seq),

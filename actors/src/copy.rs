@@ -170,6 +170,13 @@ impl<U: Unit> Actor for UnitCopy<U> {
         msg: CopyMsg,
         state: &mut CopyState<U>,
     ) -> Result<(), ActorProcessingErr> {
+        if matches!(msg, CopyMsg::Stimulus { .. } | CopyMsg::Peer { .. }) {
+            // Application code runs next and may block its thread (a hung handler). Let any
+            // task this actor just woke run first: tokio keeps the last woken task in a slot
+            // of this worker that other workers cannot steal, and a blocked handler would
+            // strand it there (it is often our own LocalManager, which must notice the hang).
+            tokio::task::yield_now().await;
+        }
         let now = clock::now();
         match msg {
             CopyMsg::Stimulus {

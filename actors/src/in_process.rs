@@ -13,7 +13,7 @@ use crate::local_manager::{
 use crate::registry::{NameState, Registry};
 use ractor::{Actor, ActorRef, SpawnErr};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::time::Instant;
 use understudy_runtime::{NodeName, Unit, UnitName};
@@ -54,7 +54,7 @@ struct NodeParts {
 #[derive(Debug)]
 pub struct InProcessCluster {
     group: ActorRef<GroupManagerMsg>,
-    nodes: BTreeMap<NodeName, NodeParts>,
+    nodes: Mutex<BTreeMap<NodeName, NodeParts>>,
     directory: Directory,
     catalog: Arc<Catalog>,
     config: ClusterConfig,
@@ -77,9 +77,9 @@ impl InProcessCluster {
             },
         )
         .await?;
-        let mut cluster = InProcessCluster {
+        let cluster = InProcessCluster {
             group,
-            nodes: BTreeMap::new(),
+            nodes: Mutex::new(BTreeMap::new()),
             directory,
             catalog: Arc::new(catalog),
             config,
@@ -94,14 +94,13 @@ impl InProcessCluster {
     }
 
     /// Start (or start again, empty) the node `name`.
-    pub async fn start_node(&mut self, name: &str) -> Result<(), ClusterError> {
+    pub async fn start_node(&self, name: &str) -> Result<(), ClusterError> {
         let node = NodeName::new(name);
         let registry = Registry::new();
         // A new node learns the current bindings from the others' tables.
-        if let Some(other) = self.nodes.values().next() {
-            for (unit, state) in other.registry.snapshot() {
-                registry.apply(crate::registry::NameUpdate { unit, state });
-            }
+        let known = self.nodes().values().next().map(|p| p.registry.snapshot());
+        for (unit, state) in known.unwrap_or_default() {
+            registry.apply(crate::registry::NameUpdate { unit, state });
         }
         let (local, _) = Actor::spawn(
             None,
@@ -117,16 +116,27 @@ impl InProcessCluster {
         )
         .await?;
         self.directory.insert(node.clone(), local.clone());
-        self.nodes.insert(node, NodeParts { local, registry });
+        self.nodes().insert(node, NodeParts { local, registry });
         Ok(())
+    }
+
+    fn nodes(&self) -> MutexGuard<'_, BTreeMap<NodeName, NodeParts>> {
+        // The map is only ever replaced whole under the lock; a poisoned lock still holds a
+        // consistent map.
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The names of the running nodes.
+    pub fn node_names(&self) -> Vec<NodeName> {
+        self.nodes().keys().cloned().collect()
     }
 
     /// Kill the node `name`'s local manager and, with it, every copy it supervises — the loss
     /// of a whole node.
-    pub fn kill_node(&mut self, name: &str) -> Result<(), ClusterError> {
+    pub fn kill_node(&self, name: &str) -> Result<(), ClusterError> {
         let node = NodeName::new(name);
         let parts = self
-            .nodes
+            .nodes()
             .remove(&node)
             .ok_or_else(|| ClusterError::NoSuchNode(node.clone()))?;
         self.directory.remove(&node);
@@ -137,7 +147,7 @@ impl InProcessCluster {
     /// The name table of node `name`.
     pub fn registry(&self, name: &str) -> Result<Registry, ClusterError> {
         let node = NodeName::new(name);
-        self.nodes
+        self.nodes()
             .get(&node)
             .map(|p| p.registry.clone())
             .ok_or(ClusterError::NoSuchNode(node))
@@ -186,12 +196,12 @@ impl InProcessCluster {
         let deadline = Instant::now() + timeout;
         loop {
             let units = self.status().await?;
+            let tables: Vec<Registry> = self.nodes().values().map(|p| p.registry.clone()).collect();
             let tables_agree = units.iter().all(|u| {
                 !u.serving
-                    || self
-                        .nodes
-                        .values()
-                        .all(|p| match p.registry.resolve(&u.unit) {
+                    || tables
+                        .iter()
+                        .all(|registry| match registry.resolve(&u.unit) {
                             Some(NameState::Bound(b)) => b.epoch == u.epoch,
                             _ => false,
                         })
@@ -207,9 +217,17 @@ impl InProcessCluster {
         }
     }
 
+    /// Stop every actor, through a shared reference.
+    pub fn shutdown_shared(&self) {
+        for p in self.nodes().values() {
+            p.local.kill();
+        }
+        self.group.kill();
+    }
+
     /// Stop every actor.
     pub fn shutdown(self) {
-        for p in self.nodes.values() {
+        for p in self.nodes().values() {
             p.local.kill();
         }
         self.group.kill();

@@ -1,1 +1,0 @@
-//! A seeded simulation (filled in next).
