@@ -344,13 +344,18 @@ where
     (before, after)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_panic_in_the_primary_handler_promotes_the_standby_and_loses_nothing() {
+/// Arm a switch that makes the primary misbehave on `trigger`, send `trigger` under load, and
+/// check that the caller's stimulus was resent to the promoted standby and answered there.
+async fn trip_the_primary(
+    what: &str,
+    switch: fn(&Faults) -> &AtomicBool,
+    trigger: TallyReq,
+) -> (Arc<Faults>, InProcessCluster) {
     let faults = Arc::new(Faults::default());
     let cluster = start(&faults).await;
     let via = "a";
-    let (before, after) = fault_under_load(&cluster, &faults, via, "panic in handle", || async {
-        faults.panic_armed.store(true, Ordering::SeqCst);
+    let (before, after) = fault_under_load(&cluster, &faults, via, what, || async {
+        switch(&faults).store(true, Ordering::SeqCst);
         let c = cluster
             .client(
                 via,
@@ -360,59 +365,38 @@ async fn a_panic_in_the_primary_handler_promotes_the_standby_and_loses_nothing()
                 },
             )
             .expect("client");
-        // The stimulus that panicked the primary is resent to the new one and answered.
-        assert_eq!(
-            c.call_within(TallyReq::Panic, T_MAX).await,
-            Ok(TallyResp::Fine)
-        );
+        // The stimulus that tripped the primary is resent to the new one and answered there.
+        assert_eq!(c.call_within(trigger, T_MAX).await, Ok(TallyResp::Fine));
     })
     .await;
     assert!(
-        !faults.panic_armed.load(Ordering::SeqCst),
-        "the panic happened"
+        !switch(&faults).load(Ordering::SeqCst),
+        "{what}: the fault happened"
     );
+    assert_standby_promoted(&before, &after);
+    assert_rebound(&cluster, &["a", "b", "c"], &after);
+    (faults, cluster)
+}
+
+fn assert_standby_promoted(before: &UnitStatus, after: &UnitStatus) {
     assert_eq!(
         after.primary.as_ref().map(|p| p.0),
         before.standby.as_ref().map(|s| s.0),
         "the standby was promoted"
     );
-    assert_rebound(&cluster, &["a", "b", "c"], &after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panic_in_the_primary_handler_promotes_the_standby_and_loses_nothing() {
+    let (_, cluster) =
+        trip_the_primary("panic in handle", |f| &f.panic_armed, TallyReq::Panic).await;
     cluster.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hung_primary_is_noticed_by_heartbeat_and_its_standby_takes_over() {
-    let faults = Arc::new(Faults::default());
-    let cluster = start(&faults).await;
-    let via = "a";
-    let (before, after) = fault_under_load(&cluster, &faults, via, "hung primary", || async {
-        faults.hang_armed.store(true, Ordering::SeqCst);
-        let c = cluster
-            .client(
-                via,
-                "tally",
-                Tally {
-                    faults: faults.clone(),
-                },
-            )
-            .expect("client");
-        // The hung primary never answers; the caller follows the rebinding.
-        assert_eq!(
-            c.call_within(TallyReq::Hang, T_MAX).await,
-            Ok(TallyResp::Fine)
-        );
-    })
-    .await;
-    assert!(
-        !faults.hang_armed.load(Ordering::SeqCst),
-        "the hang happened"
-    );
-    assert_eq!(
-        after.primary.as_ref().map(|p| p.0),
-        before.standby.as_ref().map(|s| s.0),
-        "the standby was promoted"
-    );
-    assert_rebound(&cluster, &["a", "b", "c"], &after);
+    let (faults, cluster) =
+        trip_the_primary("hung primary", |f| &f.hang_armed, TallyReq::Hang).await;
     faults.release_hung();
     cluster.shutdown();
 }
@@ -433,11 +417,7 @@ async fn losing_a_whole_local_manager_promotes_its_primaries_standbys() {
             cluster.kill_node(&victim).expect("kill the primary's node");
         })
         .await;
-    assert_eq!(
-        after.primary.as_ref().map(|p| p.0),
-        before.standby.as_ref().map(|s| s.0),
-        "the standby was promoted"
-    );
+    assert_standby_promoted(&before, &after);
     assert!(after.primary.as_ref().is_some_and(|p| p.1 .0 != victim));
     assert_rebound(&cluster, &survivors, &after);
     // A new standby is placed on the remaining node and seeded.

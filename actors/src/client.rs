@@ -22,6 +22,11 @@ use understudy_runtime::{ClientId, Refusal, Seq, StimulusId, Unit, UnitName};
 /// overloaded) when no rebinding arrives sooner.
 const BACKOFF: Duration = Duration::from_millis(5);
 
+/// How far a client's newest stimulus may run ahead of the oldest one it still waits for.
+/// Half of what a unit's dedupe table keeps per client (1,024 answers by default), so that the
+/// table never has to forget an answer that a caller may still ask for again.
+pub const MAX_SPAN: u64 = 512;
+
 static CLIENT_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A client id unique across the processes of a cluster: the process id, the start time and a
@@ -49,6 +54,7 @@ struct Inner<U: Unit> {
     client: ClientId,
     next_seq: AtomicU64,
     outstanding: Mutex<BTreeSet<u64>>,
+    span_freed: tokio::sync::Notify,
 }
 
 /// A typed handle to one unit. Cheap to clone; clones share one client id, so their stimuli
@@ -88,6 +94,7 @@ impl<U: Unit> UnitClient<U> {
                 client: fresh_client_id(),
                 next_seq: AtomicU64::new(Seq::FIRST.0),
                 outstanding: Mutex::new(BTreeSet::new()),
+                span_freed: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -114,21 +121,54 @@ impl<U: Unit> UnitClient<U> {
         stimulus: U::Stimulus,
         t_max: Duration,
     ) -> Result<U::Response, CallError> {
-        // Take the number and register it as awaited in one step, so that no concurrent call
-        // can advertise a low-water mark above a number not yet registered.
-        let seq = {
-            let mut outstanding = self.lock_outstanding();
-            let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
-            outstanding.insert(seq);
-            seq
+        let deadline = Instant::now() + t_max;
+        let Some(seq) = self.take_seq(deadline).await else {
+            return Err(CallError::DeadlineExceeded {
+                unit: self.inner.name.clone(),
+                budget: t_max,
+                attempts: 0,
+            });
         };
         let id = StimulusId {
             client: self.inner.client,
             seq: Seq(seq),
         };
-        let result = self.drive(id, stimulus, t_max).await;
-        self.lock_outstanding().remove(&seq);
+        let result = self.drive(id, stimulus, t_max, deadline).await;
+        let was_oldest = {
+            let mut outstanding = self.lock_outstanding();
+            let was_oldest = outstanding.first() == Some(&seq);
+            outstanding.remove(&seq);
+            was_oldest
+        };
+        if was_oldest {
+            self.inner.span_freed.notify_waiters();
+        }
         result
+    }
+
+    /// Take the next sequence number and register it as awaited, in one step (so no
+    /// concurrent call can advertise a low-water mark above a number not yet registered) —
+    /// once it is within [`MAX_SPAN`] of the oldest stimulus still awaited. Waiting for that
+    /// counts against the stimulus's budget.
+    async fn take_seq(&self, deadline: Instant) -> Option<u64> {
+        loop {
+            let freed = self.inner.span_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut outstanding = self.lock_outstanding();
+                let next = self.inner.next_seq.load(Ordering::Relaxed);
+                let oldest = outstanding.first().copied().unwrap_or(next);
+                if next - oldest < MAX_SPAN {
+                    self.inner.next_seq.store(next + 1, Ordering::Relaxed);
+                    outstanding.insert(next);
+                    return Some(next);
+                }
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return None;
+            }
+        }
     }
 
     fn lock_outstanding(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
@@ -154,9 +194,9 @@ impl<U: Unit> UnitClient<U> {
         id: StimulusId,
         stimulus: U::Stimulus,
         t_max: Duration,
+        deadline: Instant,
     ) -> Result<U::Response, CallError> {
         let name = &self.inner.name;
-        let deadline = Instant::now() + t_max;
         let body = encode("stimulus", &stimulus).map_err(|e| CallError::BadStimulus {
             unit: name.clone(),
             reason: e.to_string(),
@@ -273,6 +313,12 @@ impl<U: Unit> UnitClient<U> {
                 stimulus: id,
                 reason: r.to_string(),
             }),
+            DeliveryError::Refused(Refusal::AnswerForgotten { .. }) => {
+                Err(CallError::AnswerForgotten {
+                    unit: name.clone(),
+                    stimulus: id,
+                })
+            }
             DeliveryError::Refused(r @ Refusal::SessionExpired { .. }) => Err(CallError::Ignored {
                 unit: name.clone(),
                 stimulus: id,

@@ -5,7 +5,7 @@
 //! arrive as bytes and are decoded here; a payload that does not decode is answered with an
 //! error (stimuli) or dropped with a warning (peer messages), never a panic.
 
-use crate::clock;
+use crate::clock::{self, Ticker};
 use crate::codec::{decode, encode};
 use crate::error::DeliveryError;
 use crate::local_manager::{Directory, LocalManagerMsg};
@@ -106,7 +106,7 @@ pub struct CopyState<U: Unit> {
     waiting: HashMap<ReplyToken, RpcReplyPort<StimulusReply>>,
     next_token: u64,
     peers: HashMap<CopyId, NodeName>,
-    ticker: Option<tokio::task::JoinHandle<()>>,
+    _ticker: Ticker,
 }
 
 impl<U: Unit> Actor for UnitCopy<U> {
@@ -142,26 +142,15 @@ impl<U: Unit> Actor for UnitCopy<U> {
                 )
             }
         };
-        let ticker = myself.send_interval(args.tick, || CopyMsg::Tick);
+        let ticker = Ticker::start(&myself, args.tick, || CopyMsg::Tick);
         Ok(CopyState {
             args,
             core,
             waiting: HashMap::new(),
             next_token: 0,
             peers,
-            ticker: Some(ticker),
+            _ticker: ticker,
         })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<CopyMsg>,
-        state: &mut CopyState<U>,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some(t) = state.ticker.take() {
-            t.abort();
-        }
-        Ok(())
     }
 
     async fn handle(

@@ -60,6 +60,16 @@ pub enum CallError {
         /// Why.
         reason: String,
     },
+    /// The stimulus took effect, but its answer was no longer kept when the caller asked again
+    /// (see the dedupe table's bound). Read the unit's state to learn the outcome; do not
+    /// resend.
+    #[error("stimulus {stimulus} took effect on unit {unit}, but its answer is no longer kept")]
+    AnswerForgotten {
+        /// The unit.
+        unit: UnitName,
+        /// The stimulus.
+        stimulus: StimulusId,
+    },
     /// No unit of that name is known to the name server: check the name.
     #[error("no unit named {unit} is known; check the name")]
     UnknownUnit {

@@ -4,7 +4,7 @@
 //! In this step one group manager runs per group, in the process that starts it; the next
 //! step runs it on the group's Raft leader and applies its decisions from the committed log.
 
-use crate::clock;
+use crate::clock::{self, Ticker};
 use crate::local_manager::{Directory, LocalManagerMsg};
 use crate::registry::{Binding, NameState, NameUpdate};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -118,7 +118,7 @@ pub struct GroupManagerState {
     args: GroupManagerArgs,
     core: GroupCore,
     nodes: Liveness<NodeName>,
-    ticker: Option<tokio::task::JoinHandle<()>>,
+    _ticker: Ticker,
 }
 
 impl Actor for GroupManager {
@@ -131,24 +131,13 @@ impl Actor for GroupManager {
         myself: ActorRef<GroupManagerMsg>,
         args: GroupManagerArgs,
     ) -> Result<GroupManagerState, ActorProcessingErr> {
-        let ticker = myself.send_interval(args.config.tick, || GroupManagerMsg::Tick);
+        let ticker = Ticker::start(&myself, args.config.tick, || GroupManagerMsg::Tick);
         Ok(GroupManagerState {
             core: GroupCore::new(args.config.core, 0),
             nodes: Liveness::new(args.config.node_heartbeat),
             args,
-            ticker: Some(ticker),
+            _ticker: ticker,
         })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<GroupManagerMsg>,
-        state: &mut GroupManagerState,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some(t) = state.ticker.take() {
-            t.abort();
-        }
-        Ok(())
     }
 
     async fn handle(

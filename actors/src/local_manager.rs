@@ -6,7 +6,7 @@
 //! copy-to-copy messages and name-table updates for this node arrive here and are routed by
 //! unit and copy.
 
-use crate::clock;
+use crate::clock::{self, Ticker};
 use crate::copy::{CopyArgs, CopyMsg, CopySpawner, StimulusReply};
 use crate::error::DeliveryError;
 use crate::group_manager::GroupManagerMsg;
@@ -237,7 +237,7 @@ pub struct LocalManagerState {
     by_actor: HashMap<ActorId, CopyId>,
     liveness: Liveness<CopyId>,
     heartbeat: u64,
-    ticker: Option<tokio::task::JoinHandle<()>>,
+    _ticker: Ticker,
 }
 
 impl LocalManagerState {
@@ -260,7 +260,9 @@ impl Actor for LocalManager {
         myself: ActorRef<LocalManagerMsg>,
         args: LocalManagerArgs,
     ) -> Result<LocalManagerState, ActorProcessingErr> {
-        let ticker = myself.send_interval(args.config.heartbeat.interval, || LocalManagerMsg::Tick);
+        let ticker = Ticker::start(&myself, args.config.heartbeat.interval, || {
+            LocalManagerMsg::Tick
+        });
         let _ = args.group.cast(GroupManagerMsg::NodeUp {
             node: args.node.clone(),
         });
@@ -270,19 +272,8 @@ impl Actor for LocalManager {
             copies: HashMap::new(),
             by_actor: HashMap::new(),
             heartbeat: 0,
-            ticker: Some(ticker),
+            _ticker: ticker,
         })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<LocalManagerMsg>,
-        state: &mut LocalManagerState,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some(t) = state.ticker.take() {
-            t.abort();
-        }
-        Ok(())
     }
 
     async fn handle(

@@ -172,6 +172,14 @@ pub struct CopyCore<U: Unit> {
     lease: Option<Lease>,
     promoted_at: Option<Time>,
     standby: Option<StandbyLink>,
+    /// The newest standby the group manager ever assigned. Copy ids grow (the manager hands
+    /// them out in increasing order), so a delayed `AssignStandby` naming an older copy is
+    /// stale and must not take the primary back to a standby the manager gave up on.
+    newest_assigned: CopyId,
+    /// The snapshot the standby is being seeded with: the state and dedupe table as of
+    /// `StandbyLink::snapshot`, taken when it was sealed, so a resend carries exactly that
+    /// state and not entries served since (those follow in the next batch).
+    seed: Option<(U::State, DedupeTable<U::Response>)>,
     replicator: SyncReplicator<U, Waiter<U::Response>>,
     parked: VecDeque<Parked<U>>,
     commands: Vec<Command<U>>,
@@ -225,6 +233,8 @@ impl<U: Unit> CopyCore<U> {
             lease: None,
             promoted_at: None,
             standby: None,
+            newest_assigned: CopyId(0),
+            seed: None,
             replicator: SyncReplicator::new(BatchSeq(0), config.window),
             parked: VecDeque::new(),
             commands: Vec::new(),
@@ -358,6 +368,11 @@ impl<U: Unit> CopyCore<U> {
                         low_water,
                     }),
                 );
+                return;
+            }
+            Seen::AnswerForgotten => {
+                let stimulus = s.id;
+                self.reply(s.reply, Err(Refusal::AnswerForgotten { stimulus }));
                 return;
             }
             Seen::SessionExpired => {
@@ -613,6 +628,7 @@ impl<U: Unit> CopyCore<U> {
                 return;
             }
             link.ready = true;
+            self.seed = None;
         }
         let _ = now;
         for w in self.replicator.on_ack(upto) {
@@ -631,8 +647,26 @@ impl<U: Unit> CopyCore<U> {
             }
             Directive::Promote { epoch } => self.on_promote(now, epoch),
             Directive::AssignStandby { epoch, standby } => {
+                if self.role == Role::Standby && standby == Some(self.id) && epoch == self.epoch {
+                    // Sent to the standby itself: the manager has not heard that it is ready
+                    // (the report may have been lost). Say it again if it is.
+                    if self.has_state {
+                        let (unit, copy) = (self.name.clone(), self.id);
+                        self.report(Report::StandbyReady { unit, copy, epoch });
+                    }
+                    return;
+                }
                 if epoch != self.epoch || !matches!(self.role, Role::Primary | Role::Promoting) {
                     return;
+                }
+                if let Some(id) = standby {
+                    if id < self.newest_assigned {
+                        // Overtaken by a newer assignment: the manager no longer counts on
+                        // this copy (it may be a zombie), so replicating to it would release
+                        // answers that the manager's standby does not have.
+                        return;
+                    }
+                    self.newest_assigned = id;
                 }
                 if self.standby.map(|l| l.id) == standby {
                     return;
@@ -643,11 +677,13 @@ impl<U: Unit> CopyCore<U> {
                     ready: false,
                     last_send: Time::ZERO,
                 });
+                self.seed = None;
                 if self.standby.is_some() {
                     let snap = self.replicator.seal_for_snapshot();
                     if let Some(link) = self.standby.as_mut() {
                         link.snapshot = snap;
                     }
+                    self.seed = Some((self.unit.snapshot(&self.state), self.dedupe.clone()));
                 }
             }
             Directive::Lease {
@@ -734,6 +770,7 @@ impl<U: Unit> CopyCore<U> {
         }
         self.assembly = None;
         self.standby = None;
+        self.seed = None;
         self.lease = None;
         let (unit, copy) = (self.name.clone(), self.id);
         self.report(Report::Fenced {
@@ -819,13 +856,13 @@ impl<U: Unit> CopyCore<U> {
         };
         let resend = link.last_send == Time::ZERO;
         if !link.ready {
-            if resend {
+            if let (true, Some((state, dedupe))) = (resend, &self.seed) {
                 let msg = PeerMsg::Snapshot {
                     epoch: self.epoch,
                     from: self.id,
                     seq: link.snapshot,
-                    state: self.unit.snapshot(&self.state),
-                    dedupe: self.dedupe.clone(),
+                    state: state.clone(),
+                    dedupe: dedupe.clone(),
                 };
                 self.commands.push(Command::ToPeer { to: link.id, msg });
                 self.mark_sent(now);

@@ -217,23 +217,32 @@ pub enum StandbyState {
     Ready,
 }
 
+/// How many retired copies the manager remembers the node of.
+const RETIRED_LIMIT: usize = 4096;
+
 /// The group manager's state machine.
 #[derive(Debug)]
 pub struct GroupCore {
     config: GroupConfig,
     nodes: BTreeMap<NodeName, bool>,
     units: BTreeMap<UnitName, UnitRecord>,
+    /// Where copies the manager no longer counts on ran (the most recent ones), so that a
+    /// stale report from one that still runs (a zombie whose stop failed) can be answered
+    /// with `Fence`.
+    retired: BTreeMap<CopyId, NodeName>,
     next_copy: u64,
     commands: Vec<GroupCommand>,
 }
 
 impl GroupCore {
-    /// A manager with no nodes and no units. Copy ids it hands out start above `copy_base`.
+    /// A manager with no nodes and no units. Copy ids it hands out start above `copy_base` and
+    /// only grow (copies rely on it to recognise a stale `AssignStandby`).
     pub fn new(config: GroupConfig, copy_base: u64) -> Self {
         GroupCore {
             config,
             nodes: BTreeMap::new(),
             units: BTreeMap::new(),
+            retired: BTreeMap::new(),
             next_copy: copy_base,
             commands: Vec::new(),
         }
@@ -276,6 +285,13 @@ impl GroupCore {
             GroupInput::CopyStarted { unit, copy } => self.copy_started(now, &unit, copy),
             GroupInput::Report(r) => self.on_report(now, r),
             GroupInput::Tick => self.tick(now),
+        }
+    }
+
+    fn retire(&mut self, p: &Placement) {
+        self.retired.insert(p.copy, p.node.clone());
+        while self.retired.len() > RETIRED_LIMIT {
+            self.retired.pop_first();
         }
     }
 
@@ -439,7 +455,9 @@ impl GroupCore {
         };
         if rec.standby.as_ref().is_some_and(|(s, _)| s.copy == copy) {
             // Standby lost: tell the primary to stop replicating to it, then place a new one.
-            let (old, _) = rec.standby.take().expect("checked above");
+            let Some((old, _)) = rec.standby.take() else {
+                return;
+            };
             if let Some(p) = rec.primary.clone() {
                 if rec.phase == Phase::Serving {
                     self.commands.push(GroupCommand::Direct {
@@ -453,6 +471,7 @@ impl GroupCore {
                     });
                 }
             }
+            self.retire(&old);
             self.commands.push(GroupCommand::Stop {
                 node: old.node,
                 unit: unit.clone(),
@@ -481,6 +500,10 @@ impl GroupCore {
             unit: unit.clone(),
             copy: old.copy,
         });
+        self.retire(&old);
+        let Some(rec) = self.units.get_mut(unit) else {
+            return;
+        };
         let standby_ready = matches!(rec.standby, Some((_, StandbyState::Ready)));
         let promoting = matches!(rec.phase, Phase::Promoting { .. });
         if !standby_ready || promoting {
@@ -504,6 +527,7 @@ impl GroupCore {
         rec.primary = None;
         let epoch = rec.epoch;
         if let Some((s, _)) = rec.standby.take() {
+            self.retire(&s);
             self.commands.push(GroupCommand::Stop {
                 node: s.node,
                 unit: unit.clone(),
@@ -522,6 +546,9 @@ impl GroupCore {
             return;
         };
         let Some((standby, _)) = rec.standby.take() else {
+            // The standby was lost too while the old primary's lease ran out: no copy is
+            // left that holds the state.
+            self.make_unavailable(unit);
             return;
         };
         rec.epoch = rec.epoch.next();
@@ -646,7 +673,7 @@ impl GroupCore {
             let node = rec.primary.as_ref().map(|p| p.node.clone());
             if let Some(node) = node {
                 self.commands.push(GroupCommand::Direct {
-                    node,
+                    node: node.clone(),
                     unit: unit.clone(),
                     copy,
                     directive: Directive::Lease {
@@ -655,6 +682,20 @@ impl GroupCore {
                         duration: self.config.lease,
                     },
                 });
+                if let Some((s, StandbyState::Ready)) = &rec.standby {
+                    // Restate the standby with each lease: a delayed `AssignStandby { None }`
+                    // that overtook the assignment of this standby would otherwise leave the
+                    // primary without one for good (holding every answer).
+                    self.commands.push(GroupCommand::Direct {
+                        node,
+                        unit: unit.clone(),
+                        copy,
+                        directive: Directive::AssignStandby {
+                            epoch,
+                            standby: Some(s.copy),
+                        },
+                    });
+                }
             }
         } else if epoch < rec.epoch {
             let node = self.node_of(unit, copy);
@@ -674,6 +715,7 @@ impl GroupCore {
             })
             .find(|p| p.copy == copy)
             .map(|p| p.node.clone())
+            .or_else(|| self.retired.get(&copy).cloned())
     }
 
     fn promoted(
@@ -772,8 +814,8 @@ impl GroupCore {
                             if let Some((_, st)) = rec.standby.as_mut() {
                                 *st = StandbyState::Seeding { told_at: now };
                             }
+                            let epoch = rec.epoch;
                             if let Some(p) = rec.primary.clone() {
-                                let epoch = rec.epoch;
                                 self.commands.push(GroupCommand::Direct {
                                     node: p.node,
                                     unit: u.clone(),
@@ -784,6 +826,17 @@ impl GroupCore {
                                     },
                                 });
                             }
+                            // And ask the standby itself: if it holds the snapshot already,
+                            // its `StandbyReady` was lost and it says it again.
+                            self.commands.push(GroupCommand::Direct {
+                                node: s.node.clone(),
+                                unit: u.clone(),
+                                copy: s.copy,
+                                directive: Directive::AssignStandby {
+                                    epoch,
+                                    standby: Some(s.copy),
+                                },
+                            });
                         }
                     }
                 }

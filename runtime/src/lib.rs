@@ -9,7 +9,7 @@
 //!
 //! | module | what it holds |
 //! | --- | --- |
-//! | [`unit`] | the [`Unit`] trait an application implements, and the [`Budget`] of a stimulus |
+//! | [`mod@unit`] | the [`Unit`] trait an application implements, and the [`Budget`] of a stimulus |
 //! | [`ids`] | [`Epoch`], [`StimulusId`], [`CopyId`], node and unit names, batch numbers |
 //! | [`time`] | [`Time`], the value the caller passes in instead of a clock |
 //! | [`liveness`] | heartbeat bookkeeping: who has been silent too long |

@@ -95,7 +95,9 @@ pub enum Directive {
         /// The new epoch.
         epoch: Epoch,
     },
-    /// Replicate to `standby` from now on (a snapshot first), or to nobody.
+    /// To a primary: replicate to `standby` from now on (a snapshot first), or to nobody.
+    /// The manager restates it with every lease, so a lost or overtaken assignment heals.
+    /// To the standby itself (naming it): report `StandbyReady` again if it holds a snapshot.
     AssignStandby {
         /// The primary's epoch.
         epoch: Epoch,
@@ -199,6 +201,14 @@ pub enum Refusal {
         stimulus: StimulusId,
         /// The client's low-water mark.
         low_water: Seq,
+    },
+    /// The stimulus took effect, but the unit no longer keeps its answer (its client had too
+    /// many answers outstanding behind a slow stimulus). Do not resend; read the unit's state
+    /// to learn the outcome.
+    #[error("stimulus {stimulus} took effect, but its answer is no longer kept; read the state")]
+    AnswerForgotten {
+        /// The stimulus.
+        stimulus: StimulusId,
     },
     /// The unit forgot this client (see the dedupe table's rule): nothing was applied; start a
     /// new client and send again.

@@ -1,0 +1,1076 @@
+//! The event loop: a priority queue of events ordered by time and then by the order they
+//! were scheduled, the copies, the manager, the name registry and the clients, and the
+//! routing of every command the cores emit.
+
+use super::checks::{self, Ledger, Violation};
+use super::client::SimClient;
+use super::network::{draw, Fate};
+use super::rng::SimRng;
+use super::trace::Trace;
+use super::unit::{SetResponse, SetStimulus, SetUnit};
+use super::{Breakage, SimConfig, SimFailure, SimReport};
+use crate::copy::{Command, CopyConfig, CopyCore, Input, Role};
+use crate::group::{GroupCommand, GroupCore, GroupInput, Phase, StartAs};
+use crate::ids::{CopyId, Epoch, NodeName, UnitName};
+use crate::message::{Directive, PeerMsg, Refusal, Report};
+use crate::time::Time;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::time::Duration;
+
+/// Most inputs a hung copy's mailbox keeps; later ones are lost.
+const MAILBOX_LIMIT: usize = 10_000;
+
+/// One copy as the simulation holds it.
+#[derive(Debug)]
+pub(crate) struct SimCopy {
+    pub(crate) core: CopyCore<SetUnit>,
+    pub(crate) unit: usize,
+    pub(crate) node: usize,
+    /// Set while the copy is hung: inputs wait here and ticks are skipped.
+    pub(crate) hang: Option<Hang>,
+    /// How many of its unit's acknowledged tags are known to be in its state (while primary).
+    pub(crate) verified: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct Hang {
+    pub(crate) id: u64,
+    pub(crate) mailbox: VecDeque<Input<SetUnit>>,
+    /// Whether a `Stop` already failed on it (it will resume as a zombie).
+    pub(crate) stop_failed: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct SimNode {
+    pub(crate) alive: bool,
+    pub(crate) incarnation: u64,
+    /// Set while the node is cut off from everybody.
+    pub(crate) cut: Option<u64>,
+    /// Whether the manager was told the node is down (and not yet that it is back).
+    pub(crate) declared_down: bool,
+}
+
+/// Who is at either end of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Node(usize),
+    Manager,
+    Client,
+}
+
+/// A binding in the name registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Binding {
+    pub(crate) copy: CopyId,
+    pub(crate) epoch: Epoch,
+}
+
+/// What travels over the network.
+#[derive(Clone, Debug)]
+pub(crate) enum Packet {
+    /// A stimulus, peer message or directive for a copy.
+    Input { to: CopyId, input: Input<SetUnit> },
+    /// A copy's report to the manager.
+    Report(Report),
+    /// An answer or refusal for a client.
+    Reply {
+        token: u64,
+        outcome: Result<SetResponse, Refusal>,
+    },
+}
+
+/// Who a reply token belongs to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TokenOwner {
+    pub(crate) client: usize,
+    pub(crate) unit: usize,
+    pub(crate) seq: u64,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Event {
+    CopyTick(CopyId),
+    ManagerTick,
+    Deliver {
+        from: Endpoint,
+        packet: Packet,
+    },
+    /// A supervisor's notification, delivered reliably.
+    Notify(GroupInput),
+    /// A `Start` or `Stop` for a node's local manager.
+    NodeCommand {
+        incarnation: u64,
+        command: GroupCommand,
+    },
+    /// A `Bind` or `Unbind` reaching the registry.
+    Registry(GroupCommand),
+    ClientWake(usize),
+    ClientRetry {
+        client: usize,
+        unit: usize,
+        seq: u64,
+        attempt: u32,
+    },
+    Fault,
+    Resume {
+        copy: CopyId,
+        hang: u64,
+    },
+    DetectHang {
+        copy: CopyId,
+        hang: u64,
+    },
+    Heal {
+        node: usize,
+        cut: u64,
+    },
+    DetectCut {
+        node: usize,
+        cut: u64,
+    },
+    Restart {
+        node: usize,
+        incarnation: u64,
+    },
+}
+
+impl Event {
+    fn code(&self) -> u64 {
+        match self {
+            Event::CopyTick(c) => 1 ^ (c.0 << 8),
+            Event::ManagerTick => 2,
+            Event::Deliver { packet, .. } => match packet {
+                Packet::Input { to, .. } => 3 ^ (to.0 << 8),
+                Packet::Report(_) => 4,
+                Packet::Reply { token, .. } => 5 ^ (token << 8),
+            },
+            Event::Notify(_) => 6,
+            Event::NodeCommand { .. } => 7,
+            Event::Registry(_) => 8,
+            Event::ClientWake(c) => 9 ^ ((*c as u64) << 8),
+            Event::ClientRetry { seq, .. } => 10 ^ (seq << 8),
+            Event::Fault => 11,
+            Event::Resume { copy, .. } => 12 ^ (copy.0 << 8),
+            Event::DetectHang { copy, .. } => 13 ^ (copy.0 << 8),
+            Event::Heal { node, .. } => 14 ^ ((*node as u64) << 8),
+            Event::DetectCut { node, .. } => 15 ^ ((*node as u64) << 8),
+            Event::Restart { node, .. } => 16 ^ ((*node as u64) << 8),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    at: Time,
+    order: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.order) == (other.at, other.order)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    /// Reversed, so that the max-heap pops the earliest event first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.order).cmp(&(self.at, self.order))
+    }
+}
+
+/// The whole simulated group.
+#[derive(Debug)]
+pub(crate) struct World<'a> {
+    pub(crate) seed: u64,
+    pub(crate) config: &'a SimConfig,
+    pub(crate) copy_config: CopyConfig,
+    pub(crate) rng: SimRng,
+    pub(crate) now: Time,
+    pub(crate) step: u64,
+    queue: BinaryHeap<Scheduled>,
+    scheduled: u64,
+    pub(crate) nodes: Vec<SimNode>,
+    pub(crate) node_names: Vec<NodeName>,
+    pub(crate) unit_names: Vec<UnitName>,
+    pub(crate) copies: BTreeMap<CopyId, SimCopy>,
+    pub(crate) group: GroupCore,
+    pub(crate) registry: Vec<Option<Binding>>,
+    pub(crate) unavailable: Vec<bool>,
+    pub(crate) clients: Vec<SimClient>,
+    pub(crate) tokens: BTreeMap<u64, TokenOwner>,
+    pub(crate) next_token: u64,
+    pub(crate) ledger: Ledger,
+    pub(crate) report: SimReport,
+    pub(crate) trace: Trace,
+    /// When the last fault is repaired (hang over, partition healed, node restarted).
+    pub(crate) faults_over: Time,
+    pub(crate) faults_pending: usize,
+    pub(crate) next_fault_id: u64,
+}
+
+impl<'a> World<'a> {
+    pub(crate) fn new(seed: u64, config: &'a SimConfig) -> Self {
+        let mut rng = SimRng::new(seed);
+        let mut copy_config = config.copy;
+        if config.vary_tuning {
+            copy_config.window = rng.between(1, 3) as usize;
+            copy_config.max_entries_per_part = rng.between(1, 3) as usize;
+        }
+        let nodes = config.nodes.max(1);
+        let units = config.units.max(1);
+        World {
+            seed,
+            config,
+            copy_config,
+            rng,
+            now: Time::ZERO,
+            step: 0,
+            queue: BinaryHeap::new(),
+            scheduled: 0,
+            nodes: vec![
+                SimNode {
+                    alive: true,
+                    incarnation: 0,
+                    cut: None,
+                    declared_down: false,
+                };
+                nodes
+            ],
+            node_names: (0..nodes).map(|i| NodeName::new(format!("n{i}"))).collect(),
+            unit_names: (0..units).map(|i| UnitName::new(format!("u{i}"))).collect(),
+            copies: BTreeMap::new(),
+            group: GroupCore::new(config.group, 0),
+            registry: vec![None; units],
+            unavailable: vec![false; units],
+            clients: Vec::new(),
+            tokens: BTreeMap::new(),
+            next_token: 0,
+            ledger: Ledger::new(units),
+            report: SimReport {
+                seed,
+                ..SimReport::default()
+            },
+            trace: Trace::new(config.trace),
+            faults_over: Time::ZERO,
+            faults_pending: 0,
+            next_fault_id: 0,
+        }
+    }
+
+    // ---- scheduling ------------------------------------------------------------------
+
+    pub(crate) fn schedule(&mut self, after: Duration, event: Event) {
+        self.scheduled += 1;
+        self.queue.push(Scheduled {
+            at: self.now.after(after),
+            order: self.scheduled,
+            event,
+        });
+    }
+
+    pub(crate) fn note(&mut self, text: impl FnOnce() -> String) {
+        let (step, now) = (self.step, self.now);
+        self.trace.line(step, now, text);
+    }
+
+    fn fail(&self, v: Violation) -> SimFailure {
+        SimFailure {
+            seed: self.seed,
+            breakage: self.config.breakage,
+            invariant: v.invariant,
+            step: self.step,
+            at: self.now,
+            detail: v.detail,
+            trace_tail: self.trace.tail(),
+        }
+    }
+
+    // ---- the loop --------------------------------------------------------------------
+
+    pub(crate) fn run(mut self) -> Result<SimReport, SimFailure> {
+        self.start().map_err(|v| self.fail(v))?;
+        let give_up = Time::ZERO.after(self.config.give_up_after);
+        while let Some(next) = self.queue.pop() {
+            if self.finished(next.at) {
+                break;
+            }
+            if next.at > give_up {
+                let v = Violation {
+                    invariant: checks::Invariant::ClientsRedirectedNotFailed,
+                    detail: format!(
+                        "the run did not settle within {:?} of simulated time",
+                        self.config.give_up_after
+                    ),
+                };
+                return Err(self.fail(v));
+            }
+            self.now = next.at;
+            self.step += 1;
+            self.trace.mix(self.now.as_micros());
+            self.trace.mix(next.event.code());
+            if let Err(v) = self.handle(next.event) {
+                return Err(self.fail(v));
+            }
+        }
+        self.finish().map_err(|v| self.fail(v))?;
+        self.report.steps = self.step;
+        self.report.end = self.now;
+        self.report.runs = 1;
+        self.report.runs_with_takeover = u64::from(self.report.takeovers > 0);
+        self.report.runs_with_fault = u64::from(self.report.faults > 0);
+        self.report.digest = self.trace.digest();
+        Ok(self.report)
+    }
+
+    fn finished(&self, next: Time) -> bool {
+        self.faults_pending == 0
+            && self.clients.iter().all(SimClient::done)
+            && next >= self.faults_over.after(self.config.settle)
+            && next >= self.clients_done_at().after(self.config.settle)
+    }
+
+    fn clients_done_at(&self) -> Time {
+        self.clients
+            .iter()
+            .map(|c| c.done_at)
+            .max()
+            .unwrap_or(Time::ZERO)
+    }
+
+    fn start(&mut self) -> Result<(), Violation> {
+        for i in 0..self.nodes.len() {
+            let node = self.node_names[i].clone();
+            self.step_manager(GroupInput::NodeUp { node })?;
+        }
+        for u in 0..self.unit_names.len() {
+            let unit = self.unit_names[u].clone();
+            self.step_manager(GroupInput::AddUnit { unit })?;
+        }
+        let tick = self.config.tick;
+        self.schedule(tick, Event::ManagerTick);
+        self.start_clients();
+        self.plan_faults();
+        Ok(())
+    }
+
+    /// The end of the run: the final checks, after faults stopped and everything settled.
+    fn finish(&mut self) -> Result<(), Violation> {
+        for u in 0..self.unit_names.len() {
+            let Some(rec) = self.group.unit(&self.unit_names[u]) else {
+                continue;
+            };
+            self.report.takeovers += rec.epoch.0.saturating_sub(1);
+            if rec.phase == Phase::Unavailable {
+                self.report.units_unavailable += 1;
+                continue;
+            }
+            let Some(p) = rec.primary.clone() else {
+                return Err(Violation {
+                    invariant: checks::Invariant::ClientsRedirectedNotFailed,
+                    detail: format!(
+                        "unit {u} ended with no primary and was not declared unavailable \
+                         (phase {:?})",
+                        rec.phase
+                    ),
+                });
+            };
+            match self.copies.get(&p.copy) {
+                Some(copy) => {
+                    checks::final_primary_holds_acknowledged(
+                        &self.ledger,
+                        u,
+                        p.copy,
+                        copy.core.state(),
+                    )?;
+                    checks::unit_recovered(u, rec, p.copy, &copy.core, self.now)?;
+                }
+                None if self.ledger.acked_count(u) > 0 => {
+                    return Err(Violation {
+                        invariant: checks::Invariant::NoAcknowledgedStimulusLost,
+                        detail: format!(
+                            "unit {u}: the manager's final primary {} no longer exists",
+                            p.copy
+                        ),
+                    });
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), Violation> {
+        match event {
+            Event::CopyTick(id) => {
+                let Some(c) = self.copies.get(&id) else {
+                    return Ok(());
+                };
+                let hung = c.hang.is_some();
+                let tick = self.config.tick;
+                self.schedule(tick, Event::CopyTick(id));
+                if !hung {
+                    self.step_copy(id, Input::Tick)?;
+                }
+                Ok(())
+            }
+            Event::ManagerTick => {
+                let tick = self.config.tick;
+                self.schedule(tick, Event::ManagerTick);
+                self.step_manager(GroupInput::Tick)
+            }
+            Event::Deliver { from, packet } => self.deliver(from, packet),
+            Event::Notify(input) => {
+                self.note(|| format!("manager ⇐ supervisor: {input:?}"));
+                self.step_manager(input)
+            }
+            Event::NodeCommand {
+                incarnation,
+                command,
+            } => self.node_command(incarnation, command),
+            Event::Registry(command) => {
+                self.registry_update(command);
+                Ok(())
+            }
+            Event::ClientWake(c) => self.client_wake(c),
+            Event::ClientRetry {
+                client,
+                unit,
+                seq,
+                attempt,
+            } => self.client_retry(client, unit, seq, attempt),
+            Event::Fault => self.inject_fault(),
+            Event::Resume { copy, hang } => self.resume(copy, hang),
+            Event::DetectHang { copy, hang } => self.detect_hang(copy, hang),
+            Event::Heal { node, cut } => self.heal(node, cut),
+            Event::DetectCut { node, cut } => self.detect_cut(node, cut),
+            Event::Restart { node, incarnation } => self.restart(node, incarnation),
+        }
+    }
+
+    // ---- the network -----------------------------------------------------------------
+
+    fn reachable(&self, a: Endpoint, b: Endpoint) -> bool {
+        let cut = |e: Endpoint| match e {
+            Endpoint::Node(n) => self.nodes.get(n).is_some_and(|s| s.cut.is_some()),
+            Endpoint::Manager | Endpoint::Client => false,
+        };
+        if let (Endpoint::Node(x), Endpoint::Node(y)) = (a, b) {
+            if x == y {
+                return true;
+            }
+        }
+        !cut(a) && !cut(b)
+    }
+
+    fn destination(&self, packet: &Packet) -> Option<Endpoint> {
+        match packet {
+            Packet::Input { to, .. } => self.copies.get(to).map(|c| Endpoint::Node(c.node)),
+            Packet::Report(_) => Some(Endpoint::Manager),
+            Packet::Reply { .. } => Some(Endpoint::Client),
+        }
+    }
+
+    /// Put a message on the network: it may be lost, delayed, reordered or duplicated, and is
+    /// lost if either end is cut off now or when it arrives.
+    pub(crate) fn send(&mut self, from: Endpoint, packet: Packet) {
+        self.report.messages += 1;
+        let Some(to) = self.destination(&packet) else {
+            self.report.dropped += 1;
+            return;
+        };
+        if !self.reachable(from, to) {
+            self.report.dropped += 1;
+            self.note(|| format!("network cut: lost {}", describe_packet(&packet)));
+            return;
+        }
+        match self.config.network.fate(&mut self.rng) {
+            Fate::Dropped => {
+                self.report.dropped += 1;
+                self.note(|| format!("network dropped {}", describe_packet(&packet)));
+            }
+            Fate::Delivered { delay, again } => {
+                if let Some(again) = again {
+                    self.report.duplicated += 1;
+                    self.schedule(
+                        again,
+                        Event::Deliver {
+                            from,
+                            packet: packet.clone(),
+                        },
+                    );
+                }
+                self.schedule(delay, Event::Deliver { from, packet });
+            }
+        }
+    }
+
+    fn deliver(&mut self, from: Endpoint, packet: Packet) -> Result<(), Violation> {
+        let Some(to) = self.destination(&packet) else {
+            return Ok(());
+        };
+        if !self.reachable(from, to) {
+            self.report.dropped += 1;
+            self.note(|| format!("network cut: lost {}", describe_packet(&packet)));
+            return Ok(());
+        }
+        match packet {
+            Packet::Input { to, input } => {
+                let input = self.tamper_with_input(to, input);
+                self.note(|| format!("{to} ⇐ {}", describe_input(&input)));
+                self.input_copy(to, input)
+            }
+            Packet::Report(report) => {
+                let report = self.tamper_with_report(report);
+                self.note(|| format!("manager ⇐ {report:?}"));
+                self.step_manager(GroupInput::Report(report))
+            }
+            Packet::Reply { token, outcome } => self.client_reply(token, outcome),
+        }
+    }
+
+    /// The deliberately broken variants that live in the network.
+    fn tamper_with_input(&self, to: CopyId, input: Input<SetUnit>) -> Input<SetUnit> {
+        let Some(copy) = self.copies.get(&to) else {
+            return input;
+        };
+        let current = copy.core.epoch();
+        match (self.config.breakage, input) {
+            (
+                Some(Breakage::LeaseOverrun),
+                Input::Directive(Directive::Lease {
+                    epoch,
+                    requested_at,
+                    duration,
+                }),
+            ) => Input::Directive(Directive::Lease {
+                epoch,
+                requested_at,
+                duration: duration * 10,
+            }),
+            (Some(Breakage::ForgeEpoch), Input::Directive(d)) => {
+                Input::Directive(forge_directive(d, current))
+            }
+            (Some(Breakage::ForgeEpoch), Input::Peer(msg)) => Input::Peer(forge_peer(msg, current)),
+            (_, input) => input,
+        }
+    }
+
+    fn tamper_with_report(&self, report: Report) -> Report {
+        if self.config.breakage != Some(Breakage::ForgeEpoch) {
+            return report;
+        }
+        let current = |unit: &UnitName, e: Epoch| {
+            self.group
+                .unit(unit)
+                .map_or(e, |rec| if e < rec.epoch { rec.epoch } else { e })
+        };
+        match report {
+            Report::LeaseRequest {
+                unit,
+                copy,
+                epoch,
+                requested_at,
+            } => Report::LeaseRequest {
+                epoch: current(&unit, epoch),
+                unit,
+                copy,
+                requested_at,
+            },
+            Report::Promoted {
+                unit,
+                copy,
+                epoch,
+                requested_at,
+            } => Report::Promoted {
+                epoch: current(&unit, epoch),
+                unit,
+                copy,
+                requested_at,
+            },
+            Report::StandbyReady { unit, copy, epoch } => Report::StandbyReady {
+                epoch: current(&unit, epoch),
+                unit,
+                copy,
+            },
+            Report::CannotPromote { unit, copy, epoch } => Report::CannotPromote {
+                epoch: current(&unit, epoch),
+                unit,
+                copy,
+            },
+            other => other,
+        }
+    }
+
+    // ---- copies ----------------------------------------------------------------------
+
+    /// An input reaches a copy: a hung copy keeps it for later.
+    pub(crate) fn input_copy(
+        &mut self,
+        id: CopyId,
+        input: Input<SetUnit>,
+    ) -> Result<(), Violation> {
+        let Some(copy) = self.copies.get_mut(&id) else {
+            return Ok(());
+        };
+        if let Some(hang) = copy.hang.as_mut() {
+            if hang.mailbox.len() < MAILBOX_LIMIT {
+                hang.mailbox.push_back(input);
+            }
+            return Ok(());
+        }
+        self.step_copy(id, input)
+    }
+
+    /// Step one copy, check the invariants it may have touched, and carry out its commands.
+    pub(crate) fn step_copy(&mut self, id: CopyId, input: Input<SetUnit>) -> Result<(), Violation> {
+        let now = self.now;
+        let Some(copy) = self.copies.get_mut(&id) else {
+            return Ok(());
+        };
+        let role_before = copy.core.role();
+        copy.core.step(now, input);
+        let commands = copy.core.drain_commands();
+        let (unit, node, epoch) = (copy.unit, copy.node, copy.core.epoch());
+        let role_after = copy.core.role();
+        let mut newly_acked = false;
+        for command in &commands {
+            match command {
+                Command::ToPeer {
+                    msg:
+                        PeerMsg::Replicate {
+                            from, seq, part: 0, ..
+                        },
+                    ..
+                }
+                | Command::ToPeer {
+                    msg: PeerMsg::Snapshot { from, seq, .. },
+                    ..
+                } => self.ledger.seal(*from, *seq, copy.core.state()),
+                Command::Reply {
+                    outcome: Ok(response),
+                    ..
+                } => {
+                    checks::one_responder_per_epoch(&mut self.ledger, unit, epoch, id)?;
+                    if let SetResponse::Added { tag } = response {
+                        newly_acked |= self.ledger.acknowledge(unit, *tag, now);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if role_before != role_after {
+            self.note(|| format!("{id} role {role_before:?} → {role_after:?} at epoch {epoch}"));
+        }
+        self.check_after_copy_step(id, unit, newly_acked)?;
+        for command in commands {
+            self.route_copy_command(id, node, command);
+        }
+        Ok(())
+    }
+
+    fn check_after_copy_step(
+        &mut self,
+        id: CopyId,
+        unit: usize,
+        newly_acked: bool,
+    ) -> Result<(), Violation> {
+        let now = self.now;
+        checks::one_primary_per_epoch(&mut self.ledger, &self.copies, id, now)?;
+        if let Some(copy) = self.copies.get(&id) {
+            checks::no_stimulus_takes_effect_twice(id, copy)?;
+            checks::standby_applies_only_whole_batches(&self.ledger, id, copy)?;
+        }
+        if let Some(copy) = self.copies.get_mut(&id) {
+            checks::no_acknowledged_stimulus_lost(&self.ledger, id, copy, now)?;
+        }
+        if newly_acked {
+            for (other_id, other) in self.copies.iter_mut() {
+                if other.unit == unit && *other_id != id {
+                    checks::no_acknowledged_stimulus_lost(&self.ledger, *other_id, other, now)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn route_copy_command(&mut self, id: CopyId, node: usize, command: Command<SetUnit>) {
+        let from = Endpoint::Node(node);
+        match command {
+            Command::Reply { to, outcome } => {
+                self.note(|| {
+                    format!(
+                        "{id} replies to token {}: {}",
+                        to.0,
+                        describe_outcome(&outcome)
+                    )
+                });
+                self.send(
+                    from,
+                    Packet::Reply {
+                        token: to.0,
+                        outcome,
+                    },
+                );
+            }
+            Command::ToPeer { to, msg } => {
+                let input = Input::Peer(msg);
+                self.send(from, Packet::Input { to, input });
+            }
+            Command::ToManager(report) => self.send(from, Packet::Report(report)),
+        }
+    }
+
+    // ---- the manager, the nodes' local managers, the registry --------------------------
+
+    pub(crate) fn step_manager(&mut self, input: GroupInput) -> Result<(), Violation> {
+        let now = self.now;
+        self.group.step(now, input);
+        let commands = self.group.drain_commands();
+        checks::primary_and_standby_never_share_a_node(&self.group)?;
+        for command in commands {
+            self.route_group_command(command);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn node_index(&self, name: &NodeName) -> Option<usize> {
+        self.node_names.iter().position(|n| n == name)
+    }
+
+    pub(crate) fn unit_index(&self, name: &UnitName) -> Option<usize> {
+        self.unit_names.iter().position(|n| n == name)
+    }
+
+    pub(crate) fn notify_delay(&mut self) -> Duration {
+        draw(&mut self.rng, self.config.faults.notify)
+    }
+
+    fn route_group_command(&mut self, command: GroupCommand) {
+        self.note(|| format!("manager: {command:?}"));
+        match command {
+            GroupCommand::Start { ref node, .. } | GroupCommand::Stop { ref node, .. } => {
+                let Some(n) = self.node_index(node) else {
+                    return;
+                };
+                let incarnation = self.nodes[n].incarnation;
+                let delay = self.notify_delay();
+                self.schedule(
+                    delay,
+                    Event::NodeCommand {
+                        incarnation,
+                        command,
+                    },
+                );
+            }
+            GroupCommand::Direct {
+                copy, directive, ..
+            } => {
+                let input = Input::Directive(directive);
+                self.send(Endpoint::Manager, Packet::Input { to: copy, input });
+            }
+            GroupCommand::Bind { .. } | GroupCommand::Unbind { .. } => {
+                let delay = self.notify_delay();
+                self.schedule(delay, Event::Registry(command));
+            }
+            GroupCommand::Unavailable { unit, .. } => {
+                if let Some(u) = self.unit_index(&unit) {
+                    self.unavailable[u] = true;
+                }
+            }
+        }
+    }
+
+    /// A node's local manager carries out a `Start` or `Stop`. A `Start` waits while the node
+    /// is cut off (the local manager retries); a `Stop` sent to a cut-off node is lost, and a
+    /// `Stop` for a hung copy may fail to take effect.
+    fn node_command(&mut self, incarnation: u64, command: GroupCommand) -> Result<(), Violation> {
+        match command {
+            GroupCommand::Start {
+                node,
+                unit,
+                copy,
+                start_as,
+            } => {
+                let Some(n) = self.node_index(&node) else {
+                    return Ok(());
+                };
+                let state = &self.nodes[n];
+                if !state.alive || state.incarnation != incarnation {
+                    self.note(|| format!("{node} is down: start of {copy} lost"));
+                    return Ok(());
+                }
+                if state.cut.is_some() {
+                    let retry = self.config.tick;
+                    self.schedule(
+                        retry,
+                        Event::NodeCommand {
+                            incarnation,
+                            command: GroupCommand::Start {
+                                node,
+                                unit,
+                                copy,
+                                start_as,
+                            },
+                        },
+                    );
+                    return Ok(());
+                }
+                self.start_copy(n, &unit, copy, start_as);
+                Ok(())
+            }
+            GroupCommand::Stop { node, copy, .. } => {
+                let Some(n) = self.node_index(&node) else {
+                    return Ok(());
+                };
+                let state = &self.nodes[n];
+                if !state.alive || state.incarnation != incarnation || state.cut.is_some() {
+                    self.note(|| format!("{node} unreachable: stop of {copy} lost"));
+                    return Ok(());
+                }
+                let stop_fails = self.config.faults.stop_fails;
+                let Some(c) = self.copies.get_mut(&copy) else {
+                    return Ok(());
+                };
+                if c.node != n {
+                    return Ok(());
+                }
+                if let Some(hang) = c.hang.as_mut() {
+                    if self.rng.chance(stop_fails) {
+                        if !hang.stop_failed {
+                            hang.stop_failed = true;
+                            self.report.zombies += 1;
+                        }
+                        self.note(|| format!("stop of hung {copy} failed: it will resume"));
+                        return Ok(());
+                    }
+                }
+                self.copies.remove(&copy);
+                self.note(|| format!("{copy} stopped on {node}"));
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn start_copy(&mut self, node: usize, unit: &UnitName, copy: CopyId, start_as: StartAs) {
+        let Some(u) = self.unit_index(unit) else {
+            return;
+        };
+        if self.copies.contains_key(&copy) {
+            return;
+        }
+        let core = match start_as {
+            StartAs::Initial { epoch } => {
+                CopyCore::new_initial(SetUnit, unit.clone(), copy, epoch, self.copy_config)
+            }
+            StartAs::Standby { epoch, primary } => CopyCore::new_standby(
+                SetUnit,
+                unit.clone(),
+                copy,
+                epoch,
+                primary,
+                self.copy_config,
+            ),
+        };
+        self.copies.insert(
+            copy,
+            SimCopy {
+                core,
+                unit: u,
+                node,
+                hang: None,
+                verified: 0,
+            },
+        );
+        self.note(|| format!("{copy} of {unit} started on n{node} as {start_as:?}"));
+        let phase = Duration::from_micros(self.rng.between(1, self.config.tick.as_micros() as u64));
+        self.schedule(phase, Event::CopyTick(copy));
+        let delay = self.notify_delay();
+        self.schedule(
+            delay,
+            Event::Notify(GroupInput::CopyStarted {
+                unit: unit.clone(),
+                copy,
+            }),
+        );
+    }
+
+    fn registry_update(&mut self, command: GroupCommand) {
+        match command {
+            GroupCommand::Bind {
+                unit, copy, epoch, ..
+            } => {
+                let Some(u) = self.unit_index(&unit) else {
+                    return;
+                };
+                if self.registry[u].is_none_or(|b| b.epoch <= epoch) {
+                    self.registry[u] = Some(Binding { copy, epoch });
+                    self.note(|| format!("registry: {unit} → {copy} at {epoch}"));
+                }
+            }
+            GroupCommand::Unbind { unit, epoch } => {
+                let Some(u) = self.unit_index(&unit) else {
+                    return;
+                };
+                if self.registry[u].is_some_and(|b| b.epoch == epoch) {
+                    self.registry[u] = None;
+                    self.note(|| format!("registry: {unit} unbound at {epoch}"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether a copy is the primary (for choosing fault targets).
+    pub(crate) fn is_primary(&self, id: CopyId) -> bool {
+        self.copies
+            .get(&id)
+            .is_some_and(|c| c.core.role() == Role::Primary)
+    }
+}
+
+fn forge_directive(d: Directive, current: Epoch) -> Directive {
+    let up = |e: Epoch| e.max(current);
+    match d {
+        Directive::Promote { epoch } => Directive::Promote { epoch: up(epoch) },
+        Directive::AssignStandby { epoch, standby } => Directive::AssignStandby {
+            epoch: up(epoch),
+            standby,
+        },
+        Directive::Lease {
+            epoch,
+            requested_at,
+            duration,
+        } => Directive::Lease {
+            epoch: up(epoch),
+            requested_at,
+            duration,
+        },
+        Directive::Fence { current: c } => Directive::Fence { current: up(c) },
+    }
+}
+
+fn forge_peer(msg: PeerMsg<SetUnit>, current: Epoch) -> PeerMsg<SetUnit> {
+    let up = |e: Epoch| e.max(current);
+    match msg {
+        PeerMsg::Replicate {
+            epoch,
+            from,
+            seq,
+            part,
+            parts,
+            entries,
+        } => PeerMsg::Replicate {
+            epoch: up(epoch),
+            from,
+            seq,
+            part,
+            parts,
+            entries,
+        },
+        PeerMsg::Snapshot {
+            epoch,
+            from,
+            seq,
+            state,
+            dedupe,
+        } => PeerMsg::Snapshot {
+            epoch: up(epoch),
+            from,
+            seq,
+            state,
+            dedupe,
+        },
+        PeerMsg::Ack { epoch, from, upto } => PeerMsg::Ack {
+            epoch: up(epoch),
+            from,
+            upto,
+        },
+        PeerMsg::Refuse { current: c, from } => PeerMsg::Refuse {
+            current: up(c),
+            from,
+        },
+    }
+}
+
+pub(crate) fn describe_input(input: &Input<SetUnit>) -> String {
+    match input {
+        Input::Stimulus(s) => format!(
+            "stimulus {} {:?} (low water {}, token {})",
+            s.id, s.body, s.low_water, s.reply.0
+        ),
+        Input::Peer(msg) => describe_peer(msg),
+        Input::Directive(d) => format!("directive {d:?}"),
+        Input::Tick => "tick".to_string(),
+    }
+}
+
+fn describe_peer(msg: &PeerMsg<SetUnit>) -> String {
+    match msg {
+        PeerMsg::Replicate {
+            epoch,
+            from,
+            seq,
+            part,
+            parts,
+            entries,
+        } => {
+            let ids: Vec<String> = entries
+                .iter()
+                .map(|e| match &e.response {
+                    SetResponse::Added { tag } => format!("{}:+{tag}", e.id),
+                    other => format!("{}:{other:?}", e.id),
+                })
+                .collect();
+            format!(
+                "Replicate {epoch} from {from} batch {} part {}/{parts} [{}]",
+                seq.0,
+                part + 1,
+                ids.join(" ")
+            )
+        }
+        PeerMsg::Snapshot {
+            epoch,
+            from,
+            seq,
+            state,
+            ..
+        } => format!(
+            "Snapshot {epoch} from {from} at batch {} ({} tags)",
+            seq.0,
+            state.len()
+        ),
+        PeerMsg::Ack { epoch, from, upto } => format!("Ack {epoch} from {from} up to {}", upto.0),
+        PeerMsg::Refuse { current, from } => format!("Refuse from {from}: current {current}"),
+    }
+}
+
+fn describe_outcome(outcome: &Result<SetResponse, Refusal>) -> String {
+    match outcome {
+        Ok(SetResponse::Added { tag }) => format!("added {tag}"),
+        Ok(SetResponse::Tags(t)) => format!("read {} tags", t.len()),
+        Err(r) => format!("refused: {r}"),
+    }
+}
+
+fn describe_packet(packet: &Packet) -> String {
+    match packet {
+        Packet::Input { to, input } => format!("→{to} {}", describe_input(input)),
+        Packet::Report(r) => format!("→manager {r:?}"),
+        Packet::Reply { token, outcome } => {
+            format!("→client token {token}: {}", describe_outcome(outcome))
+        }
+    }
+}
+
+/// Whether a stimulus body writes.
+pub(crate) fn is_write(body: &SetStimulus) -> bool {
+    matches!(body, SetStimulus::Add { .. })
+}

@@ -1,0 +1,450 @@
+//! Command-level tests of `CopyCore`: each feeds inputs and asserts on the commands emitted.
+//! The unit is the simulation's `SetUnit` (an `Add` is two updates; state counts parts).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+use understudy_runtime::sim::{SetResponse, SetStimulus, SetUnit};
+use understudy_runtime::{
+    BatchSeq, ClientId, Command, CopyConfig, CopyCore, CopyId, Directive, Epoch, Input, PeerMsg,
+    Refusal, ReplyToken, Report, Role, Seq, StimulusId, StimulusIn, Time, UnitName,
+};
+
+type Core = CopyCore<SetUnit>;
+type Cmds = Vec<Command<SetUnit>>;
+
+const P: CopyId = CopyId(1);
+const S: CopyId = CopyId(2);
+const LEASE: Duration = Duration::from_millis(300);
+
+fn name() -> UnitName {
+    UnitName::new("set")
+}
+
+fn config() -> CopyConfig {
+    CopyConfig {
+        window: 1,
+        max_entries_per_part: 64,
+        ..CopyConfig::default()
+    }
+}
+
+fn ms(n: u64) -> Time {
+    Time::from_millis(n)
+}
+
+fn add(client: u64, seq: u64, tag: u64, token: u64) -> Input<SetUnit> {
+    Input::Stimulus(StimulusIn {
+        id: StimulusId {
+            client: ClientId(client),
+            seq: Seq(seq),
+        },
+        low_water: Seq(seq),
+        body: SetStimulus::Add { tag },
+        reply: ReplyToken(token),
+    })
+}
+
+fn read(client: u64, seq: u64, token: u64) -> Input<SetUnit> {
+    Input::Stimulus(StimulusIn {
+        id: StimulusId {
+            client: ClientId(client),
+            seq: Seq(seq),
+        },
+        low_water: Seq(seq),
+        body: SetStimulus::Read,
+        reply: ReplyToken(token),
+    })
+}
+
+fn step(core: &mut Core, now: Time, input: Input<SetUnit>) -> Cmds {
+    core.step(now, input);
+    core.drain_commands()
+}
+
+fn replies(cmds: &Cmds) -> Vec<(u64, Result<SetResponse, Refusal>)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Reply { to, outcome } => Some((to.0, outcome.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn to_peer(cmds: &Cmds) -> Vec<(CopyId, PeerMsg<SetUnit>)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::ToPeer { to, msg } => Some((*to, msg.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn reports(cmds: &Cmds) -> Vec<Report> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::ToManager(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn replicates(cmds: &Cmds) -> Vec<(BatchSeq, u32, u32, usize)> {
+    to_peer(cmds)
+        .into_iter()
+        .filter_map(|(_, m)| match m {
+            PeerMsg::Replicate {
+                seq,
+                part,
+                parts,
+                entries,
+                ..
+            } => Some((seq, part, parts, entries.len())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn lease(epoch: Epoch, at: Time) -> Input<SetUnit> {
+    Input::Directive(Directive::Lease {
+        epoch,
+        requested_at: at,
+        duration: LEASE,
+    })
+}
+
+fn assign(epoch: Epoch, standby: Option<CopyId>) -> Input<SetUnit> {
+    Input::Directive(Directive::AssignStandby { epoch, standby })
+}
+
+/// Deliver every peer message in `cmds` addressed to `to` into `core`; return what it emitted.
+fn deliver(cmds: &Cmds, to: CopyId, core: &mut Core, now: Time) -> Cmds {
+    let mut out = Vec::new();
+    for (dest, msg) in to_peer(cmds) {
+        if dest == to {
+            out.extend(step(core, now, Input::Peer(msg)));
+        }
+    }
+    out
+}
+
+/// A primary (copy 1, epoch 1, leased at 0) with a standby (copy 2) that holds its snapshot.
+fn pair() -> (Core, Core) {
+    let mut p = Core::new_initial(SetUnit, name(), P, Epoch(1), config());
+    let asked = step(&mut p, ms(0), Input::Tick);
+    assert!(matches!(reports(&asked)[..], [Report::Promoted { .. }]));
+    step(&mut p, ms(0), lease(Epoch(1), ms(0)));
+    assert_eq!(p.role(), Role::Primary);
+    let mut s = Core::new_standby(SetUnit, name(), S, Epoch(1), P, config());
+    let snap = step(&mut p, ms(0), assign(Epoch(1), Some(S)));
+    let ack = deliver(&snap, S, &mut s, ms(1));
+    assert!(matches!(reports(&ack)[..], [Report::StandbyReady { .. }]));
+    deliver(&ack, P, &mut p, ms(2));
+    (p, s)
+}
+
+#[test]
+fn a_standby_refuses_a_lower_epoch_naming_the_current_one() {
+    let mut s = Core::new_standby(SetUnit, name(), S, Epoch(3), P, config());
+    let stale = PeerMsg::Replicate {
+        epoch: Epoch(2),
+        from: CopyId(9),
+        seq: BatchSeq(1),
+        part: 0,
+        parts: 1,
+        entries: Vec::new(),
+    };
+    let out = step(&mut s, ms(0), Input::Peer(stale));
+    match &to_peer(&out)[..] {
+        [(to, PeerMsg::Refuse { current, from })] => {
+            assert_eq!((*to, *current, *from), (CopyId(9), Epoch(3), S));
+        }
+        other => panic!("expected one Refuse, got {other:?}"),
+    }
+    assert_eq!(s.role(), Role::Standby);
+    // A client that reaches a standby is told the epoch to resolve at.
+    let out = step(&mut s, ms(1), add(7, 1, 70, 1));
+    assert_eq!(
+        replies(&out),
+        vec![(1, Err(Refusal::NotPrimary { epoch: Epoch(3) }))]
+    );
+}
+
+#[test]
+fn a_primary_steps_down_on_a_higher_epoch_and_refuses_what_it_held() {
+    let (mut p, _s) = pair();
+    let out = step(&mut p, ms(5), add(7, 1, 70, 11));
+    assert!(
+        replies(&out).is_empty(),
+        "held until the standby acknowledges"
+    );
+    let newer = PeerMsg::Refuse {
+        current: Epoch(2),
+        from: S,
+    };
+    let out = step(&mut p, ms(6), Input::Peer(newer));
+    assert_eq!(p.role(), Role::Fenced);
+    assert_eq!(p.epoch(), Epoch(2));
+    assert!(!p.is_serving(ms(6)));
+    assert_eq!(
+        replies(&out),
+        vec![(11, Err(Refusal::NotPrimary { epoch: Epoch(2) }))]
+    );
+    assert!(reports(&out).iter().any(|r| matches!(
+        r,
+        Report::Fenced {
+            current: Epoch(2),
+            ..
+        }
+    )));
+    // An acknowledgement from a newer epoch fences as well.
+    let (mut p, _s) = pair();
+    step(
+        &mut p,
+        ms(5),
+        Input::Peer(PeerMsg::Ack {
+            epoch: Epoch(4),
+            from: S,
+            upto: BatchSeq(0),
+        }),
+    );
+    assert_eq!((p.role(), p.epoch()), (Role::Fenced, Epoch(4)));
+}
+
+#[test]
+fn sync_replication_holds_the_response_until_the_ack_and_releases_it_on_ack() {
+    let (mut p, mut s) = pair();
+    let out = step(&mut p, ms(5), add(7, 1, 70, 11));
+    assert!(replies(&out).is_empty());
+    assert_eq!(replicates(&out), vec![(BatchSeq(1), 0, 1, 1)]);
+    let ack = deliver(&out, S, &mut s, ms(6));
+    assert_eq!(s.state().get(&70), Some(&2));
+    let released = deliver(&ack, P, &mut p, ms(7));
+    assert_eq!(
+        replies(&released),
+        vec![(11, Ok(SetResponse::Added { tag: 70 }))]
+    );
+    // A read with nothing pending is answered at once.
+    let out = step(&mut p, ms(8), read(8, 1, 12));
+    assert!(matches!(&replies(&out)[..], [(12, Ok(SetResponse::Tags(t)))] if t.contains(&70)));
+}
+
+#[test]
+fn stimuli_that_arrive_while_a_batch_is_in_flight_share_the_next_batch() {
+    let (mut p, mut s) = pair();
+    let first = step(&mut p, ms(5), add(7, 1, 70, 100));
+    assert_eq!(replicates(&first), vec![(BatchSeq(1), 0, 1, 1)]);
+    // Five more while batch 1 is in flight (window 1): nothing is sent for them yet.
+    let mut gathered = Vec::new();
+    for i in 0..5 {
+        gathered.extend(step(&mut p, ms(6), add(8, i + 1, 80 + i, 101 + i)));
+    }
+    assert!(replicates(&gathered).is_empty());
+    assert!(replies(&gathered).is_empty());
+    assert_eq!(p.open_entries(), 5);
+    // The ack of batch 1 answers the first and sends all five in one batch: one round trip.
+    let ack1 = deliver(&first, S, &mut s, ms(7));
+    let out = deliver(&ack1, P, &mut p, ms(8));
+    assert_eq!(replies(&out).len(), 1);
+    assert_eq!(replicates(&out), vec![(BatchSeq(2), 0, 1, 5)]);
+    let ack2 = deliver(&out, S, &mut s, ms(9));
+    let out = deliver(&ack2, P, &mut p, ms(10));
+    let mut tokens: Vec<u64> = replies(&out).into_iter().map(|(t, _)| t).collect();
+    tokens.sort_unstable();
+    assert_eq!(tokens, vec![101, 102, 103, 104, 105]);
+    assert_eq!(s.state(), p.state());
+}
+
+#[test]
+fn a_torn_batch_is_dropped_at_promotion() {
+    let cfg = CopyConfig {
+        max_entries_per_part: 1,
+        ..config()
+    };
+    let mut p = Core::new_initial(SetUnit, name(), P, Epoch(1), cfg);
+    step(&mut p, ms(0), Input::Tick);
+    step(&mut p, ms(0), lease(Epoch(1), ms(0)));
+    let mut s = Core::new_standby(SetUnit, name(), S, Epoch(1), P, cfg);
+    let snap = step(&mut p, ms(0), assign(Epoch(1), Some(S)));
+    let ack = deliver(&snap, S, &mut s, ms(1));
+    deliver(&ack, P, &mut p, ms(1));
+    // Batch 1, whole and acknowledged.
+    let b1 = step(&mut p, ms(2), add(7, 1, 70, 1));
+    let ack = deliver(&b1, S, &mut s, ms(3));
+    deliver(&ack, P, &mut p, ms(3));
+    // Batch 2 in flight; two more stimuli gather meanwhile.
+    let b2 = step(&mut p, ms(4), add(7, 2, 71, 2));
+    step(&mut p, ms(4), add(7, 3, 72, 3));
+    step(&mut p, ms(4), add(7, 4, 73, 4));
+    let ack = deliver(&b2, S, &mut s, ms(5));
+    // Its ack sends batch 3: two entries, one per part, so two parts.
+    let b3 = deliver(&ack, P, &mut p, ms(6));
+    assert_eq!(
+        replicates(&b3),
+        vec![(BatchSeq(3), 0, 2, 1), (BatchSeq(3), 1, 2, 1)]
+    );
+    // Only part 0 reaches the standby: nothing of it is applied.
+    let (_, first_part) = to_peer(&b3).into_iter().next().expect("a part");
+    step(&mut s, ms(7), Input::Peer(first_part));
+    assert_eq!(s.applied(), BatchSeq(2), "a part alone is not applied");
+    // Promotion: the consistency check drops the torn batch; the state is that of batch 2.
+    let out = step(
+        &mut s,
+        ms(8),
+        Input::Directive(Directive::Promote { epoch: Epoch(2) }),
+    );
+    assert_eq!(s.role(), Role::Promoting);
+    assert!(matches!(
+        reports(&out)[..],
+        [Report::Promoted {
+            epoch: Epoch(2),
+            ..
+        }]
+    ));
+    assert!(s.state().values().all(|n| *n == 2));
+    assert!(s.state().contains_key(&70) && s.state().contains_key(&71));
+    assert!(!s.state().contains_key(&72) && !s.state().contains_key(&73));
+    // The rest of the torn batch, arriving late, is refused as stale.
+    let (_, second_part) = to_peer(&b3).into_iter().nth(1).expect("a part");
+    let out = step(&mut s, ms(9), Input::Peer(second_part));
+    assert!(matches!(
+        &to_peer(&out)[..],
+        [(
+            P,
+            PeerMsg::Refuse {
+                current: Epoch(2),
+                ..
+            }
+        )]
+    ));
+    assert!(!s.state().contains_key(&73));
+}
+
+#[test]
+fn a_retried_stimulus_is_answered_from_the_dedupe_table_and_applied_once() {
+    let (mut p, mut s) = pair();
+    let out = step(&mut p, ms(5), add(7, 1, 70, 1));
+    // The same stimulus again before the ack: held, not applied again.
+    let again = step(&mut p, ms(6), add(7, 1, 70, 2));
+    assert!(replies(&again).is_empty() && replicates(&again).is_empty());
+    let ack = deliver(&out, S, &mut s, ms(7));
+    let released = deliver(&ack, P, &mut p, ms(8));
+    assert_eq!(replies(&released).len(), 2);
+    assert_eq!(p.state().get(&70), Some(&2));
+    // After the ack: answered at once from the table.
+    let third = step(&mut p, ms(9), add(7, 1, 70, 3));
+    assert_eq!(
+        replies(&third),
+        vec![(3, Ok(SetResponse::Added { tag: 70 }))]
+    );
+    assert!(replicates(&third).is_empty());
+    // After a takeover the standby's copy of the table answers the retry.
+    step(
+        &mut s,
+        ms(10),
+        Input::Directive(Directive::Promote { epoch: Epoch(2) }),
+    );
+    step(&mut s, ms(10), lease(Epoch(2), ms(10)));
+    assert_eq!(s.role(), Role::Primary);
+    let retry = step(&mut s, ms(11), add(7, 1, 70, 4));
+    assert_eq!(
+        replies(&retry),
+        vec![(4, Ok(SetResponse::Added { tag: 70 }))]
+    );
+    assert_eq!(s.state().get(&70), Some(&2));
+}
+
+#[test]
+fn a_promoting_copy_parks_stimuli_until_its_first_lease_and_a_lapsed_lease_refuses_late() {
+    let mut p = Core::new_initial(SetUnit, name(), P, Epoch(1), config());
+    step(&mut p, ms(0), Input::Tick);
+    let parked = step(&mut p, ms(1), read(7, 1, 1));
+    assert!(replies(&parked).is_empty());
+    let out = step(&mut p, ms(2), lease(Epoch(1), ms(0)));
+    assert!(matches!(
+        &replies(&out)[..],
+        [(1, Ok(SetResponse::Tags(_)))]
+    ));
+    // The lease runs out (no renewal granted): stimuli park, then are refused as retryable.
+    let late = ms(0).after(LEASE);
+    assert!(!p.is_serving(late));
+    step(&mut p, late, read(7, 2, 2));
+    let out = step(&mut p, late.after(config().park_timeout), Input::Tick);
+    let refused = replies(&out);
+    assert_eq!(
+        refused,
+        vec![(2, Err(Refusal::LeaseLapsed { epoch: Epoch(1) }))]
+    );
+    assert!(refused[0].1.as_ref().unwrap_err().is_retryable());
+}
+
+#[test]
+fn a_resent_snapshot_carries_the_state_of_its_batch_not_entries_served_since() {
+    // Regression: the snapshot was rebuilt from the current state on every resend, labelled
+    // with the old batch number, and the entries served meanwhile then came again in the next
+    // batch, so the standby applied them twice.
+    let mut p = Core::new_initial(SetUnit, name(), P, Epoch(1), config());
+    step(&mut p, ms(0), Input::Tick);
+    step(&mut p, ms(0), lease(Epoch(1), ms(0)));
+    let first = step(&mut p, ms(1), assign(Epoch(1), Some(S)));
+    assert_eq!(to_peer(&first).len(), 1, "the snapshot (then lost)");
+    step(&mut p, ms(2), add(7, 1, 70, 1));
+    let resend = step(&mut p, ms(60), Input::Tick);
+    let mut s = Core::new_standby(SetUnit, name(), S, Epoch(1), P, config());
+    match &to_peer(&resend)[..] {
+        [(_, PeerMsg::Snapshot { seq, state, .. })] => {
+            assert_eq!(*seq, BatchSeq(0));
+            assert!(
+                state.is_empty(),
+                "the snapshot of batch 0 holds nothing: {state:?}"
+            );
+        }
+        other => panic!("expected the snapshot again, got {other:?}"),
+    }
+    let ack = deliver(&resend, S, &mut s, ms(61));
+    let batch = deliver(&ack, P, &mut p, ms(62));
+    assert_eq!(replicates(&batch), vec![(BatchSeq(1), 0, 1, 1)]);
+    let ack = deliver(&batch, S, &mut s, ms(63));
+    assert_eq!(s.state().get(&70), Some(&2), "applied once");
+    let released = deliver(&ack, P, &mut p, ms(64));
+    assert_eq!(replies(&released).len(), 1);
+}
+
+#[test]
+fn a_delayed_assignment_of_an_older_standby_is_ignored() {
+    // Regression: an `AssignStandby` for a standby the manager has since replaced arrived
+    // late and took the primary back to it (a zombie), which then acknowledged answers the
+    // manager's standby never received.
+    let (mut p, _s) = pair();
+    step(&mut p, ms(5), assign(Epoch(1), None));
+    let to_new = step(&mut p, ms(6), assign(Epoch(1), Some(CopyId(5))));
+    assert!(to_peer(&to_new).iter().all(|(to, _)| *to == CopyId(5)));
+    let stale = step(&mut p, ms(7), assign(Epoch(1), Some(S)));
+    assert!(to_peer(&stale).is_empty());
+    let later = step(&mut p, ms(70), Input::Tick);
+    assert!(
+        to_peer(&later).iter().all(|(to, _)| *to == CopyId(5)),
+        "still replicating to the newest standby: {:?}",
+        to_peer(&later)
+    );
+}
+
+#[test]
+fn a_standby_asked_directly_says_again_that_it_is_ready() {
+    // Regression: a lost `StandbyReady` was never repeated, so the manager could never
+    // promote a standby that held every change.
+    let (_p, mut s) = pair();
+    let out = step(&mut s, ms(5), assign(Epoch(1), Some(S)));
+    assert!(matches!(
+        reports(&out)[..],
+        [Report::StandbyReady {
+            copy: S,
+            epoch: Epoch(1),
+            ..
+        }]
+    ));
+    // One without a snapshot stays silent.
+    let mut fresh = Core::new_standby(SetUnit, name(), CopyId(3), Epoch(1), P, config());
+    let out = step(&mut fresh, ms(5), assign(Epoch(1), Some(CopyId(3))));
+    assert!(out.is_empty());
+}

@@ -1,0 +1,423 @@
+//! Command-level tests of `GroupCore`: placement, leases and takeover, asserted on the
+//! commands the manager emits.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use understudy_runtime::group::{Phase, StandbyState};
+use understudy_runtime::{
+    CopyId, Directive, Epoch, GroupCommand, GroupConfig, GroupCore, GroupInput, NodeName, Report,
+    StartAs, Time, UnitName,
+};
+
+fn ms(n: u64) -> Time {
+    Time::from_millis(n)
+}
+
+fn node(i: usize) -> NodeName {
+    NodeName::new(format!("n{i}"))
+}
+
+fn unit(name: &str) -> UnitName {
+    UnitName::new(name)
+}
+
+fn config() -> GroupConfig {
+    GroupConfig {
+        lease: Duration::from_millis(300),
+        retry: Duration::from_millis(50),
+    }
+}
+
+fn group(nodes: usize) -> GroupCore {
+    let mut g = GroupCore::new(config(), 0);
+    for i in 0..nodes {
+        g.step(ms(0), GroupInput::NodeUp { node: node(i) });
+    }
+    g.drain_commands();
+    g
+}
+
+fn step(g: &mut GroupCore, now: Time, input: GroupInput) -> Vec<GroupCommand> {
+    g.step(now, input);
+    g.drain_commands()
+}
+
+/// Unit `u` loses `copy` at `now`.
+fn copy_down(g: &mut GroupCore, now: Time, copy: CopyId, known_dead: bool) -> Vec<GroupCommand> {
+    step(
+        g,
+        now,
+        GroupInput::CopyDown {
+            unit: unit("u"),
+            copy,
+            known_dead,
+        },
+    )
+}
+
+/// The directives in `cmds`, as (copy, directive).
+fn directives(cmds: &[GroupCommand]) -> Vec<(CopyId, Directive)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            GroupCommand::Direct {
+                copy, directive, ..
+            } => Some((*copy, directive.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+struct Placed {
+    primary: CopyId,
+    primary_node: NodeName,
+    standby: CopyId,
+    standby_node: NodeName,
+}
+
+/// Add `name`, start both copies, promote the primary (lease granted at `now`) and make the
+/// standby ready.
+fn serving(g: &mut GroupCore, name: &str, now: Time) -> Placed {
+    let cmds = step(g, now, GroupInput::AddUnit { unit: unit(name) });
+    let mut primary = None;
+    let mut standby = None;
+    for c in cmds {
+        if let GroupCommand::Start {
+            node,
+            copy,
+            start_as,
+            ..
+        } = c
+        {
+            match start_as {
+                StartAs::Initial { .. } => primary = Some((copy, node)),
+                StartAs::Standby { .. } => standby = Some((copy, node)),
+            }
+        }
+    }
+    let (p, pn) = primary.expect("a primary is started");
+    let (s, sn) = standby.expect("a standby is started");
+    let u = unit(name);
+    step(
+        g,
+        now,
+        GroupInput::CopyStarted {
+            unit: u.clone(),
+            copy: p,
+        },
+    );
+    step(
+        g,
+        now,
+        GroupInput::CopyStarted {
+            unit: u.clone(),
+            copy: s,
+        },
+    );
+    let promoted = Report::Promoted {
+        unit: u.clone(),
+        copy: p,
+        epoch: Epoch(1),
+        requested_at: now,
+    };
+    let cmds = step(g, now, GroupInput::Report(promoted));
+    assert!(cmds
+        .iter()
+        .any(|c| matches!(c, GroupCommand::Bind { copy, epoch: Epoch(1), .. } if *copy == p)));
+    let ready = Report::StandbyReady {
+        unit: u,
+        copy: s,
+        epoch: Epoch(1),
+    };
+    step(g, now, GroupInput::Report(ready));
+    Placed {
+        primary: p,
+        primary_node: pn,
+        standby: s,
+        standby_node: sn,
+    }
+}
+
+#[test]
+fn placement_never_puts_primary_and_standby_on_one_node_and_spreads_a_nodes_standbys() {
+    let mut g = group(4);
+    let placed: Vec<Placed> = (0..12)
+        .map(|i| serving(&mut g, &format!("u{i}"), ms(0)))
+        .collect();
+    for p in &placed {
+        assert_ne!(p.primary_node, p.standby_node, "{p:?}");
+    }
+    // The standbys of one node's primaries are spread evenly over the other nodes, so losing
+    // that node spreads its takeovers.
+    let mut by_primary_node: BTreeMap<NodeName, BTreeMap<NodeName, usize>> = BTreeMap::new();
+    for p in &placed {
+        *by_primary_node
+            .entry(p.primary_node.clone())
+            .or_default()
+            .entry(p.standby_node.clone())
+            .or_default() += 1;
+    }
+    for (pn, spread) in &by_primary_node {
+        let counts: Vec<usize> = (0..4)
+            .map(node)
+            .filter(|n| n != pn)
+            .map(|n| spread.get(&n).copied().unwrap_or(0))
+            .collect();
+        let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(hi - lo <= 1, "standbys of {pn}'s primaries: {spread:?}");
+    }
+    // After a node is lost, replacement standbys still avoid their primary's node.
+    step(
+        &mut g,
+        ms(10),
+        GroupInput::NodeDown {
+            node: node(0),
+            known_dead: true,
+        },
+    );
+    for (_, rec) in g.units() {
+        if let (Some(p), Some((s, _))) = (&rec.primary, &rec.standby) {
+            assert_ne!(p.node, s.node);
+            assert_ne!(s.node, node(0));
+        }
+    }
+}
+
+#[test]
+fn a_primary_known_dead_is_replaced_at_once() {
+    let mut g = group(3);
+    let p = serving(&mut g, "u", ms(0));
+    let cmds = copy_down(&mut g, ms(5), p.primary, true);
+    assert!(cmds.contains(&GroupCommand::Unbind {
+        unit: unit("u"),
+        epoch: Epoch(1)
+    }));
+    assert!(cmds
+        .iter()
+        .any(|c| matches!(c, GroupCommand::Stop { copy, .. } if *copy == p.primary)));
+    assert_eq!(
+        directives(&cmds),
+        vec![(p.standby, Directive::Promote { epoch: Epoch(2) })]
+    );
+    let rec = g.unit(&unit("u")).unwrap();
+    assert_eq!(rec.epoch, Epoch(2));
+    assert_eq!(rec.primary.as_ref().map(|x| x.copy), Some(p.standby));
+}
+
+#[test]
+fn a_primary_not_known_dead_is_replaced_only_after_its_lease_lapsed() {
+    let mut g = group(3);
+    let p = serving(&mut g, "u", ms(0));
+    // A renewal at 100 ms: the manager counts the lease until 400 ms.
+    let renew = Report::LeaseRequest {
+        unit: unit("u"),
+        copy: p.primary,
+        epoch: Epoch(1),
+        requested_at: ms(99),
+    };
+    step(&mut g, ms(100), GroupInput::Report(renew));
+    let cmds = copy_down(&mut g, ms(150), p.primary, false);
+    assert!(directives(&cmds).is_empty(), "no promotion yet: {cmds:?}");
+    assert!(matches!(
+        g.unit(&unit("u")).unwrap().phase,
+        Phase::AwaitingLeaseLapse { .. }
+    ));
+    // The suspected primary asks for a renewal: it is not granted.
+    let again = Report::LeaseRequest {
+        unit: unit("u"),
+        copy: p.primary,
+        epoch: Epoch(1),
+        requested_at: ms(200),
+    };
+    let cmds = step(&mut g, ms(200), GroupInput::Report(again));
+    assert!(directives(&cmds).is_empty(), "{cmds:?}");
+    let cmds = step(&mut g, ms(399), GroupInput::Tick);
+    assert!(directives(&cmds).is_empty());
+    let cmds = step(&mut g, ms(400), GroupInput::Tick);
+    assert_eq!(
+        directives(&cmds),
+        vec![(p.standby, Directive::Promote { epoch: Epoch(2) })]
+    );
+}
+
+#[test]
+fn a_promoted_standby_is_leased_then_bound_and_gets_a_standby_on_another_node() {
+    let mut g = group(3);
+    let p = serving(&mut g, "u", ms(0));
+    copy_down(&mut g, ms(5), p.primary, true);
+    let promoted = Report::Promoted {
+        unit: unit("u"),
+        copy: p.standby,
+        epoch: Epoch(2),
+        requested_at: ms(6),
+    };
+    let cmds = step(&mut g, ms(7), GroupInput::Report(promoted));
+    let lease_at = cmds
+        .iter()
+        .position(|c| {
+            matches!(
+                c,
+                GroupCommand::Direct {
+                    directive: Directive::Lease {
+                        epoch: Epoch(2),
+                        ..
+                    },
+                    ..
+                }
+            )
+        })
+        .expect("a lease");
+    let bind_at = cmds
+        .iter()
+        .position(|c| {
+            matches!(
+                c,
+                GroupCommand::Bind {
+                    epoch: Epoch(2),
+                    ..
+                }
+            )
+        })
+        .expect("a binding");
+    assert!(lease_at < bind_at, "leased before bound: {cmds:?}");
+    let new_standby = cmds.iter().find_map(|c| match c {
+        GroupCommand::Start {
+            node,
+            start_as: StartAs::Standby { epoch, primary },
+            ..
+        } => Some((node.clone(), *epoch, *primary)),
+        _ => None,
+    });
+    let (n, e, of) = new_standby.expect("a new standby");
+    assert_ne!(n, p.standby_node);
+    assert_eq!((e, of), (Epoch(2), p.standby));
+}
+
+#[test]
+fn a_stale_lease_request_from_a_replaced_primary_is_answered_with_fence() {
+    // Regression: once the old primary was dropped from the unit's record the manager no
+    // longer knew its node, so a zombie old primary was never fenced.
+    let mut g = group(3);
+    let p = serving(&mut g, "u", ms(0));
+    copy_down(&mut g, ms(5), p.primary, false);
+    step(&mut g, ms(300), GroupInput::Tick);
+    let promoted = Report::Promoted {
+        unit: unit("u"),
+        copy: p.standby,
+        epoch: Epoch(2),
+        requested_at: ms(301),
+    };
+    step(&mut g, ms(302), GroupInput::Report(promoted));
+    let zombie = Report::LeaseRequest {
+        unit: unit("u"),
+        copy: p.primary,
+        epoch: Epoch(1),
+        requested_at: ms(900),
+    };
+    let cmds = step(&mut g, ms(900), GroupInput::Report(zombie));
+    assert_eq!(
+        cmds,
+        vec![GroupCommand::Direct {
+            node: p.primary_node.clone(),
+            unit: unit("u"),
+            copy: p.primary,
+            directive: Directive::Fence { current: Epoch(2) },
+        }]
+    );
+}
+
+#[test]
+fn losing_the_standby_while_the_lease_runs_out_declares_the_unit_unavailable() {
+    // Regression: the unit stayed waiting for a lease lapse forever, with no copy left.
+    let mut g = group(3);
+    let p = serving(&mut g, "u", ms(0));
+    copy_down(&mut g, ms(5), p.primary, false);
+    copy_down(&mut g, ms(6), p.standby, true);
+    let cmds = step(&mut g, ms(300), GroupInput::Tick);
+    assert!(cmds.contains(&GroupCommand::Unavailable {
+        unit: unit("u"),
+        epoch: Epoch(1)
+    }));
+    assert_eq!(g.unit(&unit("u")).unwrap().phase, Phase::Unavailable);
+}
+
+#[test]
+fn each_lease_restates_the_ready_standby_to_the_primary() {
+    // Regression: an `AssignStandby { None }` that overtook the assignment of the current
+    // standby left the primary without one for good.
+    let mut g = group(3);
+    let p = serving(&mut g, "u", ms(0));
+    let renew = Report::LeaseRequest {
+        unit: unit("u"),
+        copy: p.primary,
+        epoch: Epoch(1),
+        requested_at: ms(100),
+    };
+    let cmds = step(&mut g, ms(100), GroupInput::Report(renew));
+    let d = directives(&cmds);
+    assert!(matches!(d[0], (c, Directive::Lease { epoch: Epoch(1), .. }) if c == p.primary));
+    assert_eq!(
+        d[1],
+        (
+            p.primary,
+            Directive::AssignStandby {
+                epoch: Epoch(1),
+                standby: Some(p.standby)
+            }
+        )
+    );
+}
+
+#[test]
+fn a_seeding_standby_is_asked_directly_whether_it_is_ready() {
+    // Regression: a lost `StandbyReady` left the standby unpromotable for good.
+    let mut g = group(3);
+    let cmds = step(&mut g, ms(0), GroupInput::AddUnit { unit: unit("u") });
+    let copies: Vec<CopyId> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            GroupCommand::Start { copy, .. } => Some(*copy),
+            _ => None,
+        })
+        .collect();
+    let (p, s) = (copies[0], copies[1]);
+    step(
+        &mut g,
+        ms(1),
+        GroupInput::CopyStarted {
+            unit: unit("u"),
+            copy: s,
+        },
+    );
+    let promoted = Report::Promoted {
+        unit: unit("u"),
+        copy: p,
+        epoch: Epoch(1),
+        requested_at: ms(1),
+    };
+    step(&mut g, ms(2), GroupInput::Report(promoted));
+    let cmds = step(&mut g, ms(60), GroupInput::Tick);
+    let asked: BTreeSet<CopyId> = directives(&cmds)
+        .into_iter()
+        .filter(|(_, d)| {
+            *d == Directive::AssignStandby {
+                epoch: Epoch(1),
+                standby: Some(s),
+            }
+        })
+        .map(|(c, _)| c)
+        .collect();
+    assert_eq!(asked, [p, s].into_iter().collect());
+    let ready = Report::StandbyReady {
+        unit: unit("u"),
+        copy: s,
+        epoch: Epoch(1),
+    };
+    step(&mut g, ms(61), GroupInput::Report(ready));
+    assert!(matches!(
+        g.unit(&unit("u")).unwrap().standby,
+        Some((_, StandbyState::Ready))
+    ));
+}
