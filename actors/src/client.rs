@@ -8,8 +8,10 @@
 
 use crate::codec::{decode, encode};
 use crate::copy::StimulusReply;
+use crate::envelope::StimulusAsk;
 use crate::error::{CallError, DeliveryError};
-use crate::local_manager::{Directory, LocalManagerMsg};
+use crate::link::Directory;
+use crate::local_manager::LocalManagerMsg;
 use crate::registry::{NameState, Registry};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -244,20 +246,23 @@ impl<U: Unit> UnitClient<U> {
                     continue;
                 }
             };
-            let Some(endpoint) = self.inner.directory.endpoint(&binding.node) else {
+            if !self.inner.directory.knows(&binding.node) {
                 seen = state;
                 continue;
-            };
+            }
             attempts += 1;
             let (tx, rx) = ractor::concurrency::oneshot::<StimulusReply>();
-            let sent = endpoint.cast(LocalManagerMsg::Stimulus {
+            let ask = StimulusAsk {
                 unit: name.clone(),
                 copy: binding.copy,
                 id,
                 low_water: self.low_water(id.seq.0),
                 body: body.clone(),
-                reply: tx.into(),
-            });
+            };
+            let sent = self
+                .inner
+                .directory
+                .send(&binding.node, LocalManagerMsg::Stimulus(ask, tx.into()));
             let attempt = if sent.is_err() {
                 Attempt::Stale
             } else {

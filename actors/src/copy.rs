@@ -7,8 +7,10 @@
 
 use crate::clock::{self, Ticker};
 use crate::codec::{decode, encode};
+use crate::envelope::NodeCast;
 use crate::error::DeliveryError;
-use crate::local_manager::{Directory, LocalManagerMsg};
+use crate::link::Directory;
+use crate::local_manager::LocalManagerMsg;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
 use std::collections::HashMap;
 use std::future::Future;
@@ -276,13 +278,18 @@ fn carry_out<U: Unit>(state: &mut CopyState<U>) {
                         continue;
                     }
                 };
-                if let Some(endpoint) = state.args.directory.endpoint(&node) {
-                    let _ = endpoint.cast(LocalManagerMsg::Peer {
-                        unit: state.args.unit.clone(),
-                        to,
-                        from_node: state.args.node.clone(),
-                        bytes,
-                    });
+                let cast = NodeCast::Peer {
+                    unit: state.args.unit.clone(),
+                    to,
+                    from_node: state.args.node.clone(),
+                    bytes,
+                };
+                if let Err(e) = state
+                    .args
+                    .directory
+                    .send(&node, LocalManagerMsg::Cast(cast))
+                {
+                    tracing::debug!(unit = %state.args.unit, peer = %to, error = %e, "peer message dropped");
                 }
             }
             Command::ToManager(report) => {

@@ -5,52 +5,28 @@
 //! step runs it on the group's Raft leader and applies its decisions from the committed log.
 
 use crate::clock::{self, Ticker};
-use crate::local_manager::{Directory, LocalManagerMsg};
+use crate::envelope::{ManagerCast, NodeCast};
+use crate::link::Directory;
+use crate::local_manager::LocalManagerMsg;
 use crate::registry::{Binding, NameState, NameUpdate};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::time::Duration;
 use understudy_runtime::group::{Phase, StandbyState};
 use understudy_runtime::{
     CopyId, Directive, Epoch, GroupCommand, GroupConfig, GroupCore, GroupInput, HeartbeatConfig,
-    Liveness, NodeName, Report, StartAs, UnitName,
+    Liveness, NodeName, StartAs, UnitName,
 };
 
 /// Messages to a `GroupManager`.
 #[derive(Debug)]
 pub enum GroupManagerMsg {
-    /// A node's local manager started (or started again, empty).
-    NodeUp {
-        /// The node.
-        node: NodeName,
-    },
-    /// A node's periodic sign of life.
-    NodeAlive {
-        /// The node.
-        node: NodeName,
-    },
+    /// From a node's local manager or a copy (may have crossed the network).
+    Cast(ManagerCast),
     /// Place a unit (cold start).
     AddUnit {
         /// The unit.
         unit: UnitName,
     },
-    /// A local manager lost a copy.
-    CopyDown {
-        /// The unit.
-        unit: UnitName,
-        /// The copy.
-        copy: CopyId,
-        /// Whether it certainly stopped (crash) or may still run (hung).
-        known_dead: bool,
-    },
-    /// A local manager started a copy it was asked for.
-    CopyStarted {
-        /// The unit.
-        unit: UnitName,
-        /// The copy.
-        copy: CopyId,
-    },
-    /// A copy's report.
-    Report(Report),
     /// Time passed.
     Tick,
     /// Describe every unit.
@@ -148,7 +124,7 @@ impl Actor for GroupManager {
     ) -> Result<(), ActorProcessingErr> {
         let now = clock::now();
         let input = match msg {
-            GroupManagerMsg::NodeUp { node } => {
+            GroupManagerMsg::Cast(ManagerCast::NodeUp { node }) => {
                 state.nodes.watch(node.clone(), now);
                 // A node that starts again is empty: whatever ran there before is gone.
                 state.core.step(
@@ -160,7 +136,7 @@ impl Actor for GroupManager {
                 );
                 Some(GroupInput::NodeUp { node })
             }
-            GroupManagerMsg::NodeAlive { node } => {
+            GroupManagerMsg::Cast(ManagerCast::NodeAlive { node }) => {
                 if state.nodes.heard(&node, now) {
                     None
                 } else {
@@ -171,19 +147,19 @@ impl Actor for GroupManager {
                 }
             }
             GroupManagerMsg::AddUnit { unit } => Some(GroupInput::AddUnit { unit }),
-            GroupManagerMsg::CopyDown {
+            GroupManagerMsg::Cast(ManagerCast::CopyDown {
                 unit,
                 copy,
                 known_dead,
-            } => Some(GroupInput::CopyDown {
+            }) => Some(GroupInput::CopyDown {
                 unit,
                 copy,
                 known_dead,
             }),
-            GroupManagerMsg::CopyStarted { unit, copy } => {
+            GroupManagerMsg::Cast(ManagerCast::CopyStarted { unit, copy }) => {
                 Some(GroupInput::CopyStarted { unit, copy })
             }
-            GroupManagerMsg::Report(r) => Some(GroupInput::Report(r)),
+            GroupManagerMsg::Cast(ManagerCast::Report(r)) => Some(GroupInput::Report(r)),
             GroupManagerMsg::Tick => {
                 for node in state.nodes.expire(now) {
                     tracing::warn!(%node, "node missed its heartbeats");
@@ -242,7 +218,7 @@ fn carry_out(state: &mut GroupManagerState) {
                 send(
                     &state.args.directory,
                     &node,
-                    LocalManagerMsg::StartCopy {
+                    NodeCast::StartCopy {
                         unit,
                         copy,
                         start_as,
@@ -254,7 +230,7 @@ fn carry_out(state: &mut GroupManagerState) {
                 send(
                     &state.args.directory,
                     &node,
-                    LocalManagerMsg::StopCopy { unit, copy },
+                    NodeCast::StopCopy { unit, copy },
                 );
             }
             GroupCommand::Direct {
@@ -272,7 +248,7 @@ fn carry_out(state: &mut GroupManagerState) {
                 send(
                     &state.args.directory,
                     &node,
-                    LocalManagerMsg::Direct {
+                    NodeCast::Direct {
                         unit,
                         copy,
                         directive,
@@ -300,8 +276,8 @@ fn carry_out(state: &mut GroupManagerState) {
         }
     }
     if !names.is_empty() {
-        for (_, endpoint) in state.args.directory.all() {
-            let _ = endpoint.cast(LocalManagerMsg::Names(names.clone()));
+        for node in state.args.directory.nodes() {
+            send(&state.args.directory, &node, NodeCast::Names(names.clone()));
         }
     }
 }
@@ -315,11 +291,8 @@ fn node_of(core: &GroupCore, unit: &UnitName, copy: CopyId) -> Option<NodeName> 
         .map(|p| p.node.clone())
 }
 
-fn send(directory: &Directory, node: &NodeName, msg: LocalManagerMsg) {
-    match directory.endpoint(node) {
-        Some(endpoint) => {
-            let _ = endpoint.cast(msg);
-        }
-        None => tracing::debug!(%node, "no endpoint for node; message dropped"),
+fn send(directory: &Directory, node: &NodeName, cast: NodeCast) {
+    if let Err(e) = directory.send(node, LocalManagerMsg::Cast(cast)) {
+        tracing::debug!(%node, error = %e, "message to node dropped");
     }
 }

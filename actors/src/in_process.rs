@@ -7,8 +7,9 @@ use crate::client::UnitClient;
 use crate::group_manager::{
     GroupManager, GroupManagerArgs, GroupManagerConfig, GroupManagerMsg, UnitStatus,
 };
+use crate::link::Directory;
 use crate::local_manager::{
-    Catalog, Directory, LocalManager, LocalManagerArgs, LocalManagerConfig, LocalManagerMsg,
+    Catalog, LocalManager, LocalManagerArgs, LocalManagerConfig, LocalManagerMsg,
 };
 use crate::registry::{NameState, Registry};
 use ractor::{Actor, ActorRef, SpawnErr};
@@ -110,12 +111,12 @@ impl InProcessCluster {
                 catalog: self.catalog.clone(),
                 directory: self.directory.clone(),
                 registry: registry.clone(),
-                group: self.group.clone(),
+                group: Arc::new(self.group.clone()),
                 config: self.config.local,
             },
         )
         .await?;
-        self.directory.insert(node.clone(), local.clone());
+        self.directory.insert_local(node.clone(), local.clone());
         self.nodes().insert(node, NodeParts { local, registry });
         Ok(())
     }

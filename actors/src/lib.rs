@@ -11,6 +11,8 @@
 //! | [`copy`] | the unit actor [`UnitCopy`], which runs one copy in either role |
 //! | [`local_manager`] | the [`LocalManager`], supervisor and heartbeat of every copy on a node, and the node's endpoint |
 //! | [`group_manager`] | the [`GroupManager`], which hosts the group's takeover decisions |
+//! | [`link`] | [`Directory`], [`NodeLink`], [`ManagerLink`]: reaching a node or a group manager, here or across the network |
+//! | [`envelope`] | the messages that may cross a node boundary |
 //! | [`registry`] | the [`Registry`], a node's name table: unit → primary and epoch, with waiting for rebinding |
 //! | [`client`] | [`UnitClient`], the typed handle that calls a unit and follows its takeovers |
 //! | [`in_process`] | several nodes in one process, for tests and demonstrations |
@@ -32,9 +34,11 @@ pub mod client;
 pub mod clock;
 pub mod codec;
 pub mod copy;
+pub mod envelope;
 pub mod error;
 pub mod group_manager;
 pub mod in_process;
+pub mod link;
 pub mod local_manager;
 pub mod registry;
 
@@ -43,5 +47,6 @@ pub use copy::{CopyMsg, UnitCopy, UnitKind};
 pub use error::{CallError, DeliveryError};
 pub use group_manager::{GroupManager, GroupManagerConfig, GroupManagerMsg, UnitStatus};
 pub use in_process::{ClusterConfig, InProcessCluster};
-pub use local_manager::{Catalog, Directory, LocalManager, LocalManagerConfig, LocalManagerMsg};
+pub use link::{Directory, LinkError, ManagerLink, NodeLink};
+pub use local_manager::{Catalog, LocalManager, LocalManagerConfig, LocalManagerMsg};
 pub use registry::{Binding, NameState, Registry};

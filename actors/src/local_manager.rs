@@ -8,54 +8,18 @@
 
 use crate::clock::{self, Ticker};
 use crate::copy::{CopyArgs, CopyMsg, CopySpawner, StimulusReply};
+use crate::envelope::{ManagerCast, NodeCast, StimulusAsk};
 use crate::error::DeliveryError;
 use crate::group_manager::GroupManagerMsg;
-use crate::registry::{NameUpdate, Registry};
-use dashmap::DashMap;
+use crate::link::{Directory, ManagerLink};
+use crate::registry::Registry;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use understudy_runtime::{
-    CopyConfig, CopyId, Directive, HeartbeatConfig, Liveness, NodeName, Report, Seq, StartAs,
-    StimulusId, UnitName,
+    CopyConfig, CopyId, HeartbeatConfig, Liveness, NodeName, Report, UnitName,
 };
-
-/// How to reach each node's endpoint (its `LocalManager`), by node name.
-#[derive(Clone, Debug, Default)]
-pub struct Directory {
-    nodes: Arc<DashMap<NodeName, ActorRef<LocalManagerMsg>>>,
-}
-
-impl Directory {
-    /// An empty directory.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Record (or replace) the endpoint of `node`.
-    pub fn insert(&self, node: NodeName, endpoint: ActorRef<LocalManagerMsg>) {
-        self.nodes.insert(node, endpoint);
-    }
-
-    /// Forget `node`.
-    pub fn remove(&self, node: &NodeName) {
-        self.nodes.remove(node);
-    }
-
-    /// The endpoint of `node`, if known.
-    pub fn endpoint(&self, node: &NodeName) -> Option<ActorRef<LocalManagerMsg>> {
-        self.nodes.get(node).map(|e| e.value().clone())
-    }
-
-    /// Every known endpoint.
-    pub fn all(&self) -> Vec<(NodeName, ActorRef<LocalManagerMsg>)> {
-        self.nodes
-            .iter()
-            .map(|e| (e.key().clone(), e.value().clone()))
-            .collect()
-    }
-}
 
 /// How to run one unit: its kind and the tuning of its copies.
 #[derive(Clone, Debug)]
@@ -111,37 +75,11 @@ impl Catalog {
 /// Messages to a `LocalManager`.
 #[derive(Debug)]
 pub enum LocalManagerMsg {
-    /// Group manager: start a copy here.
-    StartCopy {
-        /// The unit.
-        unit: UnitName,
-        /// The new copy's id.
-        copy: CopyId,
-        /// How it starts.
-        start_as: StartAs,
-        /// The node of its primary, for a standby.
-        peer_node: Option<NodeName>,
-    },
-    /// Group manager: stop a copy here.
-    StopCopy {
-        /// The unit.
-        unit: UnitName,
-        /// The copy.
-        copy: CopyId,
-    },
-    /// Group manager: pass a directive to a copy here.
-    Direct {
-        /// The unit.
-        unit: UnitName,
-        /// The copy.
-        copy: CopyId,
-        /// The directive.
-        directive: Directive,
-        /// The node of the copy the directive names, if any.
-        peer_node: Option<NodeName>,
-    },
-    /// Group manager: changes to the name table.
-    Names(Vec<NameUpdate>),
+    /// From the group manager or another node (may have crossed the network).
+    Cast(NodeCast),
+    /// A client's stimulus for a copy here (may have crossed the network); the answer goes to
+    /// the port.
+    Stimulus(StimulusAsk, RpcReplyPort<StimulusReply>),
     /// A copy here reports to the group manager.
     Report(Report),
     /// A copy here answered heartbeat `seq`.
@@ -150,32 +88,6 @@ pub enum LocalManagerMsg {
         copy: CopyId,
         /// The heartbeat.
         seq: u64,
-    },
-    /// Another node's copy sends to a copy here.
-    Peer {
-        /// The unit.
-        unit: UnitName,
-        /// The copy addressed.
-        to: CopyId,
-        /// The sender's node.
-        from_node: NodeName,
-        /// The encoded peer message.
-        bytes: Vec<u8>,
-    },
-    /// A client sends a stimulus to a copy here.
-    Stimulus {
-        /// The unit.
-        unit: UnitName,
-        /// The copy addressed (the primary as the client's name table has it).
-        copy: CopyId,
-        /// The stimulus's id.
-        id: StimulusId,
-        /// Its client's low-water mark.
-        low_water: Seq,
-        /// The encoded stimulus.
-        body: Vec<u8>,
-        /// Where the answer goes.
-        reply: RpcReplyPort<StimulusReply>,
     },
     /// Heartbeat the copies, check who is silent, tell the group manager this node lives.
     Tick,
@@ -213,8 +125,8 @@ pub struct LocalManagerArgs {
     pub directory: Directory,
     /// This node's name table.
     pub registry: Registry,
-    /// The group manager of the node's group.
-    pub group: ActorRef<GroupManagerMsg>,
+    /// The group manager of the node's group, wherever it runs.
+    pub group: Arc<dyn ManagerLink>,
     /// Tuning.
     pub config: LocalManagerConfig,
 }
@@ -241,8 +153,14 @@ pub struct LocalManagerState {
 }
 
 impl LocalManagerState {
+    fn tell_manager(&self, cast: ManagerCast) {
+        if let Err(e) = self.args.group.send(GroupManagerMsg::Cast(cast)) {
+            tracing::debug!(node = %self.args.node, error = %e, "group manager unreachable");
+        }
+    }
+
     fn report_down(&self, unit: UnitName, copy: CopyId, known_dead: bool) {
-        let _ = self.args.group.cast(GroupManagerMsg::CopyDown {
+        self.tell_manager(ManagerCast::CopyDown {
             unit,
             copy,
             known_dead,
@@ -263,9 +181,9 @@ impl Actor for LocalManager {
         let ticker = Ticker::start(&myself, args.config.heartbeat.interval, || {
             LocalManagerMsg::Tick
         });
-        let _ = args.group.cast(GroupManagerMsg::NodeUp {
+        let _ = args.group.send(GroupManagerMsg::Cast(ManagerCast::NodeUp {
             node: args.node.clone(),
-        });
+        }));
         Ok(LocalManagerState {
             liveness: Liveness::new(args.config.heartbeat),
             args,
@@ -284,12 +202,12 @@ impl Actor for LocalManager {
     ) -> Result<(), ActorProcessingErr> {
         let now = clock::now();
         match msg {
-            LocalManagerMsg::StartCopy {
+            LocalManagerMsg::Cast(NodeCast::StartCopy {
                 unit,
                 copy,
                 start_as,
                 peer_node,
-            } => {
+            }) => {
                 if state.copies.contains_key(&copy) {
                     return Ok(());
                 }
@@ -319,10 +237,7 @@ impl Actor for LocalManager {
                             },
                         );
                         state.liveness.watch(copy, now);
-                        let _ = state
-                            .args
-                            .group
-                            .cast(GroupManagerMsg::CopyStarted { unit, copy });
+                        state.tell_manager(ManagerCast::CopyStarted { unit, copy });
                     }
                     Err(e) => {
                         tracing::error!(node = %state.args.node, %unit, %copy, error = %e, "copy failed to start");
@@ -330,19 +245,19 @@ impl Actor for LocalManager {
                     }
                 }
             }
-            LocalManagerMsg::StopCopy { copy, .. } => {
+            LocalManagerMsg::Cast(NodeCast::StopCopy { copy, .. }) => {
                 if let Some(r) = state.copies.remove(&copy) {
                     state.by_actor.remove(&r.actor.get_id());
                     state.liveness.forget(&copy);
                     r.actor.kill();
                 }
             }
-            LocalManagerMsg::Direct {
+            LocalManagerMsg::Cast(NodeCast::Direct {
                 copy,
                 directive,
                 peer_node,
                 ..
-            } => {
+            }) => {
                 if let Some(r) = state.copies.get(&copy) {
                     let _ = r.actor.cast(CopyMsg::Directive {
                         directive,
@@ -350,35 +265,35 @@ impl Actor for LocalManager {
                     });
                 }
             }
-            LocalManagerMsg::Names(updates) => {
+            LocalManagerMsg::Cast(NodeCast::Names(updates)) => {
                 for u in updates {
                     state.args.registry.apply(u);
                 }
             }
-            LocalManagerMsg::Report(r) => {
-                let _ = state.args.group.cast(GroupManagerMsg::Report(r));
-            }
+            LocalManagerMsg::Report(r) => state.tell_manager(ManagerCast::Report(r)),
             LocalManagerMsg::HeartbeatAck { copy, .. } => {
                 state.liveness.heard(&copy, now);
             }
-            LocalManagerMsg::Peer {
+            LocalManagerMsg::Cast(NodeCast::Peer {
                 to,
                 from_node,
                 bytes,
                 ..
-            } => {
+            }) => {
                 if let Some(r) = state.copies.get(&to) {
                     let _ = r.actor.cast(CopyMsg::Peer { from_node, bytes });
                 }
             }
-            LocalManagerMsg::Stimulus {
-                unit,
-                copy,
-                id,
-                low_water,
-                body,
+            LocalManagerMsg::Stimulus(
+                StimulusAsk {
+                    unit,
+                    copy,
+                    id,
+                    low_water,
+                    body,
+                },
                 reply,
-            } => match state.copies.get(&copy) {
+            ) => match state.copies.get(&copy) {
                 Some(r) => {
                     if let Err(e) = r.actor.cast(CopyMsg::Stimulus {
                         id,
@@ -412,7 +327,7 @@ impl Actor for LocalManager {
                         state.report_down(r.unit, copy, false);
                     }
                 }
-                let _ = state.args.group.cast(GroupManagerMsg::NodeAlive {
+                state.tell_manager(ManagerCast::NodeAlive {
                     node: state.args.node.clone(),
                 });
             }

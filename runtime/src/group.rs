@@ -81,7 +81,7 @@ pub enum GroupInput {
 }
 
 /// How a copy starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StartAs {
     /// The first copy of a new unit, about to become primary at `epoch`.
     Initial {

@@ -1,0 +1,115 @@
+//! The messages that may cross a node boundary. `LocalManagerMsg::Cast`,
+//! `LocalManagerMsg::Stimulus` and `GroupManagerMsg::Cast` carry them as they are, so nothing
+//! converts between a local and a network form. Everything here is plain data (serde),
+//! encoded with MessagePack by whoever carries it; reply ports never travel inside an
+//! envelope — a stimulus, which needs an answer, travels as a [`StimulusAsk`] over a
+//! request–response channel instead.
+
+use crate::registry::NameUpdate;
+use serde::{Deserialize, Serialize};
+use understudy_runtime::{CopyId, Directive, NodeName, Report, Seq, StartAs, StimulusId, UnitName};
+
+/// A one-way message for another node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Envelope {
+    /// For the node's `LocalManager`.
+    Node(NodeCast),
+    /// For the group manager, if it runs on that node.
+    Manager(ManagerCast),
+}
+
+/// The one-way messages a `LocalManager` takes from other nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeCast {
+    /// Group manager: start a copy here.
+    StartCopy {
+        /// The unit.
+        unit: UnitName,
+        /// The copy.
+        copy: CopyId,
+        /// How it starts.
+        start_as: StartAs,
+        /// Its primary's node.
+        peer_node: Option<NodeName>,
+    },
+    /// Group manager: stop a copy here.
+    StopCopy {
+        /// The unit.
+        unit: UnitName,
+        /// The copy.
+        copy: CopyId,
+    },
+    /// Group manager: pass a directive to a copy here.
+    Direct {
+        /// The unit.
+        unit: UnitName,
+        /// The copy.
+        copy: CopyId,
+        /// The directive.
+        directive: Directive,
+        /// The node of the copy it names.
+        peer_node: Option<NodeName>,
+    },
+    /// Group manager: changes to the name table.
+    Names(Vec<NameUpdate>),
+    /// Another node's copy sends to a copy here.
+    Peer {
+        /// The unit.
+        unit: UnitName,
+        /// The copy addressed.
+        to: CopyId,
+        /// The sender's node.
+        from_node: NodeName,
+        /// The encoded peer message.
+        bytes: Vec<u8>,
+    },
+}
+
+/// The one-way messages a group manager takes from other nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ManagerCast {
+    /// A node's local manager started (or started again, empty).
+    NodeUp {
+        /// The node.
+        node: NodeName,
+    },
+    /// A node's periodic sign of life.
+    NodeAlive {
+        /// The node.
+        node: NodeName,
+    },
+    /// A local manager lost a copy: crashed (`known_dead`) or hung.
+    CopyDown {
+        /// The unit.
+        unit: UnitName,
+        /// The copy.
+        copy: CopyId,
+        /// Whether it certainly stopped.
+        known_dead: bool,
+    },
+    /// A local manager started a copy it was asked for.
+    CopyStarted {
+        /// The unit.
+        unit: UnitName,
+        /// The copy.
+        copy: CopyId,
+    },
+    /// A copy's report.
+    Report(Report),
+}
+
+/// A stimulus sent to another node, which answers with an encoded
+/// [`crate::copy::StimulusReply`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StimulusAsk {
+    /// The unit.
+    pub unit: UnitName,
+    /// The copy addressed.
+    pub copy: CopyId,
+    /// The stimulus's id.
+    pub id: StimulusId,
+    /// Its client's low-water mark.
+    pub low_water: Seq,
+    /// The encoded stimulus.
+    pub body: Vec<u8>,
+}
