@@ -1,6 +1,14 @@
 //! The `understudy` command line.
 
 use clap::{Parser, Subcommand};
+use std::net::IpAddr;
+use std::time::Duration;
+use understudy::cluster::node::{Node, NodeOptions};
+use understudy::cluster::probe::Probe;
+use understudy::runtime::NodeName;
+
+/// The cookie nodes present to each other when none is given. Set your own with `--cookie`.
+const DEV_COOKIE: &str = "understudy-dev-cookie";
 
 /// Understudy: keeps actor-based services answering while actors, processes and machines fail.
 #[derive(Debug, Parser)]
@@ -15,6 +23,54 @@ enum Command {
     /// Run a unit pair under load in this process, kill the primary's node, and print what
     /// happened (takeover time, acknowledged, lost, applied twice).
     Demo,
+    /// Run one node of a cluster in this process, until interrupted.
+    Node {
+        /// The node's name, unique in the cluster (letters, digits, '-', '_').
+        #[arg(long)]
+        name: String,
+        /// The port to listen on.
+        #[arg(long)]
+        port: u16,
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: IpAddr,
+        /// A node to join, as HOST:PORT (repeatable). A node that joins nobody is the seed and
+        /// runs the group manager.
+        #[arg(long)]
+        join: Vec<String>,
+        /// The shared secret of the cluster.
+        #[arg(long, default_value = DEV_COOKIE)]
+        cookie: String,
+        /// The seed places the units once this many nodes are up.
+        #[arg(long, default_value_t = 1)]
+        expect: usize,
+    },
+    /// Print what a node knows: its peers, its name table, and the units if it runs the group
+    /// manager.
+    Status {
+        /// A node of the cluster, as HOST:PORT.
+        #[arg(long)]
+        join: String,
+        /// The cluster's cookie.
+        #[arg(long, default_value = DEV_COOKIE)]
+        cookie: String,
+        /// Print one JSON object per node instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send one stimulus, written as JSON, to a unit and print its answer as JSON.
+    Call {
+        /// A node of the cluster, as HOST:PORT.
+        #[arg(long)]
+        join: String,
+        /// The cluster's cookie.
+        #[arg(long, default_value = DEV_COOKIE)]
+        cookie: String,
+        /// The unit's name.
+        unit: String,
+        /// The stimulus, e.g. '{"Incr":{"key":"hits","by":1}}' for the key-value unit.
+        stimulus: String,
+    },
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -26,6 +82,21 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo => understudy::demo::pair_failover().await,
+        Command::Node {
+            name,
+            port,
+            bind,
+            join,
+            cookie,
+            expect,
+        } => run_node(name, port, bind, join, cookie, expect).await,
+        Command::Status { join, cookie, json } => status(&join, &cookie, json).await,
+        Command::Call {
+            join,
+            cookie,
+            unit,
+            stimulus,
+        } => call(&join, &cookie, &unit, &stimulus).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -34,4 +105,87 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+type Outcome = Result<(), Box<dyn std::error::Error>>;
+
+async fn run_node(
+    name: String,
+    port: u16,
+    bind: IpAddr,
+    join: Vec<String>,
+    cookie: String,
+    expect: usize,
+) -> Outcome {
+    let mut opts = NodeOptions::new(&name, port, &cookie, understudy::units::default_catalog());
+    opts.bind = bind;
+    opts.join = join;
+    opts.expect = expect;
+    let node = Node::start(opts).await?;
+    println!("node {name} listening on {bind}:{port}");
+    wait_for_signal().await;
+    node.stop();
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn status(join: &str, cookie: &str, json: bool) -> Outcome {
+    let probe = Probe::connect(join, cookie, Duration::from_secs(5)).await?;
+    for node in probe.nodes() {
+        let s = probe.status(&node).await?;
+        if json {
+            println!("{}", serde_json::to_string(&s)?);
+            continue;
+        }
+        let members: Vec<String> = s.members.iter().map(|n| n.0.clone()).collect();
+        println!("node {} sees [{}]", s.node, members.join(", "));
+        if let Some(units) = &s.units {
+            println!("  runs the group manager:");
+            for u in units {
+                let copy = |c: &Option<(understudy::runtime::CopyId, NodeName)>| {
+                    c.as_ref()
+                        .map(|(c, n)| format!("{c}@{n}"))
+                        .unwrap_or_else(|| "-".into())
+                };
+                println!(
+                    "  {:<10} epoch {:<4} primary {:<14} standby {:<14}{}{}",
+                    u.unit.0,
+                    u.epoch.0,
+                    copy(&u.primary),
+                    copy(&u.standby),
+                    if u.standby_ready { " ready" } else { "" },
+                    if u.unavailable { " UNAVAILABLE" } else { "" },
+                );
+            }
+        }
+    }
+    probe.stop();
+    Ok(())
+}
+
+async fn call(join: &str, cookie: &str, unit: &str, stimulus: &str) -> Outcome {
+    let probe = Probe::connect(join, cookie, Duration::from_secs(5)).await?;
+    let node = probe
+        .nodes()
+        .into_iter()
+        .next()
+        .ok_or("no node of the cluster is visible")?;
+    let answer = probe.call_json(&node, unit, stimulus, None).await?;
+    println!("{answer}");
+    probe.stop();
+    Ok(())
 }

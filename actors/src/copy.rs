@@ -5,17 +5,20 @@
 //! arrive as bytes and are decoded here; a payload that does not decode is answered with an
 //! error (stimuli) or dropped with a warning (peer messages), never a panic.
 
+use crate::client::UnitClient;
 use crate::clock::{self, Ticker};
 use crate::codec::{decode, encode};
 use crate::envelope::NodeCast;
-use crate::error::DeliveryError;
+use crate::error::{CallError, DeliveryError};
 use crate::link::Directory;
 use crate::local_manager::LocalManagerMsg;
+use crate::registry::Registry;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
 use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 use understudy_runtime::{
     Command, CopyConfig, CopyCore, CopyId, Directive, Input, NodeName, PeerMsg, ReplyToken, Seq,
@@ -305,10 +308,57 @@ fn carry_out<U: Unit>(state: &mut CopyState<U>) {
 /// A boxed future, as returned by [`CopySpawner::spawn`].
 pub type SpawnFuture = Pin<Box<dyn Future<Output = Result<ActorRef<CopyMsg>, SpawnErr>> + Send>>;
 
+/// A boxed future of a JSON call's outcome.
+pub type JsonFuture = Pin<Box<dyn Future<Output = Result<String, JsonCallError>> + Send>>;
+
+/// Why a call with a JSON stimulus gave no JSON answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum JsonCallError {
+    /// The text is not a stimulus of the unit's kind: fix it (the message says where).
+    #[error("not a stimulus of this unit: {0}")]
+    BadStimulus(String),
+    /// The call failed (see [`CallError`] for what each kind of failure means).
+    #[error("{0}")]
+    Call(String),
+    /// No unit of that name runs in this cluster.
+    #[error("no unit named {0}")]
+    UnknownUnit(String),
+}
+
+/// Calls one unit with stimuli written as JSON; the operator's and load driver's way in.
+pub trait JsonCaller: Send + Sync + std::fmt::Debug {
+    /// Send the stimulus `json`, within `t_max` or the unit's own budget.
+    fn call_json(&self, json: &str, t_max: Option<Duration>) -> JsonFuture;
+}
+
+impl<U: Unit> JsonCaller for UnitClient<U> {
+    fn call_json(&self, json: &str, t_max: Option<Duration>) -> JsonFuture {
+        let parsed = serde_json::from_str::<U::Stimulus>(json);
+        let client = self.clone();
+        Box::pin(async move {
+            let stimulus = parsed.map_err(|e| JsonCallError::BadStimulus(e.to_string()))?;
+            let answer = match t_max {
+                Some(t) => client.call_within(stimulus, t).await,
+                None => client.call(stimulus).await,
+            };
+            let response = answer.map_err(|e: CallError| JsonCallError::Call(e.to_string()))?;
+            serde_json::to_string(&response).map_err(|e| JsonCallError::Call(e.to_string()))
+        })
+    }
+}
+
 /// Starts copies of one kind of unit; lets a node hold units of many types in one table.
 pub trait CopySpawner: Send + Sync + std::fmt::Debug {
     /// Start a copy, linked to `supervisor`.
     fn spawn(&self, args: CopyArgs, supervisor: ActorCell) -> SpawnFuture;
+
+    /// A client of the unit `name` (of this kind) that takes JSON stimuli.
+    fn json_caller(
+        &self,
+        name: UnitName,
+        registry: Registry,
+        directory: Directory,
+    ) -> Arc<dyn JsonCaller>;
 }
 
 /// A unit kind: the [`CopySpawner`] for units of type `U`.
@@ -336,5 +386,19 @@ impl<U: Unit> CopySpawner for UnitKind<U> {
                 Actor::spawn_linked(None, UnitCopy::new(unit), args, supervisor).await?;
             Ok(actor)
         })
+    }
+
+    fn json_caller(
+        &self,
+        name: UnitName,
+        registry: Registry,
+        directory: Directory,
+    ) -> Arc<dyn JsonCaller> {
+        Arc::new(UnitClient::new(
+            self.unit.clone(),
+            name,
+            registry,
+            directory,
+        ))
     }
 }

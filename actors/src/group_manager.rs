@@ -31,6 +31,8 @@ pub enum GroupManagerMsg {
     Tick,
     /// Describe every unit.
     Status(RpcReplyPort<Vec<UnitStatus>>),
+    /// The nodes the manager counts as up.
+    Members(RpcReplyPort<Vec<NodeName>>),
 }
 
 impl ractor::Message for GroupManagerMsg {}
@@ -172,6 +174,10 @@ impl Actor for GroupManager {
                     );
                 }
                 Some(GroupInput::Tick)
+            }
+            GroupManagerMsg::Members(reply) => {
+                let _ = reply.send(state.core.nodes_up());
+                None
             }
             GroupManagerMsg::Status(reply) => {
                 let _ = reply.send(status(&state.core));

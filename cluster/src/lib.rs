@@ -1,1 +1,21 @@
-//! x
+//! # understudy-cluster
+//!
+//! Understudy nodes as OS processes over `ractor_cluster`: the wire that carries the actors'
+//! messages between nodes, membership (who is connected, by name, re-dialled after any
+//! disconnect), and the node's configuration.
+//!
+//! ## Map
+//!
+//! | module | what it holds |
+//! | --- | --- |
+//! | [`node`] | one node: its `NodeServer`, local manager, name table, membership and re-dialling |
+//! | [`probe`] | talking to a running cluster from outside it: status and calls |
+//! | [`wire`] | the one advertised endpoint per node, and the links that reach other nodes through it |
+//! | [`config`] | `units.toml`: the groups and units of a cluster |
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod node;
+pub mod probe;
+pub mod wire;

@@ -258,6 +258,15 @@ impl GroupCore {
         self.units.iter()
     }
 
+    /// The nodes that are up, sorted.
+    pub fn nodes_up(&self) -> Vec<NodeName> {
+        self.nodes
+            .iter()
+            .filter(|(_, up)| **up)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// Whether a node is up.
     pub fn node_up(&self, node: &NodeName) -> bool {
         self.nodes.get(node).copied().unwrap_or(false)

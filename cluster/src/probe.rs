@@ -1,0 +1,178 @@
+//! A `Probe` talks to a running cluster from outside it: it joins as a `ractor_cluster` node
+//! that advertises no endpoint (so nobody places copies on it), and asks nodes for their
+//! status or to call a unit. The `understudy status|call|load` commands and the multi-process
+//! tests are built on it.
+
+use crate::wire::{node_of_group, NodeStatus, WireAnswer, WireAsk, WireMsg};
+use ractor::{Actor, ActorRef};
+use ractor_cluster::{NodeServer, NodeServerMessage};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+use tokio::time::Instant;
+use understudy_actors::codec::{decode, encode};
+use understudy_actors::copy::JsonCallError;
+use understudy_runtime::{NodeName, UnitName};
+
+/// Why a probe could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The probe's own node server did not start.
+    #[error("could not start the probe: {0}")]
+    Start(String),
+    /// No node answered at the address before the deadline: check the address and cookie.
+    #[error("no node reachable at {addr} within {waited:?} (wrong address or cookie?)")]
+    Unreachable {
+        /// The address dialled.
+        addr: String,
+        /// How long the probe tried.
+        waited: Duration,
+    },
+    /// The node asked is not (or no longer) connected.
+    #[error("node {0} is not connected")]
+    NoSuchNode(NodeName),
+    /// The node did not answer in time, or its answer did not decode.
+    #[error("node {node} did not answer: {reason}")]
+    NoAnswer {
+        /// The node.
+        node: NodeName,
+        /// Why.
+        reason: String,
+    },
+    /// The call reached the unit's node but failed there.
+    #[error(transparent)]
+    Call(#[from] JsonCallError),
+}
+
+/// A connection to a cluster from outside it.
+#[derive(Debug)]
+pub struct Probe {
+    server: ActorRef<NodeServerMessage>,
+}
+
+impl Probe {
+    /// Join the cluster through the node at `addr` (`host:port`), presenting `cookie`, and wait
+    /// (up to `timeout`) until at least one node's endpoint is visible.
+    pub async fn connect(addr: &str, cookie: &str, timeout: Duration) -> Result<Probe, ProbeError> {
+        let name = format!(
+            "probe-{}-{}",
+            std::process::id(),
+            crate::node::unique_suffix()
+        );
+        let server = NodeServer::new(
+            0,
+            cookie.to_string(),
+            name,
+            "127.0.0.1".to_string(),
+            None,
+            Some(ractor_cluster::node::NodeConnectionMode::Transitive),
+        )
+        .with_listen_addr(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .with_max_inbound_frame_size(crate::node::MAX_FRAME_BYTES);
+        let (server, _) = Actor::spawn(None, server, ())
+            .await
+            .map_err(|e| ProbeError::Start(e.to_string()))?;
+        let probe = Probe { server };
+        let deadline = Instant::now() + timeout;
+        let mut every = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            every.tick().await;
+            if !probe.nodes().is_empty() {
+                return Ok(probe);
+            }
+            if Instant::now() >= deadline {
+                probe.server.kill();
+                return Err(ProbeError::Unreachable {
+                    addr: addr.to_string(),
+                    waited: timeout,
+                });
+            }
+            let _ = ractor_cluster::client_connect(&probe.server, addr).await;
+        }
+    }
+
+    /// The nodes whose endpoints the probe sees, sorted.
+    pub fn nodes(&self) -> Vec<NodeName> {
+        let mut all: Vec<NodeName> = ractor::pg::which_groups()
+            .iter()
+            .filter_map(|g| node_of_group(g))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    fn endpoint(&self, node: &NodeName) -> Result<ActorRef<WireMsg>, ProbeError> {
+        ractor::pg::get_members(&crate::wire::endpoint_group(node))
+            .into_iter()
+            .find(|c| !c.get_id().is_local())
+            .map(ActorRef::from)
+            .ok_or_else(|| ProbeError::NoSuchNode(node.clone()))
+    }
+
+    async fn ask(
+        &self,
+        node: &NodeName,
+        ask: &WireAsk,
+        wait: Duration,
+    ) -> Result<WireAnswer, ProbeError> {
+        let no_answer = |reason: String| ProbeError::NoAnswer {
+            node: node.clone(),
+            reason,
+        };
+        let endpoint = self.endpoint(node)?;
+        let bytes = encode("request", ask).map_err(|e| no_answer(e.to_string()))?;
+        match endpoint
+            .call(|port| WireMsg::Ask(bytes, port), Some(wait))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(answer)) => {
+                decode::<WireAnswer>("answer", &answer).map_err(|e| no_answer(e.to_string()))
+            }
+            Ok(other) => Err(no_answer(format!("{other:?}"))),
+            Err(e) => Err(no_answer(e.to_string())),
+        }
+    }
+
+    /// What `node` knows.
+    pub async fn status(&self, node: &NodeName) -> Result<NodeStatus, ProbeError> {
+        match self
+            .ask(node, &WireAsk::Status, Duration::from_secs(5))
+            .await?
+        {
+            WireAnswer::Status(s) => Ok(s),
+            other => Err(ProbeError::NoAnswer {
+                node: node.clone(),
+                reason: format!("unexpected answer {other:?}"),
+            }),
+        }
+    }
+
+    /// Call `unit` through `node` with a JSON stimulus; the node's client follows takeovers
+    /// until `t_max` (or the unit's own budget) runs out.
+    pub async fn call_json(
+        &self,
+        node: &NodeName,
+        unit: &str,
+        json: &str,
+        t_max: Option<Duration>,
+    ) -> Result<String, ProbeError> {
+        let ask = WireAsk::Call {
+            unit: UnitName::new(unit),
+            json: json.to_string(),
+            t_max_ms: t_max.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        };
+        let wait = t_max.unwrap_or(Duration::from_secs(60)) + Duration::from_secs(5);
+        match self.ask(node, &ask, wait).await? {
+            WireAnswer::Called(r) => Ok(r?),
+            other => Err(ProbeError::NoAnswer {
+                node: node.clone(),
+                reason: format!("unexpected answer {other:?}"),
+            }),
+        }
+    }
+
+    /// Leave the cluster.
+    pub fn stop(self) {
+        self.server.kill();
+    }
+}

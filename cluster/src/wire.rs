@@ -1,0 +1,374 @@
+//! How Understudy's messages ride `ractor_cluster` sessions.
+//!
+//! Every node runs one [`WireEndpoint`] actor, the only actor it advertises to its peers (in
+//! the process group named by [`endpoint_group`]). Everything for a node — commands for its
+//! `LocalManager`, messages between copies, name-table updates, reports for a group manager
+//! hosted there, and stimuli — arrives at that endpoint as bytes, is decoded into a `Result`,
+//! and is routed inside the node. So a node's advertisement is one actor, whatever the number
+//! of units, and a bad frame is an error in the log, never a panic.
+//!
+//! ```text
+//!   node a                                         node b
+//!   Directory ─► RemoteNode ──Frame(Envelope)──►  WireEndpoint ─► LocalManager / GroupManager
+//!   UnitClient ─► RemoteNode ──Ask(Stimulus)───►  WireEndpoint ─► LocalManager ─► copy
+//!                            ◄──answer bytes─────
+//! ```
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use understudy_actors::codec::{decode, encode};
+use understudy_actors::copy::StimulusReply;
+use understudy_actors::copy::{JsonCallError, JsonCaller};
+use understudy_actors::envelope::{Envelope, StimulusAsk};
+use understudy_actors::{
+    Catalog, Directory, GroupManagerMsg, LinkError, LocalManagerMsg, ManagerLink, NameState,
+    NodeLink, Registry, UnitStatus,
+};
+use understudy_runtime::{NodeName, UnitName};
+
+/// How long a node waits for another node to answer a stimulus before it gives the caller's
+/// reply port up (the caller has its own deadline and follows rebinding meanwhile).
+const ASK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The process group under which node `name` advertises its endpoint.
+pub fn endpoint_group(name: &NodeName) -> String {
+    format!("understudy.node.{}", name.0)
+}
+
+/// The node name in an endpoint's process-group name, if it is one.
+pub fn node_of_group(group: &str) -> Option<NodeName> {
+    group
+        .strip_prefix("understudy.node.")
+        .filter(|n| !n.is_empty())
+        .map(NodeName::new)
+}
+
+/// The one message type that crosses the network: bytes one way, or bytes for bytes.
+#[derive(RactorClusterMessage, Debug)]
+pub enum WireMsg {
+    /// An encoded [`Envelope`].
+    Frame(Vec<u8>),
+    /// An encoded [`WireAsk`]; the answer is an encoded [`WireAnswer`].
+    #[rpc]
+    Ask(Vec<u8>, RpcReplyPort<Vec<u8>>),
+}
+
+/// A request that expects an answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireAsk {
+    /// A stimulus for a copy on the node.
+    Stimulus(StimulusAsk),
+    /// What the node knows: its peers, its name table, and the units if it runs the group
+    /// manager. Answered with [`WireAnswer::Status`].
+    Status,
+    /// Call a unit with a stimulus written as JSON, through the node's own client of that
+    /// unit (which follows takeovers). Answered with [`WireAnswer::Called`].
+    Call {
+        /// The unit.
+        unit: UnitName,
+        /// The stimulus, as JSON.
+        json: String,
+        /// The budget, or the unit's own when absent.
+        t_max_ms: Option<u64>,
+    },
+}
+
+/// What a node says of itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node.
+    pub node: NodeName,
+    /// The peers it reaches right now, itself included.
+    pub members: Vec<NodeName>,
+    /// Its name table.
+    pub names: Vec<(UnitName, NameState)>,
+    /// Every unit as the group manager sees it, if it runs on this node.
+    pub units: Option<Vec<UnitStatus>>,
+}
+
+/// The answer to a [`WireAsk::Stimulus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireAnswer {
+    /// What the copy (or the node) answered.
+    Stimulus(StimulusReply),
+    /// The copy ended before it answered (it crashed, or was stopped): the caller treats it as
+    /// a lost primary and follows the rebinding.
+    CopyLost,
+    /// The request did not decode.
+    Malformed(String),
+    /// The node's status.
+    Status(NodeStatus),
+    /// The JSON answer of a call, or why there is none.
+    Called(Result<String, JsonCallError>),
+}
+
+/// Where a node's endpoint hands what arrives.
+#[derive(Clone, Debug)]
+pub struct EndpointArgs {
+    /// This node's name.
+    pub node: NodeName,
+    /// This node's `LocalManager`.
+    pub local: ActorRef<LocalManagerMsg>,
+    /// This node's name table.
+    pub registry: Registry,
+    /// How this node reaches its peers.
+    pub directory: Directory,
+    /// The units this node knows.
+    pub catalog: Arc<Catalog>,
+    /// The group manager, while it runs on this node.
+    pub manager: Arc<Mutex<Option<ActorRef<GroupManagerMsg>>>>,
+    /// The process group to advertise the endpoint under.
+    pub group: String,
+}
+
+/// A node's endpoint actor.
+#[derive(Debug, Default)]
+pub struct WireEndpoint;
+
+impl Actor for WireEndpoint {
+    type Msg = WireMsg;
+    type State = EndpointState;
+    type Arguments = EndpointArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<WireMsg>,
+        args: EndpointArgs,
+    ) -> Result<EndpointState, ActorProcessingErr> {
+        ractor::pg::join(args.group.clone(), vec![myself.get_cell()]);
+        Ok(EndpointState {
+            args,
+            callers: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<WireMsg>,
+        msg: WireMsg,
+        state: &mut EndpointState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            WireMsg::Frame(bytes) => {
+                match decode::<Envelope>("envelope", &bytes) {
+                    Ok(Envelope::Node(cast)) => {
+                        let _ = state.args.local.cast(LocalManagerMsg::Cast(cast));
+                    }
+                    Ok(Envelope::Manager(cast)) => {
+                        let manager = state
+                            .args
+                            .manager
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clone();
+                        match manager {
+                        Some(m) => {
+                            let _ = m.cast(GroupManagerMsg::Cast(cast));
+                        }
+                        None => tracing::debug!("a message for the group manager reached a node that does not run it"),
+                    }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "dropped a malformed frame"),
+                }
+            }
+            WireMsg::Ask(bytes, reply) => match decode::<WireAsk>("request", &bytes) {
+                Ok(WireAsk::Stimulus(ask)) => {
+                    let (tx, rx) = ractor::concurrency::oneshot::<StimulusReply>();
+                    let _ = state
+                        .args
+                        .local
+                        .cast(LocalManagerMsg::Stimulus(ask, tx.into()));
+                    // Answer off the endpoint's loop: the copy may take its time.
+                    tokio::spawn(async move {
+                        let answer = match rx.await {
+                            Ok(r) => WireAnswer::Stimulus(r),
+                            Err(_) => WireAnswer::CopyLost,
+                        };
+                        answer_with(reply, &answer);
+                    });
+                }
+                Ok(WireAsk::Status) => {
+                    let status = state.status().await;
+                    answer_with(reply, &WireAnswer::Status(status));
+                }
+                Ok(WireAsk::Call {
+                    unit,
+                    json,
+                    t_max_ms,
+                }) => match state.caller(&unit) {
+                    Some(caller) => {
+                        let call = caller.call_json(&json, t_max_ms.map(Duration::from_millis));
+                        tokio::spawn(async move {
+                            answer_with(reply, &WireAnswer::Called(call.await));
+                        });
+                    }
+                    None => answer_with(
+                        reply,
+                        &WireAnswer::Called(Err(JsonCallError::UnknownUnit(unit.0))),
+                    ),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "answered a malformed request");
+                    answer_with(reply, &WireAnswer::Malformed(e.to_string()));
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+/// A node endpoint's state.
+#[derive(Debug)]
+pub struct EndpointState {
+    args: EndpointArgs,
+    callers: HashMap<UnitName, Arc<dyn JsonCaller>>,
+}
+
+impl EndpointState {
+    /// This node's client of `unit` for JSON calls, made on first use.
+    fn caller(&mut self, unit: &UnitName) -> Option<Arc<dyn JsonCaller>> {
+        if let Some(c) = self.callers.get(unit) {
+            return Some(c.clone());
+        }
+        let spec = self.args.catalog.get(unit)?;
+        let caller = spec.kind.json_caller(
+            unit.clone(),
+            self.args.registry.clone(),
+            self.args.directory.clone(),
+        );
+        self.callers.insert(unit.clone(), caller.clone());
+        Some(caller)
+    }
+
+    async fn status(&self) -> NodeStatus {
+        let manager = self
+            .args
+            .manager
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let units = match manager {
+            Some(m) => ractor::call_t!(m, GroupManagerMsg::Status, 2_000).ok(),
+            None => None,
+        };
+        NodeStatus {
+            node: self.args.node.clone(),
+            members: self.args.directory.nodes(),
+            names: self.args.registry.snapshot(),
+            units,
+        }
+    }
+}
+
+fn answer_with(reply: RpcReplyPort<Vec<u8>>, answer: &WireAnswer) {
+    match encode("answer", answer) {
+        Ok(bytes) => {
+            let _ = reply.send(bytes);
+        }
+        Err(e) => tracing::error!(error = %e, "cannot encode an answer"),
+    }
+}
+
+/// A [`NodeLink`] to another node's endpoint, over a `ractor_cluster` session.
+#[derive(Clone, Debug)]
+pub struct RemoteNode {
+    endpoint: ActorRef<WireMsg>,
+}
+
+impl RemoteNode {
+    /// A link through `endpoint`, the node's advertised endpoint actor.
+    pub fn new(endpoint: ActorCell) -> Self {
+        RemoteNode {
+            endpoint: endpoint.into(),
+        }
+    }
+
+    fn frame(&self, envelope: &Envelope) -> Result<(), LinkError> {
+        let bytes = encode("envelope", envelope).map_err(|e| LinkError::Encode(e.to_string()))?;
+        self.endpoint
+            .cast(WireMsg::Frame(bytes))
+            .map_err(|e| LinkError::Gone(e.to_string()))
+    }
+}
+
+impl NodeLink for RemoteNode {
+    fn send(&self, msg: LocalManagerMsg) -> Result<(), LinkError> {
+        match msg {
+            LocalManagerMsg::Cast(cast) => self.frame(&Envelope::Node(cast)),
+            LocalManagerMsg::Stimulus(ask, reply) => {
+                let bytes = encode("request", &WireAsk::Stimulus(ask))
+                    .map_err(|e| LinkError::Encode(e.to_string()))?;
+                let endpoint = self.endpoint.clone();
+                tokio::spawn(async move {
+                    let answer = endpoint
+                        .call(|port| WireMsg::Ask(bytes, port), Some(ASK_TIMEOUT))
+                        .await;
+                    let decoded = match answer {
+                        Ok(ractor::rpc::CallResult::Success(bytes)) => {
+                            decode::<WireAnswer>("answer", &bytes).ok()
+                        }
+                        _ => None,
+                    };
+                    match decoded {
+                        Some(WireAnswer::Stimulus(r)) => {
+                            let _ = reply.send(r);
+                        }
+                        // The copy or the node was lost: dropping the port tells the caller.
+                        _ => drop(reply),
+                    }
+                });
+                Ok(())
+            }
+            other => Err(LinkError::Encode(format!(
+                "{other:?} only makes sense inside its node"
+            ))),
+        }
+    }
+}
+
+/// A [`ManagerLink`] to a group manager that runs on another node.
+#[derive(Clone, Debug)]
+pub struct RemoteManager {
+    node: RemoteNode,
+}
+
+impl RemoteManager {
+    /// A link to the group manager on the node behind `node`.
+    pub fn new(node: RemoteNode) -> Self {
+        RemoteManager { node }
+    }
+}
+
+impl ManagerLink for RemoteManager {
+    fn send(&self, msg: GroupManagerMsg) -> Result<(), LinkError> {
+        match msg {
+            GroupManagerMsg::Cast(cast) => self.node.frame(&Envelope::Manager(cast)),
+            other => Err(LinkError::Encode(format!(
+                "{other:?} only makes sense inside its node"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_groups_name_their_node() {
+        let g = endpoint_group(&NodeName::new("b"));
+        assert_eq!(node_of_group(&g), Some(NodeName::new("b")));
+        assert_eq!(node_of_group("understudy.node."), None);
+        assert_eq!(node_of_group("other"), None);
+    }
+
+    #[test]
+    fn a_malformed_answer_or_request_decodes_to_an_error() {
+        assert!(decode::<WireAsk>("request", &[0xff, 0x00, 0x13]).is_err());
+        assert!(decode::<WireAnswer>("answer", &[]).is_err());
+    }
+}
