@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::net::IpAddr;
 use std::time::Duration;
+use understudy::cluster::config::ClusterConfig;
 use understudy::cluster::node::{Node, NodeOptions};
 use understudy::cluster::probe::Probe;
 use understudy::runtime::NodeName;
@@ -44,6 +45,10 @@ enum Command {
         /// The seed places the units once this many nodes are up.
         #[arg(long, default_value_t = 1)]
         expect: usize,
+        /// The cluster's units and groups (see units.toml); without it, the key-value unit
+        /// `kv` and the ledger unit `ledger` in one group.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
     },
     /// Print what a node knows: its peers, its name table, and the units if it runs the group
     /// manager.
@@ -89,7 +94,8 @@ async fn main() -> std::process::ExitCode {
             join,
             cookie,
             expect,
-        } => run_node(name, port, bind, join, cookie, expect).await,
+            config,
+        } => run_node(name, port, bind, join, cookie, expect, config).await,
         Command::Status { join, cookie, json } => status(&join, &cookie, json).await,
         Command::Call {
             join,
@@ -116,8 +122,14 @@ async fn run_node(
     join: Vec<String>,
     cookie: String,
     expect: usize,
+    config: Option<std::path::PathBuf>,
 ) -> Outcome {
-    let mut opts = NodeOptions::new(&name, port, &cookie, understudy::units::default_catalog());
+    let config = match config {
+        Some(path) => ClusterConfig::load(&path, understudy::units::KINDS)?,
+        None => ClusterConfig::default_embedded(),
+    };
+    let catalog = understudy::units::catalog_from(&config);
+    let mut opts = NodeOptions::new(&name, port, &cookie, catalog);
     opts.bind = bind;
     opts.join = join;
     opts.expect = expect;

@@ -2,7 +2,7 @@
 //! `LocalManager`, its name table and its wire endpoint.
 //!
 //! Peers are known by name: each node advertises its endpoint in a process group named after
-//! it, and [`Membership`] keeps the node's [`Directory`] equal to the set of peers whose
+//! it, and the membership task keeps the node's [`Directory`] equal to the set of peers whose
 //! endpoints are reachable right now. `ractor_cluster` does not reconnect by itself, so every
 //! `--join` address is re-dialled until a session to that peer (by name) exists again.
 //!

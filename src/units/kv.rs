@@ -57,14 +57,14 @@ pub struct KvSet {
 /// The key-value unit.
 #[derive(Clone, Debug)]
 pub struct KeyValue {
-    /// `T_max` of every stimulus.
-    pub t_max: Duration,
+    /// The budget of every stimulus.
+    pub budget: Budget,
 }
 
 impl Default for KeyValue {
     fn default() -> Self {
         KeyValue {
-            t_max: Duration::from_secs(2),
+            budget: Budget::new(Duration::from_secs(2)),
         }
     }
 }
@@ -117,7 +117,7 @@ impl Unit for KeyValue {
     }
 
     fn budget(&self, _stimulus: &KvRequest) -> Budget {
-        Budget::new(self.t_max)
+        self.budget
     }
 }
 

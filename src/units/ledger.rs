@@ -69,14 +69,14 @@ pub enum LedgerUpdate {
 /// The ledger unit.
 #[derive(Clone, Debug)]
 pub struct Ledger {
-    /// `T_max` of every stimulus.
-    pub t_max: Duration,
+    /// The budget of every stimulus.
+    pub budget: Budget,
 }
 
 impl Default for Ledger {
     fn default() -> Self {
         Ledger {
-            t_max: Duration::from_secs(2),
+            budget: Budget::new(Duration::from_secs(2)),
         }
     }
 }
@@ -157,7 +157,7 @@ impl Unit for Ledger {
     }
 
     fn budget(&self, _stimulus: &LedgerRequest) -> Budget {
-        Budget::new(self.t_max)
+        self.budget
     }
 }
 
