@@ -1,21 +1,29 @@
 //! Real node processes on loopback ports: the `understudy` binary started three times, joined
-//! into a cluster, driven under load, and one node killed with `kill -9`. The test asserts
+//! into a cluster, driven under load, and the key-value unit's primary's node killed with
+//! `kill -9`, or stopped with `SIGSTOP` past the detection time and resumed. Each test asserts
 //! lost = 0 and duplicates = 0 (the final value of each key equals its acknowledged
-//! increments) and reports the takeover time it measured.
+//! increments) and reports the takeover time it measured. The tests run one at a time.
 //!
-//! In this step the group manager runs on the seed node, so the node killed is the key-value
+//! In this step the group manager runs on the seed node, so the node faulted is the key-value
 //! unit's primary's node, which is not the seed.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use understudy::actors::codec::encode;
+use understudy::actors::envelope::StimulusAsk;
 use understudy::cluster::probe::Probe;
-use understudy::runtime::NodeName;
+use understudy::cluster::wire::{WireAnswer, WireAsk};
+use understudy::runtime::{ClientId, CopyId, NodeName, Seq, StimulusId, UnitName};
+use understudy::units::KvRequest;
 
 const COOKIE: &str = "cluster-processes-test";
 const KEYS: usize = 8;
 const T_MAX: Duration = Duration::from_secs(5);
+
+/// The multi-process tests would fight over the cores: they take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The node processes of one test; every one is killed when this is dropped, also when the
 /// test panics.
@@ -40,8 +48,9 @@ impl Cluster {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_understudy"));
         cmd.args(["node", "--name", name, "--port", &port.to_string()])
             .args(["--cookie", COOKIE, "--expect", &expect.to_string()])
+            .env("RUST_LOG", "understudy_cluster=info,understudy_actors=warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(log_file(name));
         if let Some(j) = join {
             cmd.args(["--join", &format!("127.0.0.1:{j}")]);
         }
@@ -60,6 +69,17 @@ impl Cluster {
             let _ = child.wait();
         }
     }
+
+    /// Send a signal (`STOP`, `CONT`) to the node's process.
+    fn signal(&self, name: &str, signal: &str) {
+        let pid = self.nodes[name].1.id().to_string();
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{signal} {pid}");
+    }
 }
 
 impl Drop for Cluster {
@@ -71,9 +91,30 @@ impl Drop for Cluster {
     }
 }
 
+/// Where a node's log goes: `target/test-logs/NAME.log`, kept for a look after a failure.
+fn log_file(name: &str) -> Stdio {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+    let _ = std::fs::create_dir_all(&dir);
+    match std::fs::File::create(dir.join(format!("{name}.log"))) {
+        Ok(f) => Stdio::from(f),
+        Err(_) => Stdio::null(),
+    }
+}
+
+/// A port that is free now, taken below the kernel's ephemeral range (from 32768), so that no
+/// outgoing connection can take it between this check and the node's bind.
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().expect("address").port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 1_000) as u16 * 10;
+    for _ in 0..10_000 {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = 20_000 + (base - 20_000 + offset) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
 }
 
 /// kv's primary node and epoch as the seed's group manager sees them, once kv serves with a
@@ -83,7 +124,7 @@ async fn kv_placement(
     seed: &NodeName,
     newer_than: u64,
     limit: Duration,
-) -> (NodeName, u64) {
+) -> (NodeName, CopyId, u64) {
     let deadline = Instant::now() + limit;
     loop {
         if let Ok(s) = probe.status(seed).await {
@@ -91,8 +132,8 @@ async fn kv_placement(
                 u.unit.0 == "kv" && u.serving && u.standby_ready && u.epoch.0 > newer_than
             });
             if let Some(kv) = kv {
-                if let Some((_, node)) = kv.primary {
-                    return (node, kv.epoch.0);
+                if let Some((copy, node)) = kv.primary {
+                    return (node, copy, kv.epoch.0);
                 }
             }
         }
@@ -104,88 +145,95 @@ async fn kv_placement(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kill_9_of_the_primarys_node_loses_and_duplicates_nothing_across_processes() {
-    let mut cluster = Cluster::start(&["n1", "n2", "n3"], "n3");
-    let seed = NodeName::new("n3");
-    let probe = Probe::connect(&cluster.addr("n3"), COOKIE, Duration::from_secs(20))
-        .await
-        .expect("the probe reaches the seed");
-    let (victim, epoch) = kv_placement(&probe, &seed, 0, Duration::from_secs(30)).await;
-    assert_ne!(
-        victim, seed,
-        "precondition: kv's primary is not on the seed (which runs the group manager in this step)"
-    );
-    let probe = Arc::new(probe);
+/// Callers incrementing `KEYS` keys through one node, counting what was acknowledged.
+struct Load {
+    acked: Arc<Mutex<Vec<u64>>>,
+    errors: Arc<Mutex<Vec<(String, Duration)>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    callers: Vec<tokio::task::JoinHandle<()>>,
+}
 
-    // Load: callers increment keys through the seed node, which is never killed.
-    let acked = Arc::new(Mutex::new(vec![0u64; KEYS]));
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut callers = Vec::new();
-    for w in 0..16usize {
-        let (probe, acked, errors, stop, seed) = (
-            probe.clone(),
-            acked.clone(),
-            errors.clone(),
-            stop.clone(),
-            seed.clone(),
-        );
-        callers.push(tokio::spawn(async move {
-            let mut i = 0usize;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 20_000 {
-                let key = (w + i) % KEYS;
-                i += 1;
-                let json = format!(r#"{{"Incr":{{"key":"k{key}","by":1}}}}"#);
-                let t0 = Instant::now();
-                match probe.call_json(&seed, "kv", &json, Some(T_MAX)).await {
-                    Ok(answer) if answer.contains("Counter") => {
-                        acked.lock().expect("lock")[key] += 1
+impl Load {
+    fn start(probe: &Arc<Probe>, via: &NodeName, workers: usize) -> Load {
+        let load = Load {
+            acked: Arc::new(Mutex::new(vec![0u64; KEYS])),
+            errors: Arc::new(Mutex::new(Vec::new())),
+            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            callers: Vec::new(),
+        };
+        let mut callers = Vec::new();
+        for w in 0..workers {
+            let (probe, acked, errors, stop, via) = (
+                probe.clone(),
+                load.acked.clone(),
+                load.errors.clone(),
+                load.stop.clone(),
+                via.clone(),
+            );
+            callers.push(tokio::spawn(async move {
+                let mut i = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 20_000 {
+                    let key = (w + i) % KEYS;
+                    i += 1;
+                    let json = format!(r#"{{"Incr":{{"key":"k{key}","by":1}}}}"#);
+                    let t0 = Instant::now();
+                    match probe.call_json(&via, "kv", &json, Some(T_MAX)).await {
+                        Ok(answer) if answer.contains("Counter") => {
+                            acked.lock().expect("lock")[key] += 1
+                        }
+                        Ok(other) => errors
+                            .lock()
+                            .expect("lock")
+                            .push((format!("answer {other}"), t0.elapsed())),
+                        Err(e) => errors
+                            .lock()
+                            .expect("lock")
+                            .push((e.to_string(), t0.elapsed())),
                     }
-                    Ok(other) => errors
-                        .lock()
-                        .expect("lock")
-                        .push((format!("answer {other}"), t0.elapsed())),
-                    Err(e) => errors
-                        .lock()
-                        .expect("lock")
-                        .push((e.to_string(), t0.elapsed())),
                 }
-            }
-        }));
-    }
-    let total = |a: &Arc<Mutex<Vec<u64>>>| a.lock().expect("lock").iter().sum::<u64>();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while total(&acked) < 300 {
-        assert!(Instant::now() < deadline, "load did not start");
-        tokio::time::sleep(Duration::from_millis(10)).await; // poll with a deadline
+            }));
+        }
+        Load { callers, ..load }
     }
 
-    let killed = Instant::now();
-    cluster.kill9(&victim.0);
-    let (new_primary, new_epoch) =
-        kv_placement(&probe, &seed, epoch, Duration::from_secs(30)).await;
-    let takeover = killed.elapsed();
-    let at_takeover = total(&acked);
-    while total(&acked) < at_takeover + 300 {
-        assert!(
-            Instant::now() < killed + Duration::from_secs(60),
-            "load did not go on after the takeover"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await; // poll with a deadline
-    }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    for c in callers {
-        c.await.expect("caller");
+    fn total(&self) -> u64 {
+        self.acked.lock().expect("lock").iter().sum()
     }
 
-    let acked = acked.lock().expect("lock").clone();
+    /// Wait until `n` increments in all are acknowledged.
+    async fn reach(&self, n: u64, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.total() < n {
+            assert!(
+                Instant::now() < deadline,
+                "the load stalled below {n} acknowledged"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await; // poll with a deadline
+        }
+    }
+
+    /// Stop the callers; the acknowledged increments per key, and the errors with how long
+    /// each call had taken.
+    async fn finish(self) -> (Vec<u64>, Vec<(String, Duration)>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.callers {
+            c.await.expect("caller");
+        }
+        let acked = self.acked.lock().expect("lock").clone();
+        let errors = self.errors.lock().expect("lock").clone();
+        (acked, errors)
+    }
+}
+
+/// Read every key through `via` and compare with the acknowledged increments: (lost,
+/// duplicated).
+async fn lost_and_duplicated(probe: &Probe, via: &NodeName, acked: &[u64]) -> (u64, u64) {
     let mut lost = 0u64;
     let mut duplicated = 0u64;
     for (k, want) in acked.iter().enumerate() {
         let got = probe
             .call_json(
-                &seed,
+                via,
                 "kv",
                 &format!(r#"{{"Get":{{"key":"k{k}"}}}}"#),
                 Some(T_MAX),
@@ -200,16 +248,132 @@ async fn kill_9_of_the_primarys_node_loses_and_duplicates_nothing_across_process
         lost += want.saturating_sub(value);
         duplicated += value.saturating_sub(*want);
     }
-    let errors = errors.lock().expect("lock").clone();
+    (lost, duplicated)
+}
+
+/// Start a cluster named `prefix`1..3 with seed `prefix`3, and find kv's primary.
+async fn cluster_with_kv(prefix: &str) -> (Cluster, Arc<Probe>, NodeName, (NodeName, CopyId), u64) {
+    let names: Vec<String> = (1..=3).map(|i| format!("{prefix}{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let seed = NodeName::new(&names[2]);
+    let cluster = Cluster::start(&refs, &seed.0);
+    let probe = Probe::connect(&cluster.addr(&seed.0), COOKIE, Duration::from_secs(20))
+        .await
+        .expect("the probe reaches the seed");
+    let (victim, copy, epoch) = kv_placement(&probe, &seed, 0, Duration::from_secs(30)).await;
+    assert_ne!(
+        victim, seed,
+        "precondition: kv's primary is not on the seed (which runs the group manager in this step)"
+    );
+    (cluster, Arc::new(probe), seed, (victim, copy), epoch)
+}
+
+fn report_and_check(
+    what: &str,
+    acked: &[u64],
+    lost: u64,
+    duplicated: u64,
+    errors: &[(String, Duration)],
+    takeover: Duration,
+) {
     let early: Vec<_> = errors.iter().filter(|(_, took)| *took < T_MAX).collect();
     println!(
-        "kill -9 of {victim}: takeover {takeover:?} (epoch {epoch} -> {new_epoch}, new primary {new_primary}), acknowledged {}, lost {lost}, duplicated {duplicated}, errors {} (before T_max: {})",
+        "{what}: takeover {takeover:?}, acknowledged {}, lost {lost}, duplicated {duplicated}, errors {} (before T_max: {})",
         acked.iter().sum::<u64>(),
         errors.len(),
         early.len()
     );
-    assert_eq!(lost, 0, "acknowledged increments lost");
-    assert_eq!(duplicated, 0, "increments applied more than once");
-    assert!(early.is_empty(), "errors before T_max: {early:?}");
+    assert_eq!(lost, 0, "{what}: acknowledged increments lost");
+    assert_eq!(duplicated, 0, "{what}: increments applied more than once");
+    assert!(early.is_empty(), "{what}: errors before T_max: {early:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_the_primarys_node_loses_and_duplicates_nothing_across_processes() {
+    let _turn = SERIAL.lock().await;
+    let (mut cluster, probe, seed, (victim, _), epoch) = cluster_with_kv("k").await;
+    let load = Load::start(&probe, &seed, 16);
+    load.reach(300, Duration::from_secs(30)).await;
+
+    let killed = Instant::now();
+    cluster.kill9(&victim.0);
+    let (new_primary, _, new_epoch) =
+        kv_placement(&probe, &seed, epoch, Duration::from_secs(30)).await;
+    let takeover = killed.elapsed();
+    load.reach(load.total() + 300, Duration::from_secs(30))
+        .await;
+    let (acked, errors) = load.finish().await;
     assert_ne!(new_primary, victim);
+    assert!(new_epoch > epoch);
+
+    let (lost, duplicated) = lost_and_duplicated(&probe, &seed, &acked).await;
+    report_and_check(
+        &format!("kill -9 of {victim}"),
+        &acked,
+        lost,
+        duplicated,
+        &errors,
+        takeover,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigstop_of_the_primarys_node_past_detection_then_sigcont_and_the_old_primary_never_answers_for_its_old_epoch(
+) {
+    let _turn = SERIAL.lock().await;
+    let (cluster, probe, seed, (victim, old_copy), epoch) = cluster_with_kv("s").await;
+    let load = Load::start(&probe, &seed, 16);
+    load.reach(300, Duration::from_secs(30)).await;
+
+    let stopped = Instant::now();
+    cluster.signal(&victim.0, "STOP");
+    let (new_primary, _, new_epoch) =
+        kv_placement(&probe, &seed, epoch, Duration::from_secs(30)).await;
+    let takeover = stopped.elapsed();
+    load.reach(load.total() + 300, Duration::from_secs(30))
+        .await;
+    let (acked, errors) = load.finish().await;
+    assert_ne!(new_primary, victim);
+    assert!(new_epoch > epoch);
+
+    // Resume the old primary's node and, first thing, address a read to the old primary copy
+    // itself: it must refuse (its lease lapsed, it is fenced, or it was stopped), never answer.
+    cluster.signal(&victim.0, "CONT");
+    let ask = WireAsk::Stimulus(StimulusAsk {
+        unit: UnitName::new("kv"),
+        copy: old_copy,
+        id: StimulusId {
+            client: ClientId(0x5eed),
+            seq: Seq(1),
+        },
+        low_water: Seq(1),
+        body: encode("stimulus", &KvRequest::Get { key: "k0".into() }).expect("encodes"),
+    });
+    let answer = probe
+        .ask(&victim, &ask, T_MAX + Duration::from_secs(5))
+        .await
+        .expect("the resumed node answers");
+    println!("the resumed old primary {old_copy} answered: {answer:?}");
+    assert!(
+        !matches!(answer, WireAnswer::Stimulus(Ok(_))),
+        "the old primary answered for its old epoch: {answer:?}"
+    );
+
+    // Reads through the resumed node follow the rebinding to the new primary: a stale copy
+    // would return the value from before the takeover, short of the increments since.
+    let (lost_via_old, duplicated_via_old) = lost_and_duplicated(&probe, &victim, &acked).await;
+    assert_eq!(
+        (lost_via_old, duplicated_via_old),
+        (0, 0),
+        "reads through the resumed node saw a stale or doubled value"
+    );
+    let (lost, duplicated) = lost_and_duplicated(&probe, &seed, &acked).await;
+    report_and_check(
+        &format!("SIGSTOP of {victim}"),
+        &acked,
+        lost,
+        duplicated,
+        &errors,
+        takeover,
+    );
 }

@@ -80,7 +80,6 @@ impl Probe {
                 return Ok(probe);
             }
             if Instant::now() >= deadline {
-                probe.server.kill();
                 return Err(ProbeError::Unreachable {
                     addr: addr.to_string(),
                     waited: timeout,
@@ -109,7 +108,8 @@ impl Probe {
             .ok_or_else(|| ProbeError::NoSuchNode(node.clone()))
     }
 
-    async fn ask(
+    /// Send `ask` to `node`'s endpoint and wait up to `wait` for its answer.
+    pub async fn ask(
         &self,
         node: &NodeName,
         ask: &WireAsk,
@@ -171,8 +171,12 @@ impl Probe {
         }
     }
 
-    /// Leave the cluster.
-    pub fn stop(self) {
+    /// Leave the cluster (also done when the probe is dropped).
+    pub fn stop(self) {}
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
         self.server.kill();
     }
 }
