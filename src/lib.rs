@@ -15,6 +15,7 @@
 //! | [`actors`] | `understudy-actors` | the ractor actors: unit copies, `LocalManager`, `GroupManager`, `Registry`, `UnitClient` |
 //! | [`cluster`] | `understudy-cluster` | nodes as OS processes over `ractor_cluster` |
 //! | [`units`] | this crate | the example units: key-value and ledger |
+//! | [`testkit`] | this crate | real node processes for programs and tests: start, fault, restart, clean up |
 //! | [`demo`] | this crate | the in-process failover demonstration behind `understudy demo` |
 //!
 //! ## Writing a unit
@@ -54,6 +55,7 @@
 //! ```
 
 pub mod demo;
+pub mod testkit;
 pub mod units;
 
 pub use understudy_actors as actors;

@@ -7,8 +7,6 @@
 //! In this step the group manager runs on the seed node, so the node faulted is the key-value
 //! unit's primary's node, which is not the seed.
 
-use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use understudy::actors::codec::encode;
@@ -16,6 +14,7 @@ use understudy::actors::envelope::StimulusAsk;
 use understudy::cluster::probe::Probe;
 use understudy::cluster::wire::{WireAnswer, WireAsk};
 use understudy::runtime::{ClientId, CopyId, NodeName, Seq, StimulusId, UnitName};
+use understudy::testkit::ProcessCluster;
 use understudy::units::KvRequest;
 
 const COOKIE: &str = "cluster-processes-test";
@@ -24,98 +23,6 @@ const T_MAX: Duration = Duration::from_secs(5);
 
 /// The multi-process tests would fight over the cores: they take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The node processes of one test; every one is killed when this is dropped, also when the
-/// test panics.
-struct Cluster {
-    nodes: BTreeMap<String, (u16, Child)>,
-}
-
-impl Cluster {
-    fn start(names: &[&str], seed: &str) -> Cluster {
-        let mut cluster = Cluster {
-            nodes: BTreeMap::new(),
-        };
-        let seed_port = free_port();
-        cluster.spawn(seed, seed_port, None, names.len());
-        for n in names.iter().filter(|n| **n != seed) {
-            cluster.spawn(n, free_port(), Some(seed_port), names.len());
-        }
-        cluster
-    }
-
-    fn spawn(&mut self, name: &str, port: u16, join: Option<u16>, expect: usize) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_understudy"));
-        cmd.args(["node", "--name", name, "--port", &port.to_string()])
-            .args(["--cookie", COOKIE, "--expect", &expect.to_string()])
-            .env("RUST_LOG", "understudy_cluster=info,understudy_actors=warn")
-            .stdout(Stdio::null())
-            .stderr(log_file(name));
-        if let Some(j) = join {
-            cmd.args(["--join", &format!("127.0.0.1:{j}")]);
-        }
-        let child = cmd.spawn().expect("start a node process");
-        self.nodes.insert(name.to_string(), (port, child));
-    }
-
-    fn addr(&self, name: &str) -> String {
-        format!("127.0.0.1:{}", self.nodes[name].0)
-    }
-
-    /// `kill -9` the node's process.
-    fn kill9(&mut self, name: &str) {
-        if let Some((_, child)) = self.nodes.get_mut(name) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Send a signal (`STOP`, `CONT`) to the node's process.
-    fn signal(&self, name: &str, signal: &str) {
-        let pid = self.nodes[name].1.id().to_string();
-        let ok = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -{signal} {pid}");
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for (_, child) in self.nodes.values_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Where a node's log goes: `target/test-logs/NAME.log`, kept for a look after a failure.
-fn log_file(name: &str) -> Stdio {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
-    let _ = std::fs::create_dir_all(&dir);
-    match std::fs::File::create(dir.join(format!("{name}.log"))) {
-        Ok(f) => Stdio::from(f),
-        Err(_) => Stdio::null(),
-    }
-}
-
-/// A port that is free now, taken below the kernel's ephemeral range (from 32768), so that no
-/// outgoing connection can take it between this check and the node's bind.
-fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 1_000) as u16 * 10;
-    for _ in 0..10_000 {
-        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
-        let port = 20_000 + (base - 20_000 + offset) % 12_000;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port below the ephemeral range");
-}
 
 /// kv's primary node and epoch as the seed's group manager sees them, once kv serves with a
 /// ready standby.
@@ -252,12 +159,29 @@ async fn lost_and_duplicated(probe: &Probe, via: &NodeName, acked: &[u64]) -> (u
 }
 
 /// Start a cluster named `prefix`1..3 with seed `prefix`3, and find kv's primary.
-async fn cluster_with_kv(prefix: &str) -> (Cluster, Arc<Probe>, NodeName, (NodeName, CopyId), u64) {
+async fn cluster_with_kv(
+    prefix: &str,
+) -> (
+    ProcessCluster,
+    Arc<Probe>,
+    NodeName,
+    (NodeName, CopyId),
+    u64,
+) {
     let names: Vec<String> = (1..=3).map(|i| format!("{prefix}{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let seed = NodeName::new(&names[2]);
-    let cluster = Cluster::start(&refs, &seed.0);
-    let probe = Probe::connect(&cluster.addr(&seed.0), COOKIE, Duration::from_secs(20))
+    let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+    let cluster = ProcessCluster::start_logged(
+        env!("CARGO_BIN_EXE_understudy"),
+        &refs,
+        &seed.0,
+        COOKIE,
+        Some(logs),
+    )
+    .expect("node processes start");
+    let addr = cluster.addr(&seed.0).expect("the seed's address");
+    let probe = Probe::connect(&addr, COOKIE, Duration::from_secs(20))
         .await
         .expect("the probe reaches the seed");
     let (victim, copy, epoch) = kv_placement(&probe, &seed, 0, Duration::from_secs(30)).await;
@@ -326,7 +250,7 @@ async fn sigstop_of_the_primarys_node_past_detection_then_sigcont_and_the_old_pr
     load.reach(300, Duration::from_secs(30)).await;
 
     let stopped = Instant::now();
-    cluster.signal(&victim.0, "STOP");
+    cluster.signal(&victim.0, "STOP").expect("SIGSTOP");
     let (new_primary, _, new_epoch) =
         kv_placement(&probe, &seed, epoch, Duration::from_secs(30)).await;
     let takeover = stopped.elapsed();
@@ -338,7 +262,7 @@ async fn sigstop_of_the_primarys_node_past_detection_then_sigcont_and_the_old_pr
 
     // Resume the old primary's node and, first thing, address a read to the old primary copy
     // itself: it must refuse (its lease lapsed, it is fenced, or it was stopped), never answer.
-    cluster.signal(&victim.0, "CONT");
+    cluster.signal(&victim.0, "CONT").expect("SIGCONT");
     let ask = WireAsk::Stimulus(StimulusAsk {
         unit: UnitName::new("kv"),
         copy: old_copy,
