@@ -4,5 +4,5 @@
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    understudy::demo::pair_failover().await
+    understudy::demo::in_process::pair_failover().await
 }

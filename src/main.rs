@@ -21,9 +21,34 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a unit pair under load in this process, kill the primary's node, and print what
-    /// happened (takeover time, acknowledged, lost, applied twice).
-    Demo,
+    /// Start a local cluster of node processes, drive load, inject a fault every few seconds,
+    /// and print what the callers saw (lost, duplicates, failover times).
+    Demo {
+        /// Nodes in the cluster (at least 3).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Stimuli per second.
+        #[arg(long, default_value_t = 2000)]
+        rate: u32,
+        /// Which fault to inject.
+        #[arg(long, value_enum, default_value = "crash")]
+        fault: understudy::demo::FaultKind,
+        /// Seconds between faults.
+        #[arg(long, default_value_t = 4)]
+        fault_every: u64,
+        /// Replication strategy (this release: sync).
+        #[arg(long, default_value = "sync")]
+        strategy: String,
+        /// Print the summary as one JSON object, the last line of output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a unit pair under load inside this one process, kill the primary's node, and print
+    /// what happened.
+    PairDemo,
     /// Run one node of a cluster in this process, until interrupted.
     Node {
         /// The node's name, unique in the cluster (letters, digits, '-', '_').
@@ -86,7 +111,28 @@ async fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo => understudy::demo::pair_failover().await,
+        Command::Demo {
+            nodes,
+            duration,
+            rate,
+            fault,
+            fault_every,
+            strategy,
+            json,
+        } => {
+            demo(understudy::demo::DemoOptions {
+                nodes,
+                duration: Duration::from_secs(duration),
+                rate,
+                fault,
+                fault_every: Duration::from_secs(fault_every),
+                strategy,
+                json,
+                binary: std::env::current_exe().unwrap_or_else(|_| "understudy".into()),
+            })
+            .await
+        }
+        Command::PairDemo => understudy::demo::in_process::pair_failover().await,
         Command::Node {
             name,
             port,
@@ -153,6 +199,15 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+async fn demo(opts: understudy::demo::DemoOptions) -> Outcome {
+    let summary = understudy::demo::run(opts.clone()).await?;
+    understudy::demo::print_summary(&opts, &summary);
+    if summary.lost > 0 || summary.duplicates > 0 {
+        return Err("acknowledged stimuli were lost or applied twice".into());
+    }
+    Ok(())
 }
 
 async fn status(join: &str, cookie: &str, json: bool) -> Outcome {

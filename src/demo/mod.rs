@@ -1,0 +1,500 @@
+//! `understudy demo`: a local cluster of node processes under load, with a fault injected
+//! every few seconds, and a summary of what the callers saw.
+//!
+//! The demo starts the nodes as child processes of this binary on free loopback ports, waits
+//! for the key-value unit `kv` to serve with a ready standby, and drives `incr` stimuli on a
+//! set of keys at a steady rate through the seed node. Every `fault_every` it faults the node
+//! of `kv`'s primary (`kill -9` and a restart, or `SIGSTOP` and `SIGCONT`), and measures the
+//! failover: from the fault until the standby serves at the next epoch. At the end it reads
+//! every key and compares it with the increments acknowledged: `lost` counts acknowledged
+//! increments missing, `duplicates` increments applied more than once. Every child process is
+//! stopped on exit, on an error and on Ctrl-C.
+
+pub mod in_process;
+
+use crate::testkit::ProcessCluster;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use understudy_cluster::probe::Probe;
+use understudy_runtime::NodeName;
+
+/// How many keys the load spreads its increments over.
+const KEYS: usize = 16;
+/// Most stimuli in flight at once; beyond that the load sheds (and counts it).
+const MAX_IN_FLIGHT: usize = 512;
+
+/// Which fault the demo injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultKind {
+    /// `kill -9` of the primary's node, then a restart of it.
+    Crash,
+    /// `SIGSTOP` of the primary's node past the detection time, then `SIGCONT`.
+    Hang,
+    /// A panic inside the primary's handler.
+    Panic,
+    /// Crash and hang in turn.
+    Mixed,
+    /// No fault: the load alone.
+    None,
+}
+
+/// How to run the demo.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Nodes in the cluster (at least 3: the seed runs the group manager in this release and
+    /// is never faulted).
+    pub nodes: usize,
+    /// How long the load runs.
+    pub duration: Duration,
+    /// Stimuli per second.
+    pub rate: u32,
+    /// Which fault to inject.
+    pub fault: FaultKind,
+    /// How often.
+    pub fault_every: Duration,
+    /// The replication strategy of the units.
+    pub strategy: String,
+    /// Print the summary as one JSON object (the last line) instead of a table.
+    pub json: bool,
+    /// The node binary (normally this very program).
+    pub binary: PathBuf,
+}
+
+/// The 50th and 99th percentile and the maximum of a set of durations, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn of(mut ms: Vec<f64>) -> Percentiles {
+        if ms.is_empty() {
+            return Percentiles::default();
+        }
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((ms.len() as f64 - 1.0) * q).round() as usize];
+        Percentiles {
+            p50: at(0.5),
+            p99: at(0.99),
+            max: ms[ms.len() - 1],
+        }
+    }
+}
+
+/// One fault the demo injected.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultRecord {
+    /// Seconds into the load.
+    pub at_s: f64,
+    /// What was done.
+    pub kind: String,
+    /// To which node.
+    pub node: String,
+    /// From the fault until the standby served at the next epoch; `None` if it did not within
+    /// 30 s.
+    pub failover_ms: Option<f64>,
+}
+
+/// What the demo measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoSummary {
+    /// Nodes in the cluster.
+    pub nodes: usize,
+    /// Stimuli sent.
+    pub stimuli_sent: u64,
+    /// Answered with a result.
+    pub answered_ok: u64,
+    /// Answered with a result within `T_max` of being sent.
+    pub within_t_max: u64,
+    /// Acknowledged increments missing from the final state.
+    pub lost: u64,
+    /// Increments applied more often than acknowledged.
+    pub duplicates: u64,
+    /// Stimuli the unit reported as ignored.
+    pub ignored: u64,
+    /// Stimuli that failed otherwise (their budget ran out, the unit was unavailable).
+    pub failed: u64,
+    /// Stimuli not sent because `MAX_IN_FLIGHT` were already waiting.
+    pub shed: u64,
+    /// Failovers measured.
+    pub failovers: u64,
+    /// Their durations.
+    pub failover_ms: Percentiles,
+    /// The budget of each stimulus.
+    pub t_max_ms: u64,
+    /// Every fault injected.
+    pub faults: Vec<FaultRecord>,
+}
+
+/// Why the demo stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// An option cannot be honoured.
+    #[error("{0}")]
+    Options(String),
+    /// The cluster did not come up or stopped answering.
+    #[error("{0}")]
+    Cluster(String),
+    /// Ctrl-C.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    sent: AtomicU64,
+    ok: AtomicU64,
+    within: AtomicU64,
+    ignored: AtomicU64,
+    failed: AtomicU64,
+    shed: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+/// Run the demo; print progress to stderr and the summary to stdout.
+pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
+    if opts.nodes < 3 {
+        return Err(DemoError::Options(
+            "--nodes must be at least 3 (the seed runs the group manager and is never faulted)"
+                .into(),
+        ));
+    }
+    if !matches!(opts.strategy.as_str(), "sync" | "synchronous") {
+        return Err(DemoError::Options(format!(
+            "--strategy {} is not available in this release; use sync",
+            opts.strategy
+        )));
+    }
+    if opts.fault == FaultKind::Panic {
+        return Err(DemoError::Options(
+            "--fault panic is not available yet: the example units have no panic trigger; use crash, hang or mixed".into(),
+        ));
+    }
+    tokio::select! {
+        r = run_inner(&opts) => r,
+        _ = tokio::signal::ctrl_c() => Err(DemoError::Interrupted),
+    }
+}
+
+async fn run_inner(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
+    let names: Vec<String> = (1..=opts.nodes).map(|i| format!("n{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let seed = names[names.len() - 1].clone();
+    let cookie = format!("demo-{}", std::process::id());
+    let cluster_err = |e: &dyn std::fmt::Display| DemoError::Cluster(e.to_string());
+    let mut cluster =
+        ProcessCluster::start(&opts.binary, &refs, &seed, &cookie).map_err(|e| cluster_err(&e))?;
+    let addr = cluster.addr(&seed).map_err(|e| cluster_err(&e))?;
+    let probe = Arc::new(
+        Probe::connect(&addr, &cookie, Duration::from_secs(20))
+            .await
+            .map_err(|e| cluster_err(&e))?,
+    );
+    let seed = NodeName::new(&seed);
+    eprintln!(
+        "demo: {} nodes started ({}), waiting for kv to serve",
+        opts.nodes,
+        names.join(", ")
+    );
+    let mut kv = kv_state(&probe, &seed, 0, Duration::from_secs(30))
+        .await
+        .ok_or_else(|| {
+            DemoError::Cluster("kv did not serve with a ready standby within 30 s".into())
+        })?;
+    let t_max = crate::units::KeyValue::default().budget.t_max();
+
+    // The load.
+    let counters = Arc::new(Counters::default());
+    let acked = Arc::new(Mutex::new(vec![0u64; KEYS]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(drive_load(
+        probe.clone(),
+        seed.clone(),
+        opts.rate,
+        t_max,
+        counters.clone(),
+        acked.clone(),
+        stop.clone(),
+    ));
+    let started = Instant::now();
+    let mut faults = Vec::new();
+    let mut next_fault = started + opts.fault_every;
+    let mut next_progress = started;
+    let mut turn = 0usize;
+    while started.elapsed() < opts.duration {
+        if Instant::now() >= next_progress {
+            progress(&counters, started, faults.len());
+            next_progress += Duration::from_millis(500);
+        }
+        if opts.fault != FaultKind::None && Instant::now() >= next_fault {
+            let kind = match opts.fault {
+                FaultKind::Mixed if turn % 2 == 1 => FaultKind::Hang,
+                FaultKind::Mixed => FaultKind::Crash,
+                other => other,
+            };
+            turn += 1;
+            if let Some(record) = inject(&mut cluster, &probe, &seed, &mut kv, kind, started).await
+            {
+                faults.push(record);
+            }
+            next_fault = Instant::now() + opts.fault_every;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await; // the demo's own pace
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = load.await;
+    progress(&counters, started, faults.len());
+    eprintln!();
+
+    // Compare the final state with what was acknowledged.
+    let acked = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut lost = 0u64;
+    let mut duplicates = 0u64;
+    for (k, want) in acked.iter().enumerate() {
+        let got = probe
+            .call_json(&seed, "kv", &format!(r#"{{"Get":{{"key":"k{k}"}}}}"#), None)
+            .await
+            .map_err(|e| cluster_err(&e))?;
+        let value = parse_value(&got)
+            .ok_or_else(|| DemoError::Cluster(format!("unexpected answer {got}")))?;
+        lost += want.saturating_sub(value);
+        duplicates += value.saturating_sub(*want);
+    }
+    let failover: Vec<f64> = faults.iter().filter_map(|f| f.failover_ms).collect();
+    Ok(DemoSummary {
+        nodes: opts.nodes,
+        stimuli_sent: counters.sent.load(Ordering::SeqCst),
+        answered_ok: counters.ok.load(Ordering::SeqCst),
+        within_t_max: counters.within.load(Ordering::SeqCst),
+        lost,
+        duplicates,
+        ignored: counters.ignored.load(Ordering::SeqCst),
+        failed: counters.failed.load(Ordering::SeqCst),
+        shed: counters.shed.load(Ordering::SeqCst),
+        failovers: failover.len() as u64,
+        failover_ms: Percentiles::of(failover),
+        t_max_ms: u64::try_from(t_max.as_millis()).unwrap_or(u64::MAX),
+        faults,
+    })
+}
+
+/// `{"Value":"12"}` → 12; a key never written counts 0.
+fn parse_value(answer: &str) -> Option<u64> {
+    if answer == r#"{"Value":null}"# {
+        return Some(0);
+    }
+    answer
+        .strip_prefix(r#"{"Value":""#)?
+        .strip_suffix(r#""}"#)?
+        .parse()
+        .ok()
+}
+
+/// kv's primary node, copy and epoch, once it serves at an epoch above `newer_than` with a
+/// ready standby; `None` after `limit`.
+#[derive(Clone, Debug)]
+struct KvState {
+    node: NodeName,
+    epoch: u64,
+}
+
+async fn kv_state(
+    probe: &Probe,
+    seed: &NodeName,
+    newer_than: u64,
+    limit: Duration,
+) -> Option<KvState> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(s) = probe.status(seed).await {
+            let found = s.units.unwrap_or_default().into_iter().find(|u| {
+                u.unit.0 == "kv" && u.serving && u.standby_ready && u.epoch.0 > newer_than
+            });
+            if let Some(u) = found {
+                if let Some((_, node)) = u.primary {
+                    return Some(KvState {
+                        node,
+                        epoch: u.epoch.0,
+                    });
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await; // poll with a deadline
+    }
+    None
+}
+
+/// Fault kv's primary's node and measure the failover; bring the node back afterwards.
+async fn inject(
+    cluster: &mut ProcessCluster,
+    probe: &Probe,
+    seed: &NodeName,
+    kv: &mut KvState,
+    kind: FaultKind,
+    started: Instant,
+) -> Option<FaultRecord> {
+    let victim = kv.node.clone();
+    let at_s = started.elapsed().as_secs_f64();
+    if &victim == seed {
+        eprintln!("\ndemo: kv's primary is on the seed {victim}, which runs the group manager in this release; fault skipped");
+        return None;
+    }
+    let t0 = Instant::now();
+    let name = match kind {
+        FaultKind::Hang => {
+            cluster.signal(&victim.0, "STOP").ok()?;
+            "hang"
+        }
+        _ => {
+            cluster.kill9(&victim.0);
+            "crash"
+        }
+    };
+    let after = kv_state(probe, seed, kv.epoch, Duration::from_secs(30)).await;
+    let failover_ms = after.as_ref().map(|_| t0.elapsed().as_secs_f64() * 1000.0);
+    match kind {
+        FaultKind::Hang => {
+            let _ = cluster.signal(&victim.0, "CONT");
+        }
+        _ => {
+            let _ = cluster.restart(&victim.0);
+        }
+    }
+    if let Some(a) = after {
+        *kv = a;
+    }
+    Some(FaultRecord {
+        at_s,
+        kind: name.to_string(),
+        node: victim.0,
+        failover_ms,
+    })
+}
+
+async fn drive_load(
+    probe: Arc<Probe>,
+    via: NodeName,
+    rate: u32,
+    t_max: Duration,
+    counters: Arc<Counters>,
+    acked: Arc<Mutex<Vec<u64>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let per_tick = (f64::from(rate) / 100.0).max(0.0);
+    let mut owed = 0.0f64;
+    let mut n = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !stop.load(Ordering::SeqCst) {
+        tick.tick().await;
+        owed += per_tick;
+        while owed >= 1.0 {
+            owed -= 1.0;
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                counters.shed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let key = n % KEYS;
+            n += 1;
+            let (probe, via, counters, acked) =
+                (probe.clone(), via.clone(), counters.clone(), acked.clone());
+            counters.sent.fetch_add(1, Ordering::Relaxed);
+            counters.in_flight.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let json = format!(r#"{{"Incr":{{"key":"k{key}","by":1}}}}"#);
+                let t0 = Instant::now();
+                match probe.call_json(&via, "kv", &json, None).await {
+                    Ok(answer) if answer.contains("Counter") => {
+                        acked.lock().unwrap_or_else(|p| p.into_inner())[key] += 1;
+                        counters.ok.fetch_add(1, Ordering::Relaxed);
+                        if t0.elapsed() <= t_max {
+                            counters.within.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) if e.to_string().contains("ignored") => {
+                        counters.ignored.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        counters.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+            });
+        }
+    }
+    // Wait for every stimulus still in flight.
+    let _ = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
+}
+
+fn progress(c: &Counters, started: Instant, faults: usize) {
+    use std::io::Write;
+    eprint!(
+        "\r[{:5.1}s] sent {:>8}  ok {:>8}  in flight {:>4}  failed {:>3}  faults {:>2}",
+        started.elapsed().as_secs_f64(),
+        c.sent.load(Ordering::Relaxed),
+        c.ok.load(Ordering::Relaxed),
+        c.in_flight.load(Ordering::Relaxed),
+        c.failed.load(Ordering::Relaxed),
+        faults
+    );
+    let _ = std::io::stderr().flush();
+}
+
+/// Print the summary: a table, or (with `json`) one JSON object as the last line.
+pub fn print_summary(opts: &DemoOptions, s: &DemoSummary) {
+    if opts.json {
+        match serde_json::to_string(s) {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("demo: cannot print the summary as JSON: {e}"),
+        }
+        return;
+    }
+    println!(
+        "Understudy demo: {} nodes, {:?} at {} stimuli/s, fault {:?} every {:?}, synchronous",
+        s.nodes, opts.duration, opts.rate, opts.fault, opts.fault_every
+    );
+    let rows = [
+        ("stimuli sent", s.stimuli_sent.to_string()),
+        ("answered ok", s.answered_ok.to_string()),
+        (
+            &format!("within T_max ({} ms)", s.t_max_ms),
+            s.within_t_max.to_string(),
+        ),
+        ("lost", s.lost.to_string()),
+        ("duplicates", s.duplicates.to_string()),
+        ("ignored", s.ignored.to_string()),
+        ("failed", s.failed.to_string()),
+        ("shed (load limit)", s.shed.to_string()),
+        (
+            "failovers",
+            format!(
+                "{}  (p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms)",
+                s.failovers, s.failover_ms.p50, s.failover_ms.p99, s.failover_ms.max
+            ),
+        ),
+    ];
+    for (k, v) in rows {
+        println!("  {k:<24} {v}");
+    }
+    for f in &s.faults {
+        let took = f
+            .failover_ms
+            .map(|m| format!("{m:.0} ms"))
+            .unwrap_or_else(|| "did not complete".into());
+        println!(
+            "  at {:>5.1} s  {:<5} {:<4} failover {took}",
+            f.at_s, f.kind, f.node
+        );
+    }
+}
