@@ -6,7 +6,8 @@ use std::time::Duration;
 use understudy::cluster::config::ClusterConfig;
 use understudy::cluster::node::{Node, NodeOptions};
 use understudy::cluster::probe::Probe;
-use understudy::runtime::NodeName;
+use understudy::cluster::wire::WireAsk;
+use understudy::runtime::{NodeName, UnitName};
 
 /// The cookie nodes present to each other when none is given. Set your own with `--cookie`.
 const DEV_COOKIE: &str = "understudy-dev-cookie";
@@ -88,6 +89,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Planned switchover of a unit: its primary hands over to its standby, losing nothing.
+    Switchover {
+        /// A node of the cluster, as HOST:PORT.
+        #[arg(long)]
+        join: String,
+        /// The cluster's cookie.
+        #[arg(long, default_value = DEV_COOKIE)]
+        cookie: String,
+        /// The unit.
+        unit: String,
+    },
+    /// Drain a node for maintenance: its primaries hand over, its standbys move elsewhere,
+    /// and nothing new is placed on it until it starts again.
+    Drain {
+        /// A node of the cluster, as HOST:PORT.
+        #[arg(long)]
+        join: String,
+        /// The cluster's cookie.
+        #[arg(long, default_value = DEV_COOKIE)]
+        cookie: String,
+        /// The node to drain.
+        node: String,
+    },
     /// Send one stimulus, written as JSON, to a unit and print its answer as JSON.
     Call {
         /// A node of the cluster, as HOST:PORT.
@@ -149,6 +173,30 @@ async fn main() -> std::process::ExitCode {
             unit,
             stimulus,
         } => call(&join, &cookie, &unit, &stimulus).await,
+        Command::Switchover { join, cookie, unit } => {
+            let what = format!("switchover of {unit} asked for");
+            operate(
+                &join,
+                &cookie,
+                WireAsk::Switchover {
+                    unit: UnitName::new(unit),
+                },
+                what,
+            )
+            .await
+        }
+        Command::Drain { join, cookie, node } => {
+            let what = format!("drain of {node} asked for");
+            operate(
+                &join,
+                &cookie,
+                WireAsk::Drain {
+                    node: NodeName::new(node),
+                },
+                what,
+            )
+            .await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -241,6 +289,13 @@ async fn status(join: &str, cookie: &str, json: bool) -> Outcome {
         }
     }
     probe.stop();
+    Ok(())
+}
+
+async fn operate(join: &str, cookie: &str, request: WireAsk, what: String) -> Outcome {
+    let probe = Probe::connect(join, cookie, Duration::from_secs(5)).await?;
+    probe.operate(request).await?;
+    println!("{what}; follow it with `understudy status`");
     Ok(())
 }
 

@@ -5,7 +5,8 @@
 //! ```no_run
 //! # async fn demo() {
 //! use understudy::testkit::ProcessCluster;
-//! let mut cluster = ProcessCluster::start(env!("CARGO_BIN_EXE_understudy"), &["n1", "n2", "n3"], "n3", "secret")
+//! // In an integration test, the binary is `env!("CARGO_BIN_EXE_understudy")`.
+//! let mut cluster = ProcessCluster::start("target/release/understudy", &["n1", "n2", "n3"], "n3", "secret")
 //!     .expect("nodes start");
 //! cluster.kill9("n1");
 //! cluster.restart("n1").expect("n1 starts again");

@@ -301,3 +301,93 @@ async fn sigstop_of_the_primarys_node_past_detection_then_sigcont_and_the_old_pr
         takeover,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_planned_switchover_under_load_loses_and_duplicates_nothing() {
+    let _turn = SERIAL.lock().await;
+    let (_cluster, probe, seed, (old, _), epoch) = cluster_with_kv("w").await;
+    let load = Load::start(&probe, &seed, 16);
+    load.reach(300, Duration::from_secs(30)).await;
+
+    let asked = Instant::now();
+    probe
+        .operate(WireAsk::Switchover {
+            unit: UnitName::new("kv"),
+        })
+        .await
+        .expect("the group manager takes the switchover");
+    let (new_primary, _, new_epoch) =
+        kv_placement(&probe, &seed, epoch, Duration::from_secs(30)).await;
+    let switched = asked.elapsed();
+    load.reach(load.total() + 300, Duration::from_secs(30))
+        .await;
+    let (acked, errors) = load.finish().await;
+    assert_ne!(new_primary, old, "the primary moved");
+    assert_eq!(new_epoch, epoch + 1);
+
+    let (lost, duplicated) = lost_and_duplicated(&probe, &seed, &acked).await;
+    report_and_check(
+        "switchover of kv",
+        &acked,
+        lost,
+        duplicated,
+        &errors,
+        switched,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn draining_the_primarys_node_under_load_moves_every_copy_off_it_and_loses_nothing() {
+    let _turn = SERIAL.lock().await;
+    let (_cluster, probe, seed, (drained, _), epoch) = cluster_with_kv("d").await;
+    let load = Load::start(&probe, &seed, 16);
+    load.reach(300, Duration::from_secs(30)).await;
+
+    let asked = Instant::now();
+    probe
+        .operate(WireAsk::Drain {
+            node: drained.clone(),
+        })
+        .await
+        .expect("the group manager takes the drain");
+    // Wait until no copy of any unit is left on the drained node, kv has moved on, and every
+    // unit serves with a ready standby again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let units = probe
+            .status(&seed)
+            .await
+            .ok()
+            .and_then(|s| s.units)
+            .unwrap_or_default();
+        let off = units.iter().all(|u| {
+            u.serving
+                && u.standby_ready
+                && u.primary.as_ref().is_some_and(|p| p.1 != drained)
+                && u.standby.as_ref().is_some_and(|s| s.1 != drained)
+        });
+        let kv_moved = units.iter().any(|u| u.unit.0 == "kv" && u.epoch.0 > epoch);
+        if !units.is_empty() && off && kv_moved {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the drain did not complete: {units:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await; // poll with a deadline
+    }
+    let drained_in = asked.elapsed();
+    load.reach(load.total() + 300, Duration::from_secs(30))
+        .await;
+    let (acked, errors) = load.finish().await;
+
+    let (lost, duplicated) = lost_and_duplicated(&probe, &seed, &acked).await;
+    report_and_check(
+        &format!("drain of {drained}"),
+        &acked,
+        lost,
+        duplicated,
+        &errors,
+        drained_in,
+    );
+}

@@ -33,6 +33,17 @@ pub enum GroupManagerMsg {
     Status(RpcReplyPort<Vec<UnitStatus>>),
     /// The nodes the manager counts as up.
     Members(RpcReplyPort<Vec<NodeName>>),
+    /// The operator asks for a planned switchover of a unit (no stimulus lost).
+    Switchover {
+        /// The unit.
+        unit: UnitName,
+    },
+    /// The operator drains a node: its primaries hand over, its standbys move, nothing new
+    /// is placed there until it starts again.
+    Drain {
+        /// The node.
+        node: NodeName,
+    },
 }
 
 impl ractor::Message for GroupManagerMsg {}
@@ -149,6 +160,8 @@ impl Actor for GroupManager {
                 }
             }
             GroupManagerMsg::AddUnit { unit } => Some(GroupInput::AddUnit { unit }),
+            GroupManagerMsg::Switchover { unit } => Some(GroupInput::Switchover { unit }),
+            GroupManagerMsg::Drain { node } => Some(GroupInput::Drain { node }),
             GroupManagerMsg::Cast(ManagerCast::CopyDown {
                 unit,
                 copy,

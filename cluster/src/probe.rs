@@ -171,6 +171,35 @@ impl Probe {
         }
     }
 
+    /// The node that runs the group manager, as the nodes' status says.
+    pub async fn manager_node(&self) -> Result<NodeName, ProbeError> {
+        for node in self.nodes() {
+            if let Ok(s) = self.status(&node).await {
+                if s.units.is_some() {
+                    return Ok(node);
+                }
+            }
+        }
+        Err(ProbeError::NoSuchNode(NodeName::new(
+            "(the group manager's node)",
+        )))
+    }
+
+    /// Ask the group manager for a planned switchover of `unit`, or to drain `node`.
+    pub async fn operate(&self, request: WireAsk) -> Result<(), ProbeError> {
+        let node = self.manager_node().await?;
+        match self.ask(&node, &request, Duration::from_secs(5)).await? {
+            WireAnswer::Done(Ok(())) => Ok(()),
+            WireAnswer::Done(Err(reason)) | WireAnswer::Malformed(reason) => {
+                Err(ProbeError::NoAnswer { node, reason })
+            }
+            other => Err(ProbeError::NoAnswer {
+                node,
+                reason: format!("unexpected answer {other:?}"),
+            }),
+        }
+    }
+
     /// Leave the cluster (also done when the probe is dropped).
     pub fn stop(self) {}
 }

@@ -65,6 +65,18 @@ pub enum WireAsk {
     /// What the node knows: its peers, its name table, and the units if it runs the group
     /// manager. Answered with [`WireAnswer::Status`].
     Status,
+    /// Operator: a planned switchover of a unit, for the node that runs the group manager.
+    /// Answered with [`WireAnswer::Done`].
+    Switchover {
+        /// The unit.
+        unit: UnitName,
+    },
+    /// Operator: drain a node, for the node that runs the group manager. Answered with
+    /// [`WireAnswer::Done`].
+    Drain {
+        /// The node to drain.
+        node: NodeName,
+    },
     /// Call a unit with a stimulus written as JSON, through the node's own client of that
     /// unit (which follows takeovers). Answered with [`WireAnswer::Called`].
     Call {
@@ -104,6 +116,8 @@ pub enum WireAnswer {
     Status(NodeStatus),
     /// The JSON answer of a call, or why there is none.
     Called(Result<String, JsonCallError>),
+    /// An operator request was passed to the group manager, or why it was not.
+    Done(Result<(), String>),
 }
 
 /// Where a node's endpoint hands what arrives.
@@ -195,6 +209,14 @@ impl Actor for WireEndpoint {
                     let status = state.status().await;
                     answer_with(reply, &WireAnswer::Status(status));
                 }
+                Ok(WireAsk::Switchover { unit }) => {
+                    let r = state.to_manager(GroupManagerMsg::Switchover { unit });
+                    answer_with(reply, &WireAnswer::Done(r));
+                }
+                Ok(WireAsk::Drain { node }) => {
+                    let r = state.to_manager(GroupManagerMsg::Drain { node });
+                    answer_with(reply, &WireAnswer::Done(r));
+                }
                 Ok(WireAsk::Call {
                     unit,
                     json,
@@ -242,6 +264,23 @@ impl EndpointState {
         );
         self.callers.insert(unit.clone(), caller.clone());
         Some(caller)
+    }
+
+    /// Hand an operator request to the group manager, if it runs here.
+    fn to_manager(&self, msg: GroupManagerMsg) -> Result<(), String> {
+        let manager = self
+            .args
+            .manager
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match manager {
+            Some(m) => m.cast(msg).map_err(|e| e.to_string()),
+            None => Err(format!(
+                "node {} does not run the group manager; ask the node that does (see status)",
+                self.args.node
+            )),
+        }
     }
 
     async fn status(&self) -> NodeStatus {

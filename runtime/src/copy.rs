@@ -181,6 +181,10 @@ pub struct CopyCore<U: Unit> {
     /// state and not entries served since (those follow in the next batch).
     seed: Option<(U::State, DedupeTable<U::Response>)>,
     replicator: SyncReplicator<U, Waiter<U::Response>>,
+    /// A planned switchover was asked for: take no new stimuli, hand over once all is acked.
+    handing_over: bool,
+    /// The standby this copy handed over to, to say so again if the report was lost.
+    handed_over_to: Option<CopyId>,
     parked: VecDeque<Parked<U>>,
     commands: Vec<Command<U>>,
 }
@@ -236,6 +240,8 @@ impl<U: Unit> CopyCore<U> {
             newest_assigned: CopyId(0),
             seed: None,
             replicator: SyncReplicator::new(BatchSeq(0), config.window),
+            handing_over: false,
+            handed_over_to: None,
             parked: VecDeque::new(),
             commands: Vec::new(),
         }
@@ -339,7 +345,7 @@ impl<U: Unit> CopyCore<U> {
                 self.reply(s.reply, Err(Refusal::NotPrimary { epoch }));
             }
             Role::Promoting => self.park(now, s),
-            Role::Primary if !self.lease_live(now) => self.park(now, s),
+            Role::Primary if self.handing_over || !self.lease_live(now) => self.park(now, s),
             Role::Primary => self.serve(s),
         }
     }
@@ -424,7 +430,7 @@ impl<U: Unit> CopyCore<U> {
     }
 
     fn serve_parked(&mut self, now: Time) {
-        while self.role == Role::Primary && self.lease_live(now) {
+        while self.role == Role::Primary && !self.handing_over && self.lease_live(now) {
             let Some(p) = self.parked.pop_front() else {
                 break;
             };
@@ -646,6 +652,20 @@ impl<U: Unit> CopyCore<U> {
                 }
             }
             Directive::Promote { epoch } => self.on_promote(now, epoch),
+            Directive::HandOver { epoch } => {
+                if epoch == self.epoch && self.role == Role::Primary {
+                    self.handing_over = true;
+                } else if let (Some(standby), true) = (self.handed_over_to, epoch == self.epoch) {
+                    // Asked again: the report was lost. Say it again.
+                    let (unit, copy) = (self.name.clone(), self.id);
+                    self.report(Report::HandedOver {
+                        unit,
+                        copy,
+                        epoch,
+                        standby,
+                    });
+                }
+            }
             Directive::AssignStandby { epoch, standby } => {
                 if self.role == Role::Standby && standby == Some(self.id) && epoch == self.epoch {
                     // Sent to the standby itself: the manager has not heard that it is ready
@@ -851,6 +871,10 @@ impl<U: Unit> CopyCore<U> {
         if !matches!(self.role, Role::Primary | Role::Promoting) {
             return;
         }
+        self.finish_hand_over();
+        if self.role == Role::Fenced {
+            return;
+        }
         let Some(link) = self.standby else {
             return;
         };
@@ -880,6 +904,26 @@ impl<U: Unit> CopyCore<U> {
             self.send_batch(link.id, b.seq, b.entries);
             self.mark_sent(now);
         }
+    }
+
+    /// A primary handing over stops for good once its ready standby acknowledged everything
+    /// it answered; the stimuli it parked are told to go to the next primary.
+    fn finish_hand_over(&mut self) {
+        if !self.handing_over || self.role != Role::Primary || self.replicator.pending() {
+            return;
+        }
+        let Some(link) = self.standby.filter(|l| l.ready) else {
+            return;
+        };
+        let (unit, copy, epoch) = (self.name.clone(), self.id, self.epoch);
+        self.handed_over_to = Some(link.id);
+        self.report(Report::HandedOver {
+            unit,
+            copy,
+            epoch,
+            standby: link.id,
+        });
+        self.fence(epoch);
     }
 
     fn mark_sent(&mut self, now: Time) {

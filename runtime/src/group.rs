@@ -76,6 +76,18 @@ pub enum GroupInput {
     },
     /// A report from a copy.
     Report(Report),
+    /// The operator asks for a planned switchover of `unit`: its primary hands over to its
+    /// ready standby, losing nothing. Ignored unless the unit serves with a ready standby.
+    Switchover {
+        /// The unit.
+        unit: UnitName,
+    },
+    /// The operator drains `node` for maintenance: no new copies go there, its primaries
+    /// hand over to their standbys, and its standbys are replaced elsewhere.
+    Drain {
+        /// The node.
+        node: NodeName,
+    },
     /// Time passed.
     Tick,
 }
@@ -201,6 +213,8 @@ pub struct UnitRecord {
     pub phase: Phase,
     /// Whether the primary has been bound in the name server at `epoch`.
     pub bound: bool,
+    /// When a planned switchover was last asked of the primary, while one is under way.
+    pub handover: Option<Time>,
 }
 
 /// The life of a standby.
@@ -225,6 +239,7 @@ const RETIRED_LIMIT: usize = 4096;
 pub struct GroupCore {
     config: GroupConfig,
     nodes: BTreeMap<NodeName, bool>,
+    draining: std::collections::BTreeSet<NodeName>,
     units: BTreeMap<UnitName, UnitRecord>,
     /// Where copies the manager no longer counts on ran (the most recent ones), so that a
     /// stale report from one that still runs (a zombie whose stop failed) can be answered
@@ -241,6 +256,7 @@ impl GroupCore {
         GroupCore {
             config,
             nodes: BTreeMap::new(),
+            draining: std::collections::BTreeSet::new(),
             units: BTreeMap::new(),
             retired: BTreeMap::new(),
             next_copy: copy_base,
@@ -282,6 +298,7 @@ impl GroupCore {
         match input {
             GroupInput::AddUnit { unit } => self.add_unit(now, unit),
             GroupInput::NodeUp { node } => {
+                self.draining.remove(&node);
                 self.nodes.insert(node, true);
                 self.place_missing_standbys();
             }
@@ -293,6 +310,8 @@ impl GroupCore {
             } => self.copy_down(now, &unit, copy, known_dead),
             GroupInput::CopyStarted { unit, copy } => self.copy_started(now, &unit, copy),
             GroupInput::Report(r) => self.on_report(now, r),
+            GroupInput::Switchover { unit } => self.switchover(now, &unit),
+            GroupInput::Drain { node } => self.drain(now, node),
             GroupInput::Tick => self.tick(now),
         }
     }
@@ -314,7 +333,7 @@ impl GroupCore {
         let mut load: BTreeMap<NodeName, (usize, usize)> = self
             .nodes
             .iter()
-            .filter(|(_, up)| **up)
+            .filter(|(n, up)| **up && !self.draining.contains(*n))
             .map(|(n, _)| (n.clone(), (0, 0)))
             .collect();
         for rec in self.units.values() {
@@ -359,6 +378,7 @@ impl GroupCore {
                     lease_expires: Time::ZERO,
                     phase: Phase::Unavailable,
                     bound: false,
+                    handover: None,
                 },
             );
             self.commands.push(GroupCommand::Unavailable {
@@ -381,6 +401,7 @@ impl GroupCore {
                 lease_expires: Time::ZERO,
                 phase: Phase::Promoting { sent_at: now },
                 bound: false,
+                handover: None,
             },
         );
         self.commands.push(GroupCommand::Start {
@@ -534,6 +555,7 @@ impl GroupCore {
         };
         rec.phase = Phase::Unavailable;
         rec.primary = None;
+        rec.handover = None;
         let epoch = rec.epoch;
         if let Some((s, _)) = rec.standby.take() {
             self.retire(&s);
@@ -562,6 +584,8 @@ impl GroupCore {
         };
         rec.epoch = rec.epoch.next();
         rec.primary = Some(standby.clone());
+        // A hand-over was asked of the old primary only.
+        rec.handover = None;
         rec.phase = Phase::Promoting { sent_at: now };
         rec.bound = false;
         rec.lease_expires = Time::ZERO;
@@ -572,6 +596,61 @@ impl GroupCore {
             copy: standby.copy,
             directive: Directive::Promote { epoch },
         });
+    }
+
+    /// Planned switchover: ask the primary to hand over; it reports `HandedOver` when its
+    /// standby holds everything it answered.
+    fn switchover(&mut self, now: Time, unit: &UnitName) {
+        let Some(rec) = self.units.get_mut(unit) else {
+            return;
+        };
+        let ready = matches!(rec.standby, Some((_, StandbyState::Ready)));
+        if rec.phase != Phase::Serving || !ready || rec.handover.is_some() {
+            return;
+        }
+        let Some(p) = rec.primary.clone() else {
+            return;
+        };
+        rec.handover = Some(now);
+        let epoch = rec.epoch;
+        self.commands.push(GroupCommand::Direct {
+            node: p.node,
+            unit: unit.clone(),
+            copy: p.copy,
+            directive: Directive::HandOver { epoch },
+        });
+    }
+
+    /// Drain a node: nothing new is placed there, its primaries hand over, its standbys move.
+    fn drain(&mut self, now: Time, node: NodeName) {
+        if !self.node_up(&node) {
+            return;
+        }
+        self.draining.insert(node.clone());
+        let names: Vec<UnitName> = self.units.keys().cloned().collect();
+        for u in names {
+            let Some(rec) = self.units.get(&u) else {
+                continue;
+            };
+            let standby_here = rec
+                .standby
+                .as_ref()
+                .filter(|(s, _)| s.node == node)
+                .map(|(s, _)| s.copy);
+            let primary_here = rec.primary.as_ref().is_some_and(|p| p.node == node);
+            if let Some(copy) = standby_here {
+                // Replace the standby first; the primary holds its answers for the moment
+                // the new standby needs to take its snapshot.
+                self.copy_down(now, &u, copy, true);
+            } else if primary_here {
+                self.switchover(now, &u);
+            }
+        }
+    }
+
+    /// Whether a node is being drained.
+    pub fn is_draining(&self, node: &NodeName) -> bool {
+        self.draining.contains(node)
     }
 
     fn copy_started(&mut self, now: Time, unit: &UnitName, copy: CopyId) {
@@ -634,6 +713,21 @@ impl GroupCore {
                     .and_then(|r| r.primary.as_ref())
                     .is_some_and(|p| p.copy == copy);
                 if is_primary {
+                    self.copy_down(now, &unit, copy, true);
+                }
+            }
+            Report::HandedOver {
+                unit, copy, epoch, ..
+            } => {
+                // The old primary stopped serving for good and its standby holds everything
+                // it answered: promote at once, no lease to wait for.
+                let current = self.units.get(&unit).is_some_and(|r| {
+                    r.epoch == epoch && r.primary.as_ref().is_some_and(|p| p.copy == copy)
+                });
+                if current {
+                    if let Some(rec) = self.units.get_mut(&unit) {
+                        rec.handover = None;
+                    }
                     self.copy_down(now, &unit, copy, true);
                 }
             }
@@ -818,6 +912,34 @@ impl GroupCore {
                     }
                 }
                 Phase::Serving => {
+                    // A hand-over under way: ask again. (It completes once the standby is
+                    // ready, so the seeding below must go on meanwhile.)
+                    if let (Some(asked), Some(p)) = (rec.handover, rec.primary.clone()) {
+                        if now.since(asked) >= self.config.retry {
+                            rec.handover = Some(now);
+                            let epoch = rec.epoch;
+                            self.commands.push(GroupCommand::Direct {
+                                node: p.node,
+                                unit: u.clone(),
+                                copy: p.copy,
+                                directive: Directive::HandOver { epoch },
+                            });
+                        }
+                    }
+                    let drained_primary = rec
+                        .primary
+                        .as_ref()
+                        .is_some_and(|p| self.draining.contains(&p.node));
+                    if drained_primary
+                        && rec.handover.is_none()
+                        && matches!(rec.standby, Some((_, StandbyState::Ready)))
+                    {
+                        self.switchover(now, &u);
+                        continue;
+                    }
+                    let Some(rec) = self.units.get_mut(&u) else {
+                        continue;
+                    };
                     if let Some((s, StandbyState::Seeding { told_at })) = rec.standby.clone() {
                         if now.since(told_at) >= self.config.retry {
                             if let Some((_, st)) = rec.standby.as_mut() {

@@ -114,6 +114,12 @@ pub enum Directive {
         /// How long the lease runs from `requested_at`.
         duration: Duration,
     },
+    /// Planned switchover: stop taking stimuli (park them), and once everything answered is
+    /// acknowledged by the standby, report [`Report::HandedOver`] and stop serving for good.
+    HandOver {
+        /// The primary's epoch.
+        epoch: Epoch,
+    },
     /// The copy is stale: the unit is at `current` now. The copy stops serving for good.
     Fence {
         /// The unit's current epoch.
@@ -163,6 +169,18 @@ pub enum Report {
         copy: CopyId,
         /// The epoch it learned.
         current: Epoch,
+    },
+    /// The primary handed over (planned switchover): it stopped serving, and every answer it
+    /// gave is held by `standby`. The standby can be promoted at once.
+    HandedOver {
+        /// The unit.
+        unit: UnitName,
+        /// The old primary.
+        copy: CopyId,
+        /// Its epoch.
+        epoch: Epoch,
+        /// The standby that holds everything.
+        standby: CopyId,
     },
     /// The copy was told to promote but has no state to serve from (it never received a
     /// snapshot).

@@ -448,3 +448,44 @@ fn a_standby_asked_directly_says_again_that_it_is_ready() {
     let out = step(&mut fresh, ms(5), assign(Epoch(1), Some(CopyId(3))));
     assert!(out.is_empty());
 }
+
+#[test]
+fn a_primary_handing_over_answers_what_it_served_parks_the_rest_and_stops_once_all_is_acked() {
+    let (mut p, mut s) = pair();
+    // One stimulus in flight when the switchover is asked for.
+    let out = step(&mut p, ms(5), add(7, 1, 70, 11));
+    let hand_over = step(
+        &mut p,
+        ms(6),
+        Input::Directive(Directive::HandOver { epoch: Epoch(1) }),
+    );
+    assert!(
+        reports(&hand_over).is_empty(),
+        "not before the standby has everything"
+    );
+    // A new stimulus is parked, not served.
+    let parked = step(&mut p, ms(7), add(7, 2, 71, 12));
+    assert!(replies(&parked).is_empty());
+    assert!(replicates(&parked).is_empty());
+    // The ack releases the first answer and completes the hand-over.
+    let ack = deliver(&out, S, &mut s, ms(8));
+    let done = deliver(&ack, P, &mut p, ms(9));
+    let answered = replies(&done);
+    assert!(answered.contains(&(11, Ok(SetResponse::Added { tag: 70 }))));
+    assert!(
+        answered.contains(&(12, Err(Refusal::NotPrimary { epoch: Epoch(1) }))),
+        "the parked stimulus is sent on to the next primary: {answered:?}"
+    );
+    assert!(reports(&done).iter().any(|r| matches!(
+        r,
+        Report::HandedOver { epoch: Epoch(1), standby, .. } if *standby == S
+    )));
+    assert_eq!(p.role(), Role::Fenced);
+    assert!(!p.is_serving(ms(9)));
+    assert_eq!(
+        s.state().get(&70),
+        Some(&2),
+        "the standby holds what was answered"
+    );
+    assert_eq!(s.state().get(&71), None, "and nothing that was not");
+}

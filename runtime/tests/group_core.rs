@@ -421,3 +421,109 @@ fn a_seeding_standby_is_asked_directly_whether_it_is_ready() {
         Some((_, StandbyState::Ready))
     ));
 }
+
+#[test]
+fn a_switchover_asks_for_a_hand_over_and_promotes_the_standby_at_once_when_it_is_done() {
+    let mut g = group(3);
+    let p = serving(&mut g, "u", ms(0));
+    let cmds = step(&mut g, ms(10), GroupInput::Switchover { unit: unit("u") });
+    assert_eq!(
+        directives(&cmds),
+        vec![(p.primary, Directive::HandOver { epoch: Epoch(1) })]
+    );
+    // Resent until answered.
+    let again = step(&mut g, ms(70), GroupInput::Tick);
+    assert!(directives(&again).contains(&(p.primary, Directive::HandOver { epoch: Epoch(1) })));
+    // The hand-over is done well inside the lease: the standby is promoted without waiting.
+    let done = Report::HandedOver {
+        unit: unit("u"),
+        copy: p.primary,
+        epoch: Epoch(1),
+        standby: p.standby,
+    };
+    let cmds = step(&mut g, ms(80), GroupInput::Report(done));
+    assert!(directives(&cmds).contains(&(p.standby, Directive::Promote { epoch: Epoch(2) })));
+    assert!(cmds.iter().any(|c| matches!(
+        c,
+        GroupCommand::Stop { copy, .. } if *copy == p.primary
+    )));
+}
+
+#[test]
+fn draining_a_node_hands_over_its_primaries_moves_its_standbys_and_places_nothing_there() {
+    let mut g = group(3);
+    let a = serving(&mut g, "u", ms(0));
+    // Drain the primary's node.
+    let cmds = step(
+        &mut g,
+        ms(10),
+        GroupInput::Drain {
+            node: a.primary_node.clone(),
+        },
+    );
+    assert!(g.is_draining(&a.primary_node));
+    assert!(directives(&cmds).contains(&(a.primary, Directive::HandOver { epoch: Epoch(1) })));
+    let done = Report::HandedOver {
+        unit: unit("u"),
+        copy: a.primary,
+        epoch: Epoch(1),
+        standby: a.standby,
+    };
+    step(&mut g, ms(20), GroupInput::Report(done));
+    let promoted = Report::Promoted {
+        unit: unit("u"),
+        copy: a.standby,
+        epoch: Epoch(2),
+        requested_at: ms(21),
+    };
+    let cmds = step(&mut g, ms(22), GroupInput::Report(promoted));
+    // The new standby goes to the third node, not back to the drained one.
+    let placed: Vec<NodeName> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            GroupCommand::Start { node, .. } => Some(node.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(placed.len(), 1);
+    assert_ne!(placed[0], a.primary_node);
+    assert_ne!(placed[0], a.standby_node);
+
+    // A unit added while the node drains is placed elsewhere.
+    let cmds = step(&mut g, ms(30), GroupInput::AddUnit { unit: unit("w") });
+    for c in &cmds {
+        if let GroupCommand::Start { node, .. } = c {
+            assert_ne!(
+                node, &a.primary_node,
+                "nothing is placed on a draining node"
+            );
+        }
+    }
+}
+
+#[test]
+fn draining_a_standbys_node_replaces_the_standby_elsewhere() {
+    let mut g = group(3);
+    let a = serving(&mut g, "u", ms(0));
+    let cmds = step(
+        &mut g,
+        ms(10),
+        GroupInput::Drain {
+            node: a.standby_node.clone(),
+        },
+    );
+    assert!(cmds.iter().any(|c| matches!(
+        c,
+        GroupCommand::Stop { copy, .. } if *copy == a.standby
+    )));
+    let placed: Vec<NodeName> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            GroupCommand::Start { node, .. } => Some(node.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(placed.len(), 1);
+    assert_ne!(placed[0], a.standby_node);
+    assert_ne!(placed[0], a.primary_node);
+}

@@ -23,6 +23,11 @@ pub struct FaultWeights {
     pub hang_copy: u32,
     /// A node is cut off from everybody for a while.
     pub partition: u32,
+    /// The operator asks for a planned switchover of a unit (not a fault: the run must lose
+    /// nothing and stay available through it).
+    pub switchover: u32,
+    /// The operator drains a node for maintenance.
+    pub drain: u32,
 }
 
 /// When, how often and how badly things fail.
@@ -63,6 +68,8 @@ impl Default for FaultConfig {
                 crash_node: 2,
                 hang_copy: 4,
                 partition: 3,
+                switchover: 3,
+                drain: 1,
             },
             target_primary: 0.7,
             hang: (Duration::from_millis(20), Duration::from_millis(900)),
@@ -148,16 +155,54 @@ impl World<'_> {
     pub(crate) fn inject_fault(&mut self) -> Result<(), Violation> {
         self.faults_pending = self.faults_pending.saturating_sub(1);
         let w = self.config.faults.weights;
-        let kind = self
-            .rng
-            .weighted(&[w.crash_copy, w.crash_node, w.hang_copy, w.partition]);
+        let kind = self.rng.weighted(&[
+            w.crash_copy,
+            w.crash_node,
+            w.hang_copy,
+            w.partition,
+            w.switchover,
+            w.drain,
+        ]);
         match kind {
             Some(0) => self.crash_copy(),
             Some(1) => self.crash_node(),
             Some(2) => self.hang_copy(),
             Some(3) => self.partition(),
+            Some(4) => self.operator_switchover(),
+            Some(5) => self.operator_drain(),
             _ => Ok(()),
         }
+    }
+
+    fn operator_switchover(&mut self) -> Result<(), Violation> {
+        let units: Vec<usize> = (0..self.unit_names.len()).collect();
+        let Some(&u) = self.rng.pick(&units) else {
+            return Ok(());
+        };
+        let unit = self.unit_names[u].clone();
+        self.report.switchovers += 1;
+        self.note(|| format!("OPERATOR: switchover of {unit}"));
+        let delay = self.notify_delay();
+        self.mark_repaired_at(delay);
+        self.schedule(delay, Event::Notify(GroupInput::Switchover { unit }));
+        Ok(())
+    }
+
+    fn operator_drain(&mut self) -> Result<(), Violation> {
+        if self.report.drains > 0 {
+            // One node out of placement per run, so a standby always has somewhere to go.
+            return Ok(());
+        }
+        let Some(n) = self.choose_node(true) else {
+            return Ok(());
+        };
+        let node = self.node_names[n].clone();
+        self.report.drains += 1;
+        self.note(|| format!("OPERATOR: drain of {node}"));
+        let delay = self.notify_delay();
+        self.mark_repaired_at(delay);
+        self.schedule(delay, Event::Notify(GroupInput::Drain { node }));
+        Ok(())
     }
 
     fn crash_copy(&mut self) -> Result<(), Violation> {

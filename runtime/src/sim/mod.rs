@@ -214,6 +214,10 @@ pub struct SimReport {
     pub partitions: u64,
     /// Hung copies whose `Stop` failed and that resumed as zombies.
     pub zombies: u64,
+    /// Planned switchovers the operator asked for.
+    pub switchovers: u64,
+    /// Nodes the operator drained.
+    pub drains: u64,
     /// Messages sent over the network.
     pub messages: u64,
     /// Messages the network dropped (at random or because of a partition).
@@ -248,6 +252,8 @@ impl SimReport {
         self.hangs += other.hangs;
         self.partitions += other.partitions;
         self.zombies += other.zombies;
+        self.switchovers += other.switchovers;
+        self.drains += other.drains;
         self.messages += other.messages;
         self.dropped += other.dropped;
         self.duplicated += other.duplicated;

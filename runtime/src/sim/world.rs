@@ -953,6 +953,7 @@ fn forge_directive(d: Directive, current: Epoch) -> Directive {
             requested_at,
             duration,
         },
+        Directive::HandOver { epoch } => Directive::HandOver { epoch: up(epoch) },
         Directive::Fence { current: c } => Directive::Fence { current: up(c) },
     }
 }
