@@ -12,10 +12,12 @@
 //! | [`probe`] | talking to a running cluster from outside it: status and calls |
 //! | [`wire`] | the one advertised endpoint per node, and the links that reach other nodes through it |
 //! | [`config`] | `units.toml`: the groups and units of a cluster |
+//! | [`raft`] | consensus within a group: openraft over an in-memory log, applying the committed log |
 
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod node;
 pub mod probe;
+pub mod raft;
 pub mod wire;

@@ -1,0 +1,401 @@
+//! How the members of a group talk: openraft's RPCs, encoded as one MessagePack frame each,
+//! over a byte channel the application provides ([`RaftTransport`]).
+//!
+//! ```text
+//!  sender member                                                receiving member
+//!  openraft ──RPC──▶ MemberLink ──RaftRequest bytes──▶ RaftTransport ──▶ RaftGroup::handle_rpc
+//!           ◀─Result─          ◀──RaftReply bytes────               ◀──   (openraft on that side)
+//! ```
+//!
+//! The receiving side hands openraft only requests that decode, are meant for it and pass
+//! [`RaftRpc::check`]; anything else is answered with [`RaftReply::Refused`].
+//!
+//! A transport failure becomes openraft's `Unreachable` (openraft then waits
+//! [`RaftTuning::unreachable_backoff`](super::RaftTuning::unreachable_backoff) before retrying
+//! that member); a reply that cannot be decoded, or a [`RaftReply::Refused`], becomes
+//! `Unreachable` too, so that a member speaking another version is not hammered.
+
+use super::types::{GroupRaftConfig, MemberId};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, EntryPayload, LogId, LogIdOptionExt, Membership, Vote};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The byte channel from this member to the other members of its group (later: the
+/// `ractor_cluster` wire). The receiving side hands the request to
+/// [`RaftGroup::handle_rpc`](super::RaftGroup::handle_rpc) and sends back what it returns.
+///
+/// The transport should authenticate its peers: Raft tolerates lost, late and duplicated
+/// messages, not forged ones.
+pub trait RaftTransport: Send + Sync + 'static {
+    /// Sends `request` to member `target` and resolves to its reply. There is no need for a
+    /// timeout here: openraft bounds every call by its own.
+    fn call(
+        &self,
+        target: MemberId,
+        request: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, TransportError>> + Send>>;
+}
+
+/// Why a [`RaftTransport`] could not deliver a request or bring back its reply.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The member cannot be reached now (no link, link down, cut off). Raft backs off for
+    /// [`RaftTuning::unreachable_backoff`](super::RaftTuning::unreachable_backoff) and retries.
+    #[error("member {target} is unreachable: {reason}; Raft retries after its back-off")]
+    Unreachable {
+        /// The member the request was for.
+        target: MemberId,
+        /// What the transport saw.
+        reason: String,
+    },
+    /// The request may have been sent but the link failed before the reply came back. Raft
+    /// retries at its next heartbeat.
+    #[error("the link to member {target} broke during a call: {reason}; Raft retries at its next heartbeat")]
+    Broken {
+        /// The member the request was for.
+        target: MemberId,
+        /// What the transport saw.
+        reason: String,
+    },
+}
+
+/// One request on the wire: which member it is for, and the RPC.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RaftRequest {
+    /// The member the request is for; a member refuses requests meant for another.
+    pub target: MemberId,
+    /// The RPC itself.
+    pub rpc: RaftRpc,
+}
+
+/// The RPCs openraft 0.9 sends between members (snapshots travel in chunks).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRpc {
+    /// Entries to append (none: a heartbeat), from the leader.
+    AppendEntries(AppendEntriesRequest<GroupRaftConfig>),
+    /// A request for a vote, from a candidate.
+    Vote(VoteRequest<MemberId>),
+    /// One chunk of a snapshot, from the leader to a member too far behind for the log.
+    InstallSnapshot(InstallSnapshotRequest<GroupRaftConfig>),
+}
+
+/// The reply to a [`RaftRequest`], one variant per [`RaftRpc`] plus a refusal.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftReply {
+    /// Openraft's answer to [`RaftRpc::AppendEntries`].
+    AppendEntries(Result<AppendEntriesResponse<MemberId>, RaftError<MemberId>>),
+    /// Openraft's answer to [`RaftRpc::Vote`].
+    Vote(Result<VoteResponse<MemberId>, RaftError<MemberId>>),
+    /// Openraft's answer to [`RaftRpc::InstallSnapshot`].
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<MemberId>, RaftError<MemberId, InstallSnapshotError>>,
+    ),
+    /// The request was not handed to openraft: unreadable, inconsistent (see
+    /// [`RaftRpc::check`]), meant for another member, or beyond a limit. The reason says which.
+    Refused {
+        /// Why the member refused the request.
+        reason: String,
+    },
+}
+
+/// Terms and log indexes beyond any real group; larger ones are refused, so that no `+ 1` on
+/// them can overflow.
+const MAX_TERM_OR_INDEX: u64 = 1 << 62;
+
+impl RaftRpc {
+    /// Checks what openraft takes for granted in a request from a peer: sane terms and
+    /// indexes, entries that follow `prev_log_id` one by one in non-decreasing terms no later
+    /// than the sender's, memberships whose voters all have a node. Openraft only asserts these
+    /// (in debug builds, by panicking), so a damaged request must be refused before it gets
+    /// there. This is no defence against a forger: Raft trusts well-formed requests, and the
+    /// transport must authenticate its peers.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            RaftRpc::AppendEntries(r) => {
+                let term = sane_term(&r.vote)?;
+                sane_log_id("prev_log_id", r.prev_log_id.as_ref(), term)?;
+                sane_log_id("leader_commit", r.leader_commit.as_ref(), term)?;
+                let mut next_index = r.prev_log_id.next_index();
+                let mut last_term = r.prev_log_id.map_or(0, |l| l.leader_id.term);
+                for entry in &r.entries {
+                    let log_id = entry.log_id;
+                    sane_log_id("an entry", Some(&log_id), term)?;
+                    if log_id.index != next_index || log_id.leader_id.term < last_term {
+                        return Err(format!(
+                            "entry {log_id} does not follow the one before it (index {next_index}, \
+                             term at least {last_term})"
+                        ));
+                    }
+                    if let EntryPayload::Membership(m) = &entry.payload {
+                        sane_membership(m)?;
+                    }
+                    next_index = log_id.index + 1;
+                    last_term = log_id.leader_id.term;
+                }
+                Ok(())
+            }
+            RaftRpc::Vote(r) => {
+                let term = sane_term(&r.vote)?;
+                sane_log_id("last_log_id", r.last_log_id.as_ref(), term)
+            }
+            RaftRpc::InstallSnapshot(r) => {
+                let term = sane_term(&r.vote)?;
+                sane_log_id(
+                    "the snapshot's last log id",
+                    r.meta.last_log_id.as_ref(),
+                    term,
+                )?;
+                let membership = &r.meta.last_membership;
+                sane_log_id(
+                    "the snapshot's membership",
+                    membership.log_id().as_ref(),
+                    term,
+                )?;
+                if membership.log_id().index() > r.meta.last_log_id.index() {
+                    return Err("the snapshot's membership is later than its last entry".into());
+                }
+                sane_membership(membership.membership())
+            }
+        }
+    }
+}
+
+fn sane_term(vote: &Vote<MemberId>) -> Result<u64, String> {
+    let term = vote.leader_id().term;
+    if term > MAX_TERM_OR_INDEX {
+        return Err(format!("term {term} is beyond any real group"));
+    }
+    Ok(term)
+}
+
+fn sane_log_id(what: &str, log_id: Option<&LogId<MemberId>>, term: u64) -> Result<(), String> {
+    let Some(log_id) = log_id else {
+        return Ok(());
+    };
+    if log_id.index > MAX_TERM_OR_INDEX {
+        return Err(format!(
+            "{what} has index {}, beyond any real log",
+            log_id.index
+        ));
+    }
+    if log_id.leader_id.term > term {
+        return Err(format!(
+            "{what} ({log_id}) is from a term later than the sender's ({term})"
+        ));
+    }
+    Ok(())
+}
+
+fn sane_membership(membership: &Membership<MemberId, BasicNode>) -> Result<(), String> {
+    let configs = membership.get_joint_config();
+    if configs.len() > 2 {
+        return Err(format!("a membership with {} joint configs", configs.len()));
+    }
+    for voter in configs.iter().flatten() {
+        if membership.get_node(voter).is_none() {
+            return Err(format!("voter {voter} has no node in the membership"));
+        }
+    }
+    Ok(())
+}
+
+impl RaftRequest {
+    /// Encodes the request as MessagePack.
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        rmp_serde::to_vec_named(self).map_err(|e| format!("cannot encode a raft request: {e}"))
+    }
+
+    /// Decodes a request; any byte string gives either a request or an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        rmp_serde::from_slice(bytes).map_err(|e| format!("malformed raft request: {e}"))
+    }
+}
+
+impl RaftReply {
+    /// Encodes the reply as MessagePack; if that fails, a [`RaftReply::Refused`] saying why.
+    pub fn encode(&self) -> Vec<u8> {
+        match rmp_serde::to_vec_named(self) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let refused = RaftReply::Refused {
+                    reason: format!("the member could not encode its reply: {e}"),
+                };
+                // A `Refused` holds a string only, which always encodes; an empty reply would
+                // still decode as an error on the other side.
+                rmp_serde::to_vec_named(&refused).unwrap_or_default()
+            }
+        }
+    }
+
+    /// Decodes a reply; any byte string gives either a reply or an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        rmp_serde::from_slice(bytes).map_err(|e| format!("malformed raft reply: {e}"))
+    }
+}
+
+/// Openraft's network factory for one member: makes a [`MemberLink`] per target.
+pub(crate) struct GroupNetwork {
+    transport: Arc<dyn RaftTransport>,
+    backoff: Duration,
+}
+
+impl GroupNetwork {
+    pub(crate) fn new(transport: Arc<dyn RaftTransport>, backoff: Duration) -> Self {
+        GroupNetwork { transport, backoff }
+    }
+}
+
+impl RaftNetworkFactory<GroupRaftConfig> for GroupNetwork {
+    type Network = MemberLink;
+
+    async fn new_client(&mut self, target: MemberId, node: &BasicNode) -> MemberLink {
+        MemberLink {
+            target,
+            node: node.clone(),
+            transport: Arc::clone(&self.transport),
+            backoff: self.backoff,
+        }
+    }
+}
+
+/// Openraft's client for one target member: encodes each RPC, calls the transport, decodes
+/// the reply.
+pub(crate) struct MemberLink {
+    target: MemberId,
+    node: BasicNode,
+    transport: Arc<dyn RaftTransport>,
+    backoff: Duration,
+}
+
+impl fmt::Debug for MemberLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemberLink")
+            .field("target", &self.target)
+            .field("node", &self.node.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A message as an openraft network error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct LinkFault(String);
+
+impl MemberLink {
+    /// Sends one RPC and returns the decoded reply, or the RPC error openraft should see.
+    async fn exchange<E: std::error::Error>(
+        &self,
+        rpc: RaftRpc,
+    ) -> Result<RaftReply, RPCError<MemberId, BasicNode, E>> {
+        let unreachable =
+            |reason: String| RPCError::Unreachable(Unreachable::new(&LinkFault(reason)));
+        let request = RaftRequest {
+            target: self.target,
+            rpc,
+        }
+        .encode()
+        .map_err(|reason| RPCError::Network(NetworkError::new(&LinkFault(reason))))?;
+        let reply = match self.transport.call(self.target, request).await {
+            Ok(reply) => reply,
+            Err(e @ TransportError::Unreachable { .. }) => return Err(unreachable(e.to_string())),
+            Err(e @ TransportError::Broken { .. }) => {
+                return Err(RPCError::Network(NetworkError::new(&e)))
+            }
+        };
+        match RaftReply::decode(&reply) {
+            Ok(RaftReply::Refused { reason }) => Err(unreachable(format!(
+                "member {} ({}) refused the request: {reason}",
+                self.target, self.node.addr
+            ))),
+            Ok(reply) => Ok(reply),
+            Err(reason) => Err(unreachable(format!(
+                "member {} ({}): {reason}",
+                self.target, self.node.addr
+            ))),
+        }
+    }
+
+    fn remote<E: std::error::Error>(&self, e: E) -> RPCError<MemberId, BasicNode, E> {
+        RPCError::RemoteError(RemoteError::new_with_node(
+            self.target,
+            self.node.clone(),
+            e,
+        ))
+    }
+
+    fn mismatch<E: std::error::Error>(
+        &self,
+        asked: &str,
+        reply: &RaftReply,
+    ) -> RPCError<MemberId, BasicNode, E> {
+        let reason = format!(
+            "member {} answered {asked} with {}",
+            self.target,
+            match reply {
+                RaftReply::AppendEntries(_) => "an append-entries reply",
+                RaftReply::Vote(_) => "a vote reply",
+                RaftReply::InstallSnapshot(_) => "an install-snapshot reply",
+                RaftReply::Refused { .. } => "a refusal",
+            }
+        );
+        RPCError::Unreachable(Unreachable::new(&LinkFault(reason)))
+    }
+}
+
+impl RaftNetwork<GroupRaftConfig> for MemberLink {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<GroupRaftConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<MemberId>, RPCError<MemberId, BasicNode, RaftError<MemberId>>>
+    {
+        match self.exchange(RaftRpc::AppendEntries(rpc)).await? {
+            RaftReply::AppendEntries(Ok(resp)) => Ok(resp),
+            RaftReply::AppendEntries(Err(e)) => Err(self.remote(e)),
+            other => Err(self.mismatch("append-entries", &other)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<GroupRaftConfig>,
+        _option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<MemberId>,
+        RPCError<MemberId, BasicNode, RaftError<MemberId, InstallSnapshotError>>,
+    > {
+        match self.exchange(RaftRpc::InstallSnapshot(rpc)).await? {
+            RaftReply::InstallSnapshot(Ok(resp)) => Ok(resp),
+            RaftReply::InstallSnapshot(Err(e)) => Err(self.remote(e)),
+            other => Err(self.mismatch("install-snapshot", &other)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<MemberId>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<MemberId>, RPCError<MemberId, BasicNode, RaftError<MemberId>>> {
+        match self.exchange(RaftRpc::Vote(rpc)).await? {
+            RaftReply::Vote(Ok(resp)) => Ok(resp),
+            RaftReply::Vote(Err(e)) => Err(self.remote(e)),
+            other => Err(self.mismatch("vote", &other)),
+        }
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(self.backoff))
+    }
+}
