@@ -112,6 +112,32 @@ enum Command {
         /// The node to drain.
         node: String,
     },
+    /// Drive `incr` load on a key-value unit of a running cluster and print what the callers
+    /// saw, and per key how many increments were acknowledged.
+    Load {
+        /// A node of the cluster, as HOST:PORT, to join through (the load goes through the
+        /// first node by name).
+        #[arg(long)]
+        join: String,
+        /// The cluster's cookie.
+        #[arg(long, default_value = DEV_COOKIE)]
+        cookie: String,
+        /// The key-value unit.
+        #[arg(long, default_value = "kv")]
+        unit: String,
+        /// Stimuli per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// How many keys the increments spread over.
+        #[arg(long, default_value_t = 16)]
+        keys: usize,
+        /// Print one JSON object, the last line of output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Send one stimulus, written as JSON, to a unit and print its answer as JSON.
     Call {
         /// A node of the cluster, as HOST:PORT.
@@ -173,6 +199,26 @@ async fn main() -> std::process::ExitCode {
             unit,
             stimulus,
         } => call(&join, &cookie, &unit, &stimulus).await,
+        Command::Load {
+            join,
+            cookie,
+            unit,
+            rate,
+            duration,
+            keys,
+            json,
+        } => {
+            load(
+                &join,
+                &cookie,
+                &unit,
+                rate,
+                Duration::from_secs(duration),
+                keys,
+                json,
+            )
+            .await
+        }
         Command::Switchover { join, cookie, unit } => {
             let what = format!("switchover of {unit} asked for");
             operate(
@@ -289,6 +335,79 @@ async fn status(join: &str, cookie: &str, json: bool) -> Outcome {
         }
     }
     probe.stop();
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn load(
+    join: &str,
+    cookie: &str,
+    unit: &str,
+    rate: u32,
+    duration: Duration,
+    keys: usize,
+    json: bool,
+) -> Outcome {
+    use understudy::demo::load::{key, verify, IncrLoad};
+    let probe = std::sync::Arc::new(Probe::connect(join, cookie, Duration::from_secs(5)).await?);
+    let via = probe
+        .nodes()
+        .into_iter()
+        .next()
+        .ok_or("no node of the cluster is visible")?;
+    // Keys of their own, so that the final values count this run's increments only.
+    let prefix = format!(
+        "load-{}-{}-",
+        std::process::id(),
+        understudy::cluster::node::unique_suffix()
+    );
+    let t_max = understudy::units::KeyValue::default().budget.t_max();
+    let started = std::time::Instant::now();
+    let run = IncrLoad::start(probe.clone(), via.clone(), unit, &prefix, keys, rate, t_max);
+    while started.elapsed() < duration {
+        run.progress(started, 0);
+        tokio::time::sleep(Duration::from_millis(500)).await; // the progress line's pace
+    }
+    let totals = run.finish().await;
+    eprintln!();
+    let (lost, duplicates) = verify(&probe, &via, unit, &prefix, &totals.acked).await?;
+    if json {
+        let per_key: std::collections::BTreeMap<String, u64> = totals
+            .acked
+            .iter()
+            .enumerate()
+            .map(|(k, n)| (key(&prefix, k), *n))
+            .collect();
+        let line = serde_json::json!({
+            "stimuli_sent": totals.stimuli_sent,
+            "answered_ok": totals.answered_ok,
+            "within_t_max": totals.within_t_max,
+            "lost": lost,
+            "duplicates": duplicates,
+            "ignored": totals.ignored,
+            "failed": totals.failed,
+            "shed": totals.shed,
+            "t_max_ms": t_max.as_millis() as u64,
+            "acked_per_key": per_key,
+        });
+        println!("{line}");
+    } else {
+        println!("load on {unit} through {via}: {:?} at {rate}/s", duration);
+        println!("  stimuli sent     {}", totals.stimuli_sent);
+        println!("  answered ok      {}", totals.answered_ok);
+        println!("  within T_max     {}", totals.within_t_max);
+        println!("  lost             {lost}");
+        println!("  duplicates       {duplicates}");
+        println!("  ignored          {}", totals.ignored);
+        println!("  failed           {}", totals.failed);
+        println!("  acknowledged per key:");
+        for (k, n) in totals.acked.iter().enumerate() {
+            println!("    {:<24} {n}", key(&prefix, k));
+        }
+    }
+    if lost > 0 || duplicates > 0 {
+        return Err("acknowledged increments were lost or applied twice".into());
+    }
     Ok(())
 }
 

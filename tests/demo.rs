@@ -1,10 +1,16 @@
-//! `understudy demo --json` on three node processes with crash faults: its last line is one
-//! JSON object, and it reports lost 0 and duplicates 0 with at least one failover measured.
+//! The operator's commands against real node processes: `understudy demo --json` with crash
+//! faults (its last line is one JSON object reporting lost 0 and duplicates 0 with at least
+//! one failover measured), and `understudy load --json` against a running cluster.
 
 use std::process::Command;
+use std::sync::Mutex;
+
+/// These tests start node processes that would fight over the cores: they take turns.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 #[test]
 fn demo_json_with_crash_faults_reports_no_loss_and_no_duplicates() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let out = Command::new(env!("CARGO_BIN_EXE_understudy"))
         .args(["demo", "--json", "--nodes", "3", "--duration", "8"])
         .args(["--rate", "1000", "--fault", "crash", "--fault-every", "3"])
@@ -51,4 +57,52 @@ fn demo_json_with_crash_faults_reports_no_loss_and_no_duplicates() {
         summary["answered_ok"].as_u64().unwrap_or(0) > 0,
         "stimuli were answered"
     );
+}
+
+#[test]
+fn load_json_against_a_running_cluster_counts_every_acknowledged_increment_per_key() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let cluster = understudy::testkit::ProcessCluster::start(
+        env!("CARGO_BIN_EXE_understudy"),
+        &["l1", "l2", "l3"],
+        "l3",
+        "load-test",
+    )
+    .expect("node processes start");
+    let out = Command::new(env!("CARGO_BIN_EXE_understudy"))
+        .args([
+            "load",
+            "--json",
+            "--join",
+            &cluster.addr("l3").expect("address"),
+        ])
+        .args([
+            "--cookie",
+            "load-test",
+            "--rate",
+            "500",
+            "--duration",
+            "3",
+            "--keys",
+            "4",
+        ])
+        .output()
+        .expect("run understudy load");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "load failed: {}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("load printed a summary");
+    let summary: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
+    println!("load summary: {summary}");
+    assert_eq!(summary["lost"], 0);
+    assert_eq!(summary["duplicates"], 0);
+    let per_key = summary["acked_per_key"].as_object().expect("acked per key");
+    assert_eq!(per_key.len(), 4);
+    let acked: u64 = per_key.values().filter_map(serde_json::Value::as_u64).sum();
+    assert_eq!(Some(acked), summary["answered_ok"].as_u64());
+    assert!(acked > 0);
 }

@@ -167,28 +167,17 @@ impl Actor for WireEndpoint {
         state: &mut EndpointState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            WireMsg::Frame(bytes) => {
-                match decode::<Envelope>("envelope", &bytes) {
-                    Ok(Envelope::Node(cast)) => {
-                        let _ = state.args.local.cast(LocalManagerMsg::Cast(cast));
-                    }
-                    Ok(Envelope::Manager(cast)) => {
-                        let manager = state
-                            .args
-                            .manager
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .clone();
-                        match manager {
-                        Some(m) => {
-                            let _ = m.cast(GroupManagerMsg::Cast(cast));
-                        }
-                        None => tracing::debug!("a message for the group manager reached a node that does not run it"),
-                    }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "dropped a malformed frame"),
+            WireMsg::Frame(bytes) => match decode::<Envelope>("envelope", &bytes) {
+                Ok(Envelope::Node(cast)) => {
+                    let _ = state.args.local.cast(LocalManagerMsg::Cast(cast));
                 }
-            }
+                Ok(Envelope::Manager(cast)) => {
+                    if let Err(e) = state.to_manager(GroupManagerMsg::Cast(cast)) {
+                        tracing::debug!(reason = %e, "a message for the group manager was dropped");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "dropped a malformed frame"),
+            },
             WireMsg::Ask(bytes, reply) => match decode::<WireAsk>("request", &bytes) {
                 Ok(WireAsk::Stimulus(ask)) => {
                     let (tx, rx) = ractor::concurrency::oneshot::<StimulusReply>();

@@ -608,6 +608,14 @@ impl GroupCore {
         if rec.phase != Phase::Serving || !ready || rec.handover.is_some() {
             return;
         }
+        self.ask_hand_over(now, unit);
+    }
+
+    /// Ask the unit's primary (again) to hand over, and note when.
+    fn ask_hand_over(&mut self, now: Time, unit: &UnitName) {
+        let Some(rec) = self.units.get_mut(unit) else {
+            return;
+        };
         let Some(p) = rec.primary.clone() else {
             return;
         };
@@ -914,18 +922,15 @@ impl GroupCore {
                 Phase::Serving => {
                     // A hand-over under way: ask again. (It completes once the standby is
                     // ready, so the seeding below must go on meanwhile.)
-                    if let (Some(asked), Some(p)) = (rec.handover, rec.primary.clone()) {
-                        if now.since(asked) >= self.config.retry {
-                            rec.handover = Some(now);
-                            let epoch = rec.epoch;
-                            self.commands.push(GroupCommand::Direct {
-                                node: p.node,
-                                unit: u.clone(),
-                                copy: p.copy,
-                                directive: Directive::HandOver { epoch },
-                            });
-                        }
+                    if rec
+                        .handover
+                        .is_some_and(|asked| now.since(asked) >= self.config.retry)
+                    {
+                        self.ask_hand_over(now, &u);
                     }
+                    let Some(rec) = self.units.get_mut(&u) else {
+                        continue;
+                    };
                     let drained_primary = rec
                         .primary
                         .as_ref()

@@ -11,20 +11,19 @@
 //! stopped on exit, on an error and on Ctrl-C.
 
 pub mod in_process;
+pub mod load;
 
 use crate::testkit::ProcessCluster;
+use load::{verify, IncrLoad};
 use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use understudy_cluster::probe::Probe;
 use understudy_runtime::NodeName;
 
 /// How many keys the load spreads its increments over.
 const KEYS: usize = 16;
-/// Most stimuli in flight at once; beyond that the load sheds (and counts it).
-const MAX_IN_FLIGHT: usize = 512;
 
 /// Which fault the demo injects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -149,17 +148,6 @@ pub enum DemoError {
     Interrupted,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    sent: AtomicU64,
-    ok: AtomicU64,
-    within: AtomicU64,
-    ignored: AtomicU64,
-    failed: AtomicU64,
-    shed: AtomicU64,
-    in_flight: AtomicU64,
-}
-
 /// Run the demo; print progress to stderr and the summary to stdout.
 pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
     if opts.nodes < 3 {
@@ -213,18 +201,15 @@ async fn run_inner(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
     let t_max = crate::units::KeyValue::default().budget.t_max();
 
     // The load.
-    let counters = Arc::new(Counters::default());
-    let acked = Arc::new(Mutex::new(vec![0u64; KEYS]));
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(drive_load(
+    let load = IncrLoad::start(
         probe.clone(),
         seed.clone(),
+        "kv",
+        "k",
+        KEYS,
         opts.rate,
         t_max,
-        counters.clone(),
-        acked.clone(),
-        stop.clone(),
-    ));
+    );
     let started = Instant::now();
     let mut faults = Vec::new();
     let mut next_fault = started + opts.fault_every;
@@ -232,7 +217,7 @@ async fn run_inner(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
     let mut turn = 0usize;
     while started.elapsed() < opts.duration {
         if Instant::now() >= next_progress {
-            progress(&counters, started, faults.len());
+            load.progress(started, faults.len());
             next_progress += Duration::from_millis(500);
         }
         if opts.fault != FaultKind::None && Instant::now() >= next_fault {
@@ -250,53 +235,30 @@ async fn run_inner(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await; // the demo's own pace
     }
-    stop.store(true, Ordering::SeqCst);
-    let _ = load.await;
-    progress(&counters, started, faults.len());
+    load.progress(started, faults.len());
+    let totals = load.finish().await;
     eprintln!();
 
     // Compare the final state with what was acknowledged.
-    let acked = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let mut lost = 0u64;
-    let mut duplicates = 0u64;
-    for (k, want) in acked.iter().enumerate() {
-        let got = probe
-            .call_json(&seed, "kv", &format!(r#"{{"Get":{{"key":"k{k}"}}}}"#), None)
-            .await
-            .map_err(|e| cluster_err(&e))?;
-        let value = parse_value(&got)
-            .ok_or_else(|| DemoError::Cluster(format!("unexpected answer {got}")))?;
-        lost += want.saturating_sub(value);
-        duplicates += value.saturating_sub(*want);
-    }
+    let (lost, duplicates) = verify(&probe, &seed, "kv", "k", &totals.acked)
+        .await
+        .map_err(|e| cluster_err(&e))?;
     let failover: Vec<f64> = faults.iter().filter_map(|f| f.failover_ms).collect();
     Ok(DemoSummary {
         nodes: opts.nodes,
-        stimuli_sent: counters.sent.load(Ordering::SeqCst),
-        answered_ok: counters.ok.load(Ordering::SeqCst),
-        within_t_max: counters.within.load(Ordering::SeqCst),
+        stimuli_sent: totals.stimuli_sent,
+        answered_ok: totals.answered_ok,
+        within_t_max: totals.within_t_max,
         lost,
         duplicates,
-        ignored: counters.ignored.load(Ordering::SeqCst),
-        failed: counters.failed.load(Ordering::SeqCst),
-        shed: counters.shed.load(Ordering::SeqCst),
+        ignored: totals.ignored,
+        failed: totals.failed,
+        shed: totals.shed,
         failovers: failover.len() as u64,
         failover_ms: Percentiles::of(failover),
         t_max_ms: u64::try_from(t_max.as_millis()).unwrap_or(u64::MAX),
         faults,
     })
-}
-
-/// `{"Value":"12"}` → 12; a key never written counts 0.
-fn parse_value(answer: &str) -> Option<u64> {
-    if answer == r#"{"Value":null}"# {
-        return Some(0);
-    }
-    answer
-        .strip_prefix(r#"{"Value":""#)?
-        .strip_suffix(r#""}"#)?
-        .parse()
-        .ok()
 }
 
 /// kv's primary node, copy and epoch, once it serves at an epoch above `newer_than` with a
@@ -378,77 +340,6 @@ async fn inject(
         node: victim.0,
         failover_ms,
     })
-}
-
-async fn drive_load(
-    probe: Arc<Probe>,
-    via: NodeName,
-    rate: u32,
-    t_max: Duration,
-    counters: Arc<Counters>,
-    acked: Arc<Mutex<Vec<u64>>>,
-    stop: Arc<AtomicBool>,
-) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
-    let per_tick = (f64::from(rate) / 100.0).max(0.0);
-    let mut owed = 0.0f64;
-    let mut n = 0usize;
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !stop.load(Ordering::SeqCst) {
-        tick.tick().await;
-        owed += per_tick;
-        while owed >= 1.0 {
-            owed -= 1.0;
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                counters.shed.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            let key = n % KEYS;
-            n += 1;
-            let (probe, via, counters, acked) =
-                (probe.clone(), via.clone(), counters.clone(), acked.clone());
-            counters.sent.fetch_add(1, Ordering::Relaxed);
-            counters.in_flight.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                let json = format!(r#"{{"Incr":{{"key":"k{key}","by":1}}}}"#);
-                let t0 = Instant::now();
-                match probe.call_json(&via, "kv", &json, None).await {
-                    Ok(answer) if answer.contains("Counter") => {
-                        acked.lock().unwrap_or_else(|p| p.into_inner())[key] += 1;
-                        counters.ok.fetch_add(1, Ordering::Relaxed);
-                        if t0.elapsed() <= t_max {
-                            counters.within.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Err(e) if e.to_string().contains("ignored") => {
-                        counters.ignored.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        counters.failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                counters.in_flight.fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
-            });
-        }
-    }
-    // Wait for every stimulus still in flight.
-    let _ = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
-}
-
-fn progress(c: &Counters, started: Instant, faults: usize) {
-    use std::io::Write;
-    eprint!(
-        "\r[{:5.1}s] sent {:>8}  ok {:>8}  in flight {:>4}  failed {:>3}  faults {:>2}",
-        started.elapsed().as_secs_f64(),
-        c.sent.load(Ordering::Relaxed),
-        c.ok.load(Ordering::Relaxed),
-        c.in_flight.load(Ordering::Relaxed),
-        c.failed.load(Ordering::Relaxed),
-        faults
-    );
-    let _ = std::io::stderr().flush();
 }
 
 /// Print the summary: a table, or (with `json`) one JSON object as the last line.
