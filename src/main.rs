@@ -7,7 +7,7 @@ use understudy::cluster::config::ClusterConfig;
 use understudy::cluster::node::{Node, NodeOptions};
 use understudy::cluster::probe::Probe;
 use understudy::cluster::wire::WireAsk;
-use understudy::runtime::{NodeName, UnitName};
+use understudy::runtime::{HeartbeatConfig, NodeName, UnitName};
 
 /// The cookie nodes present to each other when none is given. Set your own with `--cookie`.
 const DEV_COOKIE: &str = "understudy-dev-cookie";
@@ -75,6 +75,14 @@ enum Command {
         /// `kv` and the ledger unit `ledger` in one group.
         #[arg(long)]
         config: Option<std::path::PathBuf>,
+        /// Heartbeat interval (milliseconds), to the copies on this node and from this node
+        /// to its group manager.
+        #[arg(long, default_value_t = 50)]
+        heartbeat_ms: u64,
+        /// Heartbeats that may be missed before a copy or node counts as lost (the default 4 ×
+        /// 50 ms notices a hung node within 250 ms on loopback).
+        #[arg(long, default_value_t = 4)]
+        heartbeat_misses: u32,
     },
     /// Print what a node knows: its peers, its name table, and the units if it runs the group
     /// manager.
@@ -191,7 +199,15 @@ async fn main() -> std::process::ExitCode {
             cookie,
             expect,
             config,
-        } => run_node(name, port, bind, join, cookie, expect, config).await,
+            heartbeat_ms,
+            heartbeat_misses,
+        } => {
+            let heartbeat = HeartbeatConfig {
+                interval: Duration::from_millis(heartbeat_ms.max(1)),
+                misses: heartbeat_misses.max(1),
+            };
+            run_node(name, port, bind, join, cookie, expect, config, heartbeat).await
+        }
         Command::Status { join, cookie, json } => status(&join, &cookie, json).await,
         Command::Call {
             join,
@@ -255,6 +271,7 @@ async fn main() -> std::process::ExitCode {
 
 type Outcome = Result<(), Box<dyn std::error::Error>>;
 
+#[allow(clippy::too_many_arguments)]
 async fn run_node(
     name: String,
     port: u16,
@@ -263,6 +280,7 @@ async fn run_node(
     cookie: String,
     expect: usize,
     config: Option<std::path::PathBuf>,
+    heartbeat: HeartbeatConfig,
 ) -> Outcome {
     let config = match config {
         Some(path) => ClusterConfig::load(&path, understudy::units::KINDS)?,
@@ -273,6 +291,8 @@ async fn run_node(
     opts.bind = bind;
     opts.join = join;
     opts.expect = expect;
+    opts.local.heartbeat = heartbeat;
+    opts.group.node_heartbeat = heartbeat;
     let node = Node::start(opts).await?;
     println!("node {name} listening on {bind}:{port}");
     wait_for_signal().await;
