@@ -212,8 +212,8 @@ async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !condition() {
         assert!(Instant::now() < deadline, "not within {PATIENCE:?}: {what}");
-        // poll: the conditions are read from watches and journals that change asynchronously.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // The conditions are read from watches and journals that change asynchronously.
+        tokio::time::sleep(Duration::from_millis(5)).await; // poll with a deadline
     }
 }
 
