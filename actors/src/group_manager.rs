@@ -139,14 +139,6 @@ impl Actor for GroupManager {
         let input = match msg {
             GroupManagerMsg::Cast(ManagerCast::NodeUp { node }) => {
                 state.nodes.watch(node.clone(), now);
-                // A node that starts again is empty: whatever ran there before is gone.
-                state.core.step(
-                    now,
-                    GroupInput::NodeDown {
-                        node: node.clone(),
-                        known_dead: true,
-                    },
-                );
                 Some(GroupInput::NodeUp { node })
             }
             GroupManagerMsg::Cast(ManagerCast::NodeAlive { node }) => {

@@ -43,7 +43,7 @@ pub enum GroupInput {
         /// Its name.
         unit: UnitName,
     },
-    /// A node joined or came back, empty.
+    /// A node joined or came back, empty: copies recorded there before are lost.
     NodeUp {
         /// The node.
         node: NodeName,
@@ -298,6 +298,8 @@ impl GroupCore {
         match input {
             GroupInput::AddUnit { unit } => self.add_unit(now, unit),
             GroupInput::NodeUp { node } => {
+                // A node that starts (again) is empty: whatever ran there before is gone.
+                self.node_down(now, node.clone(), true);
                 self.draining.remove(&node);
                 self.nodes.insert(node, true);
                 self.place_missing_standbys();
