@@ -204,12 +204,7 @@ impl<U: Unit> Actor for UnitCopy<U> {
             CopyMsg::Peer { from_node, bytes } => {
                 match decode::<PeerMsg<U>>("peer message", &bytes) {
                     Ok(msg) => {
-                        let from = match &msg {
-                            PeerMsg::Replicate { from, .. }
-                            | PeerMsg::Snapshot { from, .. }
-                            | PeerMsg::Ack { from, .. }
-                            | PeerMsg::Refuse { from, .. } => *from,
-                        };
+                        let from = msg.sender();
                         state.peers.insert(from, from_node);
                         state.core.step(now, Input::Peer(msg));
                     }

@@ -104,19 +104,17 @@ impl Registry {
     /// Apply an update unless the table already holds a newer state for the unit. Returns
     /// whether it changed anything.
     pub fn apply(&self, update: NameUpdate) -> bool {
-        let changed = {
-            let mut entry = self
-                .inner
-                .table
-                .entry(update.unit)
-                .or_insert(NameState::Rebinding { epoch: Epoch::ZERO });
-            if update.state.rank() > entry.rank()
-                || *entry == (NameState::Rebinding { epoch: Epoch::ZERO })
-            {
-                *entry = update.state;
+        let changed = match self.inner.table.entry(update.unit) {
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(update.state);
                 true
-            } else {
-                false
+            }
+            dashmap::mapref::entry::Entry::Occupied(mut o) => {
+                let newer = update.state.rank() > o.get().rank();
+                if newer {
+                    o.insert(update.state);
+                }
+                newer
             }
         };
         if changed {

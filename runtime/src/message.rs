@@ -76,6 +76,16 @@ pub enum PeerMsg<U: Unit> {
 }
 
 impl<U: Unit> PeerMsg<U> {
+    /// The copy that sent the message.
+    pub fn sender(&self) -> CopyId {
+        match self {
+            PeerMsg::Replicate { from, .. }
+            | PeerMsg::Snapshot { from, .. }
+            | PeerMsg::Ack { from, .. }
+            | PeerMsg::Refuse { from, .. } => *from,
+        }
+    }
+
     /// The epoch the message belongs to.
     pub fn epoch(&self) -> Epoch {
         match self {

@@ -76,6 +76,7 @@ impl IncrLoad {
             via,
             unit.to_string(),
             prefix.to_string(),
+            keys.max(1),
             rate,
             t_max,
             counters.clone(),
@@ -154,6 +155,7 @@ async fn drive(
     via: NodeName,
     unit: String,
     prefix: String,
+    keys: usize,
     rate: u32,
     t_max: Duration,
     counters: Arc<Counters>,
@@ -175,7 +177,6 @@ async fn drive(
                 counters.shed.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let keys = acked.lock().unwrap_or_else(|p| p.into_inner()).len();
             let key = n % keys;
             n += 1;
             let (probe, via, counters, acked, unit) = (
