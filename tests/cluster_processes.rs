@@ -7,12 +7,13 @@
 //! In this step the group manager runs on the seed node, so the node faulted is the key-value
 //! unit's primary's node, which is not the seed.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use understudy::actors::codec::encode;
 use understudy::actors::envelope::StimulusAsk;
 use understudy::cluster::probe::Probe;
 use understudy::cluster::wire::{WireAnswer, WireAsk};
+use understudy::demo::load::{verify, IncrLoad, LoadTotals};
 use understudy::runtime::{ClientId, CopyId, NodeName, Seq, StimulusId, UnitName};
 use understudy::testkit::ProcessCluster;
 use understudy::units::KvRequest;
@@ -20,6 +21,8 @@ use understudy::units::KvRequest;
 const COOKIE: &str = "cluster-processes-test";
 const KEYS: usize = 8;
 const T_MAX: Duration = Duration::from_secs(5);
+/// Increments per second the load sends.
+const RATE: u32 = 3_000;
 
 /// The multi-process tests would fight over the cores: they take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -52,110 +55,28 @@ async fn kv_placement(
     }
 }
 
-/// Callers incrementing `KEYS` keys through one node, counting what was acknowledged.
-struct Load {
-    acked: Arc<Mutex<Vec<u64>>>,
-    errors: Arc<Mutex<Vec<(String, Duration)>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    callers: Vec<tokio::task::JoinHandle<()>>,
+/// Increments on `KEYS` keys of kv through `via`, each sent with a budget of `T_MAX`.
+fn start_load(probe: &Arc<Probe>, via: &NodeName) -> IncrLoad {
+    IncrLoad::start(probe.clone(), via.clone(), "kv", "k", KEYS, RATE, T_MAX)
 }
 
-impl Load {
-    fn start(probe: &Arc<Probe>, via: &NodeName, workers: usize) -> Load {
-        let load = Load {
-            acked: Arc::new(Mutex::new(vec![0u64; KEYS])),
-            errors: Arc::new(Mutex::new(Vec::new())),
-            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            callers: Vec::new(),
-        };
-        let mut callers = Vec::new();
-        for w in 0..workers {
-            let (probe, acked, errors, stop, via) = (
-                probe.clone(),
-                load.acked.clone(),
-                load.errors.clone(),
-                load.stop.clone(),
-                via.clone(),
-            );
-            callers.push(tokio::spawn(async move {
-                let mut i = 0usize;
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 20_000 {
-                    let key = (w + i) % KEYS;
-                    i += 1;
-                    let json = format!(r#"{{"Incr":{{"key":"k{key}","by":1}}}}"#);
-                    let t0 = Instant::now();
-                    match probe.call_json(&via, "kv", &json, Some(T_MAX)).await {
-                        Ok(answer) if answer.contains("Counter") => {
-                            acked.lock().expect("lock")[key] += 1
-                        }
-                        Ok(other) => errors
-                            .lock()
-                            .expect("lock")
-                            .push((format!("answer {other}"), t0.elapsed())),
-                        Err(e) => errors
-                            .lock()
-                            .expect("lock")
-                            .push((e.to_string(), t0.elapsed())),
-                    }
-                }
-            }));
-        }
-        Load { callers, ..load }
-    }
-
-    fn total(&self) -> u64 {
-        self.acked.lock().expect("lock").iter().sum()
-    }
-
-    /// Wait until `n` increments in all are acknowledged.
-    async fn reach(&self, n: u64, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while self.total() < n {
-            assert!(
-                Instant::now() < deadline,
-                "the load stalled below {n} acknowledged"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await; // poll with a deadline
-        }
-    }
-
-    /// Stop the callers; the acknowledged increments per key, and the errors with how long
-    /// each call had taken.
-    async fn finish(self) -> (Vec<u64>, Vec<(String, Duration)>) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        for c in self.callers {
-            c.await.expect("caller");
-        }
-        let acked = self.acked.lock().expect("lock").clone();
-        let errors = self.errors.lock().expect("lock").clone();
-        (acked, errors)
+/// Wait until `n` increments in all are acknowledged.
+async fn reach(load: &IncrLoad, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while load.answered_ok() < n {
+        assert!(
+            Instant::now() < deadline,
+            "the load stalled below {n} acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await; // poll with a deadline
     }
 }
 
-/// Read every key through `via` and compare with the acknowledged increments: (lost,
-/// duplicated).
-async fn lost_and_duplicated(probe: &Probe, via: &NodeName, acked: &[u64]) -> (u64, u64) {
-    let mut lost = 0u64;
-    let mut duplicated = 0u64;
-    for (k, want) in acked.iter().enumerate() {
-        let got = probe
-            .call_json(
-                via,
-                "kv",
-                &format!(r#"{{"Get":{{"key":"k{k}"}}}}"#),
-                Some(T_MAX),
-            )
-            .await
-            .expect("read a key");
-        let value: u64 = got
-            .trim_start_matches(r#"{"Value":""#)
-            .trim_end_matches(r#""}"#)
-            .parse()
-            .unwrap_or_else(|_| panic!("unexpected answer {got}"));
-        lost += want.saturating_sub(value);
-        duplicated += value.saturating_sub(*want);
-    }
-    (lost, duplicated)
+/// Read every key through `via`: (lost, duplicated) against the acknowledged increments.
+async fn lost_and_duplicated(probe: &Probe, via: &NodeName, totals: &LoadTotals) -> (u64, u64) {
+    verify(probe, via, "kv", "k", &totals.acked)
+        .await
+        .expect("read every key")
 }
 
 /// Start a cluster named `prefix`1..3 with seed `prefix`3, and find kv's primary.
@@ -194,49 +115,47 @@ async fn cluster_with_kv(
 
 fn report_and_check(
     what: &str,
-    acked: &[u64],
+    totals: &LoadTotals,
     lost: u64,
     duplicated: u64,
-    errors: &[(String, Duration)],
     takeover: Duration,
 ) {
-    let early: Vec<_> = errors.iter().filter(|(_, took)| *took < T_MAX).collect();
     println!(
         "{what}: takeover {takeover:?}, acknowledged {}, lost {lost}, duplicated {duplicated}, errors {} (before T_max: {})",
-        acked.iter().sum::<u64>(),
-        errors.len(),
-        early.len()
+        totals.answered_ok, totals.failed, totals.failed_before_t_max
     );
     assert_eq!(lost, 0, "{what}: acknowledged increments lost");
     assert_eq!(duplicated, 0, "{what}: increments applied more than once");
-    assert!(early.is_empty(), "{what}: errors before T_max: {early:?}");
+    assert_eq!(
+        totals.failed_before_t_max, 0,
+        "{what}: errors before T_max: {:?}",
+        totals.first_failures
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_the_primarys_node_loses_and_duplicates_nothing_across_processes() {
     let _turn = SERIAL.lock().await;
     let (mut cluster, probe, seed, (victim, _), epoch) = cluster_with_kv("k").await;
-    let load = Load::start(&probe, &seed, 16);
-    load.reach(300, Duration::from_secs(30)).await;
+    let load = start_load(&probe, &seed);
+    reach(&load, 300).await;
 
     let killed = Instant::now();
     cluster.kill9(&victim.0);
     let (new_primary, _, new_epoch) =
         kv_placement(&probe, &seed, epoch, Duration::from_secs(30)).await;
     let takeover = killed.elapsed();
-    load.reach(load.total() + 300, Duration::from_secs(30))
-        .await;
-    let (acked, errors) = load.finish().await;
+    reach(&load, load.answered_ok() + 300).await;
+    let totals = load.finish().await;
     assert_ne!(new_primary, victim);
     assert!(new_epoch > epoch);
 
-    let (lost, duplicated) = lost_and_duplicated(&probe, &seed, &acked).await;
+    let (lost, duplicated) = lost_and_duplicated(&probe, &seed, &totals).await;
     report_and_check(
         &format!("kill -9 of {victim}"),
-        &acked,
+        &totals,
         lost,
         duplicated,
-        &errors,
         takeover,
     );
 }
@@ -246,17 +165,16 @@ async fn sigstop_of_the_primarys_node_past_detection_then_sigcont_and_the_old_pr
 ) {
     let _turn = SERIAL.lock().await;
     let (cluster, probe, seed, (victim, old_copy), epoch) = cluster_with_kv("s").await;
-    let load = Load::start(&probe, &seed, 16);
-    load.reach(300, Duration::from_secs(30)).await;
+    let load = start_load(&probe, &seed);
+    reach(&load, 300).await;
 
     let stopped = Instant::now();
     cluster.signal(&victim.0, "STOP").expect("SIGSTOP");
     let (new_primary, _, new_epoch) =
         kv_placement(&probe, &seed, epoch, Duration::from_secs(30)).await;
     let takeover = stopped.elapsed();
-    load.reach(load.total() + 300, Duration::from_secs(30))
-        .await;
-    let (acked, errors) = load.finish().await;
+    reach(&load, load.answered_ok() + 300).await;
+    let totals = load.finish().await;
     assert_ne!(new_primary, victim);
     assert!(new_epoch > epoch);
 
@@ -285,19 +203,18 @@ async fn sigstop_of_the_primarys_node_past_detection_then_sigcont_and_the_old_pr
 
     // Reads through the resumed node follow the rebinding to the new primary: a stale copy
     // would return the value from before the takeover, short of the increments since.
-    let (lost_via_old, duplicated_via_old) = lost_and_duplicated(&probe, &victim, &acked).await;
+    let (lost_via_old, duplicated_via_old) = lost_and_duplicated(&probe, &victim, &totals).await;
     assert_eq!(
         (lost_via_old, duplicated_via_old),
         (0, 0),
         "reads through the resumed node saw a stale or doubled value"
     );
-    let (lost, duplicated) = lost_and_duplicated(&probe, &seed, &acked).await;
+    let (lost, duplicated) = lost_and_duplicated(&probe, &seed, &totals).await;
     report_and_check(
         &format!("SIGSTOP of {victim}"),
-        &acked,
+        &totals,
         lost,
         duplicated,
-        &errors,
         takeover,
     );
 }
@@ -306,8 +223,8 @@ async fn sigstop_of_the_primarys_node_past_detection_then_sigcont_and_the_old_pr
 async fn a_planned_switchover_under_load_loses_and_duplicates_nothing() {
     let _turn = SERIAL.lock().await;
     let (_cluster, probe, seed, (old, _), epoch) = cluster_with_kv("w").await;
-    let load = Load::start(&probe, &seed, 16);
-    load.reach(300, Duration::from_secs(30)).await;
+    let load = start_load(&probe, &seed);
+    reach(&load, 300).await;
 
     let asked = Instant::now();
     probe
@@ -319,29 +236,21 @@ async fn a_planned_switchover_under_load_loses_and_duplicates_nothing() {
     let (new_primary, _, new_epoch) =
         kv_placement(&probe, &seed, epoch, Duration::from_secs(30)).await;
     let switched = asked.elapsed();
-    load.reach(load.total() + 300, Duration::from_secs(30))
-        .await;
-    let (acked, errors) = load.finish().await;
+    reach(&load, load.answered_ok() + 300).await;
+    let totals = load.finish().await;
     assert_ne!(new_primary, old, "the primary moved");
     assert_eq!(new_epoch, epoch + 1);
 
-    let (lost, duplicated) = lost_and_duplicated(&probe, &seed, &acked).await;
-    report_and_check(
-        "switchover of kv",
-        &acked,
-        lost,
-        duplicated,
-        &errors,
-        switched,
-    );
+    let (lost, duplicated) = lost_and_duplicated(&probe, &seed, &totals).await;
+    report_and_check("switchover of kv", &totals, lost, duplicated, switched);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn draining_the_primarys_node_under_load_moves_every_copy_off_it_and_loses_nothing() {
     let _turn = SERIAL.lock().await;
     let (_cluster, probe, seed, (drained, _), epoch) = cluster_with_kv("d").await;
-    let load = Load::start(&probe, &seed, 16);
-    load.reach(300, Duration::from_secs(30)).await;
+    let load = start_load(&probe, &seed);
+    reach(&load, 300).await;
 
     let asked = Instant::now();
     probe
@@ -377,17 +286,15 @@ async fn draining_the_primarys_node_under_load_moves_every_copy_off_it_and_loses
         tokio::time::sleep(Duration::from_millis(20)).await; // poll with a deadline
     }
     let drained_in = asked.elapsed();
-    load.reach(load.total() + 300, Duration::from_secs(30))
-        .await;
-    let (acked, errors) = load.finish().await;
+    reach(&load, load.answered_ok() + 300).await;
+    let totals = load.finish().await;
 
-    let (lost, duplicated) = lost_and_duplicated(&probe, &seed, &acked).await;
+    let (lost, duplicated) = lost_and_duplicated(&probe, &seed, &totals).await;
     report_and_check(
         &format!("drain of {drained}"),
-        &acked,
+        &totals,
         lost,
         duplicated,
-        &errors,
         drained_in,
     );
 }

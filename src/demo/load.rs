@@ -21,7 +21,12 @@ struct Counters {
     failed: AtomicU64,
     shed: AtomicU64,
     in_flight: AtomicU64,
+    failed_early: AtomicU64,
+    first_failures: Mutex<Vec<String>>,
 }
+
+/// How many failure reasons a load keeps, for the report.
+const KEPT_FAILURES: usize = 20;
 
 /// What a finished load counted.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -36,6 +41,10 @@ pub struct LoadTotals {
     pub ignored: u64,
     /// Failed otherwise (budget ran out, unit unavailable).
     pub failed: u64,
+    /// Of those, failed before their `T_max` had run out (a caller should never see that).
+    pub failed_before_t_max: u64,
+    /// The first few failures: what the caller was told, and after how long.
+    pub first_failures: Vec<String>,
     /// Not sent because too many were already in flight.
     pub shed: u64,
     /// Acknowledged increments per key.
@@ -102,9 +111,20 @@ impl IncrLoad {
             within_t_max: c.within.load(Ordering::SeqCst),
             ignored: c.ignored.load(Ordering::SeqCst),
             failed: c.failed.load(Ordering::SeqCst),
+            failed_before_t_max: c.failed_early.load(Ordering::SeqCst),
+            first_failures: c
+                .first_failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             shed: c.shed.load(Ordering::SeqCst),
             acked: self.acked.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
+    }
+
+    /// Increments acknowledged so far.
+    pub fn answered_ok(&self) -> u64 {
+        self.counters.ok.load(Ordering::SeqCst)
     }
 
     /// Print the live progress line (to stderr).
@@ -192,7 +212,7 @@ async fn drive(
             tokio::spawn(async move {
                 let json = format!(r#"{{"Incr":{{"key":"{name}","by":1}}}}"#);
                 let t0 = Instant::now();
-                match probe.call_json(&via, &unit, &json, None).await {
+                match probe.call_json(&via, &unit, &json, Some(t_max)).await {
                     Ok(answer) if answer.contains("Counter") => {
                         acked.lock().unwrap_or_else(|p| p.into_inner())[key] += 1;
                         counters.ok.fetch_add(1, Ordering::Relaxed);
@@ -203,8 +223,23 @@ async fn drive(
                     Err(e) if e.to_string().contains("ignored") => {
                         counters.ignored.fetch_add(1, Ordering::Relaxed);
                     }
-                    _ => {
+                    other => {
+                        let took = t0.elapsed();
                         counters.failed.fetch_add(1, Ordering::Relaxed);
+                        if took < t_max {
+                            counters.failed_early.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let mut kept = counters
+                            .first_failures
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner());
+                        if kept.len() < KEPT_FAILURES {
+                            let what = match other {
+                                Ok(answer) => format!("answer {answer}"),
+                                Err(e) => e.to_string(),
+                            };
+                            kept.push(format!("{what} (after {took:?})"));
+                        }
                     }
                 }
                 counters.in_flight.fetch_sub(1, Ordering::Relaxed);
