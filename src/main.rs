@@ -326,6 +326,7 @@ async fn demo(opts: understudy::demo::DemoOptions) -> Outcome {
 
 async fn status(join: &str, cookie: &str, json: bool) -> Outcome {
     let probe = Probe::connect(join, cookie, Duration::from_secs(5)).await?;
+    let mut table = None;
     for node in probe.nodes() {
         let s = probe.status(&node).await?;
         if json {
@@ -333,25 +334,41 @@ async fn status(join: &str, cookie: &str, json: bool) -> Outcome {
             continue;
         }
         let members: Vec<String> = s.members.iter().map(|n| n.0.clone()).collect();
-        println!("node {} sees [{}]", s.node, members.join(", "));
-        if let Some(units) = &s.units {
-            println!("  runs the group manager:");
-            for u in units {
-                let copy = |c: &Option<(understudy::runtime::CopyId, NodeName)>| {
-                    c.as_ref()
-                        .map(|(c, n)| format!("{c}@{n}"))
-                        .unwrap_or_else(|| "-".into())
-                };
-                println!(
-                    "  {:<10} epoch {:<4} primary {:<14} standby {:<14}{}{}",
-                    u.unit.0,
-                    u.epoch.0,
-                    copy(&u.primary),
-                    copy(&u.standby),
-                    if u.standby_ready { " ready" } else { "" },
-                    if u.unavailable { " UNAVAILABLE" } else { "" },
-                );
-            }
+        let c = &s.control;
+        println!(
+            "node {:<8} raft {:<9} term {:<4} leader {:<8} sees [{}]{}",
+            s.node.0,
+            c.role,
+            c.term,
+            c.leader.as_ref().map(|n| n.0.as_str()).unwrap_or("-"),
+            members.join(", "),
+            if c.runs_group_manager {
+                "  <- runs the group manager"
+            } else {
+                ""
+            },
+        );
+        if c.runs_group_manager || table.is_none() {
+            table = Some((s.node.clone(), c.units.clone()));
+        }
+    }
+    if let Some((from, units)) = table {
+        println!("units (the committed table, as node {from} holds it):");
+        for u in units {
+            let copy = |c: &Option<(understudy::runtime::CopyId, NodeName)>| {
+                c.as_ref()
+                    .map(|(c, n)| format!("{c}@{n}"))
+                    .unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "  {:<10} epoch {:<4} primary {:<14} standby {:<14}{}{}",
+                u.unit.0,
+                u.epoch.0,
+                copy(&u.primary),
+                copy(&u.standby),
+                if u.standby_ready { " ready" } else { "" },
+                if u.unavailable { " UNAVAILABLE" } else { "" },
+            );
         }
     }
     probe.stop();

@@ -4,8 +4,9 @@
 //! lost = 0 and duplicates = 0 (the final value of each key equals its acknowledged
 //! increments) and reports the takeover time it measured. The tests run one at a time.
 //!
-//! In this step the group manager runs on the seed node, so the node faulted is the key-value
-//! unit's primary's node, which is not the seed.
+//! The group manager runs on the group's Raft leader, wherever that is: the node faulted may
+//! run it too, and one test kills exactly that node. Status is read from a node that stays up
+//! (every node holds the committed table), and the load goes through such a node.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,18 +28,18 @@ const RATE: u32 = 3_000;
 /// The multi-process tests would fight over the cores: they take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// kv's primary node and epoch as the seed's group manager sees them, once kv serves with a
-/// ready standby.
+/// kv's primary node and epoch in the committed table as node `observer` holds it, once kv
+/// serves with a ready standby.
 async fn kv_placement(
     probe: &Probe,
-    seed: &NodeName,
+    observer: &NodeName,
     newer_than: u64,
     limit: Duration,
 ) -> (NodeName, CopyId, u64) {
     let deadline = Instant::now() + limit;
     loop {
-        if let Ok(s) = probe.status(seed).await {
-            let kv = s.units.unwrap_or_default().into_iter().find(|u| {
+        if let Ok(s) = probe.status(observer).await {
+            let kv = s.control.units.into_iter().find(|u| {
                 u.unit.0 == "kv" && u.serving && u.standby_ready && u.epoch.0 > newer_than
             });
             if let Some(kv) = kv {
@@ -80,12 +81,24 @@ async fn lost_and_duplicated(probe: &Probe, via: &NodeName, totals: &LoadTotals)
 }
 
 /// Start a cluster named `prefix`1..3 with seed `prefix`3, and find kv's primary.
+/// A node of `names` other than `avoid`.
+fn other_than(names: &[NodeName], avoid: &NodeName) -> NodeName {
+    names
+        .iter()
+        .find(|n| *n != avoid)
+        .cloned()
+        .expect("a cluster of three nodes has another node")
+}
+
+/// Three node processes named `{prefix}1..3` (the third is the seed), once kv serves with a
+/// ready standby: the cluster, a probe, the nodes' names, kv's primary (node and copy) and
+/// its epoch.
 async fn cluster_with_kv(
     prefix: &str,
 ) -> (
     ProcessCluster,
     Arc<Probe>,
-    NodeName,
+    Vec<NodeName>,
     (NodeName, CopyId),
     u64,
 ) {
@@ -105,12 +118,47 @@ async fn cluster_with_kv(
     let probe = Probe::connect(&addr, COOKIE, Duration::from_secs(20))
         .await
         .expect("the probe reaches the seed");
-    let (victim, copy, epoch) = kv_placement(&probe, &seed, 0, Duration::from_secs(30)).await;
-    assert_ne!(
-        victim, seed,
-        "precondition: kv's primary is not on the seed (which runs the group manager in this step)"
-    );
-    (cluster, Arc::new(probe), seed, (victim, copy), epoch)
+    let (primary, copy, epoch) = kv_placement(&probe, &seed, 0, Duration::from_secs(30)).await;
+    let names = names.iter().map(NodeName::new).collect();
+    (cluster, Arc::new(probe), names, (primary, copy), epoch)
+}
+
+/// Waits until, in the table node `observer` holds, a group manager runs on a node other than
+/// `gone` and every unit serves with a ready standby, none of its copies on `gone`; returns
+/// the manager's node and the units.
+async fn settled_without(
+    probe: &Probe,
+    observer: &NodeName,
+    gone: &NodeName,
+    limit: Duration,
+) -> (NodeName, Vec<understudy::actors::UnitStatus>) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(s) = probe.status(observer).await {
+            let units = s.control.units;
+            let off = units.iter().all(|u| {
+                u.serving
+                    && u.standby_ready
+                    && u.primary.as_ref().is_some_and(|p| &p.1 != gone)
+                    && u.standby.as_ref().is_some_and(|s| &s.1 != gone)
+            });
+            let manager = s.control.leader.filter(|l| l != gone);
+            if let (Some(manager), true, false) = (manager, off, units.is_empty()) {
+                if probe
+                    .status(&manager)
+                    .await
+                    .is_ok_and(|m| m.control.runs_group_manager)
+                {
+                    return (manager, units);
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group did not settle without node {gone} in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await; // poll with a deadline
+    }
 }
 
 fn report_and_check(
@@ -136,7 +184,8 @@ fn report_and_check(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_the_primarys_node_loses_and_duplicates_nothing_across_processes() {
     let _turn = SERIAL.lock().await;
-    let (mut cluster, probe, seed, (victim, _), epoch) = cluster_with_kv("k").await;
+    let (mut cluster, probe, names, (victim, _), epoch) = cluster_with_kv("k").await;
+    let seed = other_than(&names, &victim);
     let load = start_load(&probe, &seed);
     reach(&load, 300).await;
 
@@ -164,7 +213,8 @@ async fn kill_9_of_the_primarys_node_loses_and_duplicates_nothing_across_process
 async fn sigstop_of_the_primarys_node_past_detection_then_sigcont_and_the_old_primary_never_answers_for_its_old_epoch(
 ) {
     let _turn = SERIAL.lock().await;
-    let (cluster, probe, seed, (victim, old_copy), epoch) = cluster_with_kv("s").await;
+    let (cluster, probe, names, (victim, old_copy), epoch) = cluster_with_kv("s").await;
+    let seed = other_than(&names, &victim);
     let load = start_load(&probe, &seed);
     reach(&load, 300).await;
 
@@ -222,7 +272,8 @@ async fn sigstop_of_the_primarys_node_past_detection_then_sigcont_and_the_old_pr
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_planned_switchover_under_load_loses_and_duplicates_nothing() {
     let _turn = SERIAL.lock().await;
-    let (_cluster, probe, seed, (old, _), epoch) = cluster_with_kv("w").await;
+    let (_cluster, probe, names, (old, _), epoch) = cluster_with_kv("w").await;
+    let seed = other_than(&names, &old);
     let load = start_load(&probe, &seed);
     reach(&load, 300).await;
 
@@ -248,7 +299,8 @@ async fn a_planned_switchover_under_load_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn draining_the_primarys_node_under_load_moves_every_copy_off_it_and_loses_nothing() {
     let _turn = SERIAL.lock().await;
-    let (_cluster, probe, seed, (drained, _), epoch) = cluster_with_kv("d").await;
+    let (_cluster, probe, names, (drained, _), epoch) = cluster_with_kv("d").await;
+    let seed = other_than(&names, &drained);
     let load = start_load(&probe, &seed);
     reach(&load, 300).await;
 
@@ -266,8 +318,7 @@ async fn draining_the_primarys_node_under_load_moves_every_copy_off_it_and_loses
         let units = probe
             .status(&seed)
             .await
-            .ok()
-            .and_then(|s| s.units)
+            .map(|s| s.control.units)
             .unwrap_or_default();
         let off = units.iter().all(|u| {
             u.serving
@@ -296,5 +347,39 @@ async fn draining_the_primarys_node_under_load_moves_every_copy_off_it_and_loses
         lost,
         duplicated,
         drained_in,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_the_group_managers_node_moves_the_manager_and_loses_and_duplicates_nothing() {
+    let _turn = SERIAL.lock().await;
+    let (mut cluster, probe, names, (kv_node, _), _) = cluster_with_kv("g").await;
+    let manager = probe
+        .manager_node()
+        .await
+        .expect("a node runs the group manager");
+    let via = other_than(&names, &manager);
+    let load = start_load(&probe, &via);
+    reach(&load, 300).await;
+
+    let killed = Instant::now();
+    cluster.kill9(&manager.0);
+    let (new_manager, units) =
+        settled_without(&probe, &via, &manager, Duration::from_secs(30)).await;
+    let settled = killed.elapsed();
+    reach(&load, load.answered_ok() + 300).await;
+    let totals = load.finish().await;
+    assert_ne!(new_manager, manager, "the group manager moved");
+    println!(
+        "the group manager moved from {manager} to {new_manager}; kv's primary was on {kv_node}; units now: {units:?}"
+    );
+
+    let (lost, duplicated) = lost_and_duplicated(&probe, &via, &totals).await;
+    report_and_check(
+        &format!("kill -9 of the group manager's node {manager}"),
+        &totals,
+        lost,
+        duplicated,
+        settled,
     );
 }

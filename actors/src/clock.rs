@@ -13,6 +13,28 @@ pub fn now() -> Time {
     Time::from_micros(u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX))
 }
 
+/// Now on the wall clock, as microseconds since the Unix epoch: the stamp a group manager puts
+/// on its control log, so that its successor on another process of the same host counts
+/// leases on the same clock.
+pub fn wall_now() -> Time {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Time::from_micros(u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// A number for a new start of a node (its incarnation, also its Raft member id): different
+/// from every earlier start's, as it grows with the wall clock and mixes in the process id
+/// and a counter.
+pub fn new_incarnation() -> u64 {
+    static STARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let micros = wall_now().as_micros();
+    // Microseconds (modulo about nine years) in the high 48 bits, process id and counter in
+    // the low 16.
+    ((micros & 0xffff_ffff_ffff) << 16) | ((u64::from(std::process::id()) + n) & 0xffff)
+}
+
 /// A periodic message to an actor, stopped when the ticker is dropped (with the actor's state,
 /// so no actor needs a `post_stop` for it).
 #[derive(Debug)]

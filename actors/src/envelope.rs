@@ -72,11 +72,15 @@ pub enum ManagerCast {
     NodeUp {
         /// The node.
         node: NodeName,
+        /// Which start of the node's process this is (a new number every start).
+        incarnation: u64,
     },
     /// A node's periodic sign of life.
     NodeAlive {
         /// The node.
         node: NodeName,
+        /// Which start of the node's process this is.
+        incarnation: u64,
     },
     /// A local manager lost a copy: crashed (`known_dead`) or hung.
     CopyDown {

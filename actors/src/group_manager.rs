@@ -137,11 +137,11 @@ impl Actor for GroupManager {
     ) -> Result<(), ActorProcessingErr> {
         let now = clock::now();
         let input = match msg {
-            GroupManagerMsg::Cast(ManagerCast::NodeUp { node }) => {
+            GroupManagerMsg::Cast(ManagerCast::NodeUp { node, .. }) => {
                 state.nodes.watch(node.clone(), now);
                 Some(GroupInput::NodeUp { node })
             }
-            GroupManagerMsg::Cast(ManagerCast::NodeAlive { node }) => {
+            GroupManagerMsg::Cast(ManagerCast::NodeAlive { node, .. }) => {
                 if state.nodes.heard(&node, now) {
                     None
                 } else {
@@ -198,7 +198,7 @@ impl Actor for GroupManager {
 }
 
 /// Every unit as the core records it.
-fn status(core: &GroupCore) -> Vec<UnitStatus> {
+pub fn status(core: &GroupCore) -> Vec<UnitStatus> {
     core.units()
         .map(|(name, rec)| UnitStatus {
             unit: name.clone(),
@@ -213,8 +213,52 @@ fn status(core: &GroupCore) -> Vec<UnitStatus> {
 }
 
 fn carry_out(state: &mut GroupManagerState) {
-    let mut names = Vec::new();
-    for command in state.core.drain_commands() {
+    let commands = state.core.drain_commands();
+    let names: Vec<NameUpdate> = commands.iter().filter_map(name_update).collect();
+    dispatch(&state.args.directory, &state.core, commands);
+    if !names.is_empty() {
+        for node in state.args.directory.nodes() {
+            send(&state.args.directory, &node, NodeCast::Names(names.clone()));
+        }
+    }
+}
+
+/// The change a command makes to the name tables, if it is a name command (`Bind`, `Unbind`,
+/// `Unavailable`).
+pub fn name_update(command: &GroupCommand) -> Option<NameUpdate> {
+    match command {
+        GroupCommand::Bind {
+            unit,
+            copy,
+            node,
+            epoch,
+        } => Some(NameUpdate {
+            unit: unit.clone(),
+            state: NameState::Bound(Binding {
+                node: node.clone(),
+                copy: *copy,
+                epoch: *epoch,
+            }),
+        }),
+        GroupCommand::Unbind { unit, epoch } => Some(NameUpdate {
+            unit: unit.clone(),
+            state: NameState::Rebinding { epoch: *epoch },
+        }),
+        GroupCommand::Unavailable { unit, epoch } => Some(NameUpdate {
+            unit: unit.clone(),
+            state: NameState::Unavailable { epoch: *epoch },
+        }),
+        GroupCommand::Start { .. } | GroupCommand::Stop { .. } | GroupCommand::Direct { .. } => {
+            None
+        }
+    }
+}
+
+/// Carries out the core's commands for copies: starts, stops and directives go to the local
+/// managers of their nodes through `directory` (with the node of the copy's peer, looked up in
+/// `core`). Name commands are left to the caller (see [`name_update`]).
+pub fn dispatch(directory: &Directory, core: &GroupCore, commands: Vec<GroupCommand>) {
+    for command in commands {
         match command {
             GroupCommand::Start {
                 node,
@@ -223,11 +267,11 @@ fn carry_out(state: &mut GroupManagerState) {
                 start_as,
             } => {
                 let peer_node = match start_as {
-                    StartAs::Standby { primary, .. } => node_of(&state.core, &unit, primary),
+                    StartAs::Standby { primary, .. } => node_of(core, &unit, primary),
                     StartAs::Initial { .. } => None,
                 };
                 send(
-                    &state.args.directory,
+                    directory,
                     &node,
                     NodeCast::StartCopy {
                         unit,
@@ -238,11 +282,7 @@ fn carry_out(state: &mut GroupManagerState) {
                 );
             }
             GroupCommand::Stop { node, unit, copy } => {
-                send(
-                    &state.args.directory,
-                    &node,
-                    NodeCast::StopCopy { unit, copy },
-                );
+                send(directory, &node, NodeCast::StopCopy { unit, copy });
             }
             GroupCommand::Direct {
                 node,
@@ -253,11 +293,11 @@ fn carry_out(state: &mut GroupManagerState) {
                 let peer_node = match &directive {
                     Directive::AssignStandby {
                         standby: Some(s), ..
-                    } => node_of(&state.core, &unit, *s),
+                    } => node_of(core, &unit, *s),
                     _ => None,
                 };
                 send(
-                    &state.args.directory,
+                    directory,
                     &node,
                     NodeCast::Direct {
                         unit,
@@ -267,28 +307,9 @@ fn carry_out(state: &mut GroupManagerState) {
                     },
                 );
             }
-            GroupCommand::Bind {
-                unit,
-                copy,
-                node,
-                epoch,
-            } => names.push(NameUpdate {
-                unit,
-                state: NameState::Bound(Binding { node, copy, epoch }),
-            }),
-            GroupCommand::Unbind { unit, epoch } => names.push(NameUpdate {
-                unit,
-                state: NameState::Rebinding { epoch },
-            }),
-            GroupCommand::Unavailable { unit, epoch } => names.push(NameUpdate {
-                unit,
-                state: NameState::Unavailable { epoch },
-            }),
-        }
-    }
-    if !names.is_empty() {
-        for node in state.args.directory.nodes() {
-            send(&state.args.directory, &node, NodeCast::Names(names.clone()));
+            GroupCommand::Bind { .. }
+            | GroupCommand::Unbind { .. }
+            | GroupCommand::Unavailable { .. } => {}
         }
     }
 }

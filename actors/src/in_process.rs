@@ -112,6 +112,7 @@ impl InProcessCluster {
                 directory: self.directory.clone(),
                 registry: registry.clone(),
                 group: Arc::new(self.group.clone()),
+                incarnation: crate::clock::new_incarnation(),
                 config: self.config.local,
             },
         )

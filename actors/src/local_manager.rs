@@ -127,6 +127,8 @@ pub struct LocalManagerArgs {
     pub registry: Registry,
     /// The group manager of the node's group, wherever it runs.
     pub group: Arc<dyn ManagerLink>,
+    /// Which start of the node's process this is: a number no earlier start used.
+    pub incarnation: u64,
     /// Tuning.
     pub config: LocalManagerConfig,
 }
@@ -183,6 +185,7 @@ impl Actor for LocalManager {
         });
         let _ = args.group.send(GroupManagerMsg::Cast(ManagerCast::NodeUp {
             node: args.node.clone(),
+            incarnation: args.incarnation,
         }));
         Ok(LocalManagerState {
             liveness: Liveness::new(args.config.heartbeat),
@@ -329,6 +332,7 @@ impl Actor for LocalManager {
                 }
                 state.tell_manager(ManagerCast::NodeAlive {
                     node: state.args.node.clone(),
+                    incarnation: state.args.incarnation,
                 });
             }
         }

@@ -2,7 +2,7 @@
 //!
 //! Understudy nodes as OS processes over `ractor_cluster`: the wire that carries the actors'
 //! messages between nodes, membership (who is connected, by name, re-dialled after any
-//! disconnect), and the node's configuration.
+//! disconnect), the control plane each group runs on Raft, and the node's configuration.
 //!
 //! ## Map
 //!
@@ -12,11 +12,13 @@
 //! | [`probe`] | talking to a running cluster from outside it: status and calls |
 //! | [`wire`] | the one advertised endpoint per node, and the links that reach other nodes through it |
 //! | [`config`] | `units.toml`: the groups and units of a cluster |
+//! | [`control`] | the group's control plane: the table every node applies from Raft, the group manager on the leader |
 //! | [`raft`] | consensus within a group: openraft over an in-memory log, applying the committed log |
 
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod control;
 pub mod node;
 pub mod probe;
 pub mod raft;

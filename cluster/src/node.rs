@@ -6,29 +6,27 @@
 //! endpoints are reachable right now. `ractor_cluster` does not reconnect by itself, so every
 //! `--join` address is re-dialled until a session to that peer (by name) exists again.
 //!
-//! Until the next step puts the group manager on the group's Raft leader, the group manager
-//! runs on the *seed* node (the one started without `--join`), and every other node reaches
-//! it through the process group [`MANAGER_GROUP`].
+//! Every node is a member of its group's Raft and holds a copy of the group's table
+//! ([`crate::control`]); the group manager runs on the Raft leader. The *seed* (the node
+//! started without `--join`) founds the group once `expect` nodes are connected; every node
+//! that starts later, or starts again, is added by the leader.
 
+use crate::control::{found, ControlArgs, ControlLink, ControlMsg, ControlPlane, TableApplier};
+use crate::raft::{RaftGroup, RaftTuning};
 use crate::wire::{
-    endpoint_group, node_of_group, EndpointArgs, RemoteManager, RemoteNode, WireEndpoint,
+    endpoint_group, node_of_group, EndpointArgs, RemoteNode, WireEndpoint, WireRaftTransport,
 };
 use ractor::{Actor, ActorRef};
 use ractor_cluster::{NodeServer, NodeServerMessage};
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use understudy_actors::group_manager::{GroupManagerArgs, GroupManagerConfig};
+use understudy_actors::group_manager::GroupManagerConfig;
 use understudy_actors::local_manager::{LocalManagerArgs, LocalManagerConfig};
-use understudy_actors::{
-    Catalog, Directory, GroupManager, GroupManagerMsg, LinkError, LocalManager, LocalManagerMsg,
-    ManagerLink, Registry,
-};
-use understudy_runtime::{NodeName, UnitName};
-
-/// The process group under which the node running the group manager advertises its endpoint.
-pub const MANAGER_GROUP: &str = "understudy.manager";
+use understudy_actors::{Catalog, Directory, LocalManager, LocalManagerMsg, Registry};
+use understudy_runtime::{GroupTable, NodeName};
 
 /// The largest frame a node accepts from a peer (ractor_cluster closes a session that sends a
 /// larger one, so every node must use the same limit).
@@ -55,6 +53,8 @@ pub struct NodeOptions {
     pub local: LocalManagerConfig,
     /// Tuning of the group manager, where it runs.
     pub group: GroupManagerConfig,
+    /// Tuning of the group's Raft.
+    pub raft: RaftTuning,
 }
 
 impl NodeOptions {
@@ -70,10 +70,11 @@ impl NodeOptions {
             expect: 1,
             local: LocalManagerConfig::default(),
             group: GroupManagerConfig::default(),
+            raft: RaftTuning::default(),
         }
     }
 
-    /// Whether this node is the seed (it joins nobody), which runs the group manager.
+    /// Whether this node is the seed (it joins nobody), which founds the group.
     pub fn is_seed(&self) -> bool {
         self.join.is_empty()
     }
@@ -82,6 +83,9 @@ impl NodeOptions {
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    /// The node's Raft member could not start.
+    #[error("could not start the node's Raft member: {0}")]
+    Raft(String),
     /// An actor failed to start (for the `NodeServer`, usually: the port is taken).
     #[error("could not start {what}: {reason}")]
     Start {
@@ -106,24 +110,13 @@ pub struct Node {
     pub registry: Registry,
     /// Its local manager.
     pub local: ActorRef<LocalManagerMsg>,
+    /// Its Raft member.
+    pub raft: RaftGroup,
+    /// Its control plane (the group manager while it leads).
+    pub control: ActorRef<ControlMsg>,
     server: ActorRef<NodeServerMessage>,
     endpoint: ActorRef<crate::wire::WireMsg>,
-    manager: Option<ActorRef<GroupManagerMsg>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// Reaches the group manager wherever it is advertised (interim: the seed node).
-#[derive(Debug)]
-struct AdvertisedManager;
-
-impl ManagerLink for AdvertisedManager {
-    fn send(&self, msg: GroupManagerMsg) -> Result<(), LinkError> {
-        let remote = ractor::pg::get_members(&MANAGER_GROUP.to_string())
-            .into_iter()
-            .find(|c| !c.get_id().is_local())
-            .ok_or_else(|| LinkError::NoRoute(NodeName::new("(group manager)")))?;
-        RemoteManager::new(RemoteNode::new(remote)).send(msg)
-    }
 }
 
 /// A number unique within this process, for names that must not repeat.
@@ -168,25 +161,38 @@ impl Node {
 
         let directory = Directory::new();
         let registry = Registry::new();
-        let manager = if opts.is_seed() {
-            let (m, _) = Actor::spawn(
-                None,
-                GroupManager,
-                GroupManagerArgs {
-                    directory: directory.clone(),
-                    config: opts.group,
-                },
-            )
-            .await
-            .map_err(start_err("the group manager"))?;
-            Some(m)
-        } else {
-            None
-        };
-        let link: Arc<dyn ManagerLink> = match &manager {
-            Some(m) => Arc::new(m.clone()),
-            None => Arc::new(AdvertisedManager),
-        };
+        let incarnation = understudy_actors::clock::new_incarnation();
+        let table = Arc::new(Mutex::new(GroupTable::new(opts.group.core)));
+        let executing = Arc::new(AtomicBool::new(false));
+        let raft = RaftGroup::start(
+            incarnation,
+            opts.name.0.clone(),
+            opts.raft.clone(),
+            Arc::new(WireRaftTransport),
+            Box::new(TableApplier::new(
+                table.clone(),
+                registry.clone(),
+                directory.clone(),
+                executing.clone(),
+            )),
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let (control, _) = Actor::spawn(
+            None,
+            ControlPlane,
+            ControlArgs {
+                node: opts.name.clone(),
+                raft: raft.clone(),
+                table,
+                executing,
+                config: opts.group,
+                units: opts.catalog.names(),
+                expect: opts.expect,
+            },
+        )
+        .await
+        .map_err(start_err("the control plane"))?;
         let (local, _) = Actor::spawn(
             None,
             LocalManager,
@@ -195,7 +201,12 @@ impl Node {
                 catalog: Arc::new(opts.catalog.clone()),
                 directory: directory.clone(),
                 registry: registry.clone(),
-                group: link,
+                group: Arc::new(ControlLink::new(
+                    opts.name.clone(),
+                    raft.clone(),
+                    control.clone(),
+                )),
+                incarnation,
                 config: opts.local,
             },
         )
@@ -212,37 +223,36 @@ impl Node {
                 registry: registry.clone(),
                 directory: directory.clone(),
                 catalog: Arc::new(opts.catalog.clone()),
-                manager: Arc::new(Mutex::new(manager.clone())),
+                control: control.clone(),
+                raft: raft.clone(),
                 group: endpoint_group(&opts.name),
             },
         )
         .await
         .map_err(start_err("the wire endpoint"))?;
-        if manager.is_some() {
-            ractor::pg::join(MANAGER_GROUP.to_string(), vec![endpoint.get_cell()]);
-        }
 
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(
             Membership::new(opts.name.clone(), directory.clone()).run(),
         ));
         tasks.push(tokio::spawn(redial(server.clone(), opts.join.clone())));
-        if let Some(m) = &manager {
-            tasks.push(tokio::spawn(cold_start(
-                m.clone(),
-                opts.catalog.names(),
+        if opts.is_seed() {
+            tasks.push(tokio::spawn(found(
+                raft.clone(),
+                opts.name.clone(),
                 opts.expect,
             )));
         }
-        tracing::info!(node = %opts.name, port = opts.port, bind = %opts.bind, seed = opts.is_seed(), "node started");
+        tracing::info!(node = %opts.name, port = opts.port, bind = %opts.bind, seed = opts.is_seed(), member = incarnation, "node started");
         Ok(Node {
             name: opts.name,
             directory,
             registry,
             local,
+            raft,
+            control,
             server,
             endpoint,
-            manager,
             tasks,
         })
     }
@@ -252,11 +262,6 @@ impl Node {
         self.directory.nodes()
     }
 
-    /// Whether the group manager runs here.
-    pub fn runs_group_manager(&self) -> bool {
-        self.manager.is_some()
-    }
-
     /// Stop the node's actors and tasks.
     pub fn stop(self) {
         for t in &self.tasks {
@@ -264,9 +269,7 @@ impl Node {
         }
         self.endpoint.kill();
         self.local.kill();
-        if let Some(m) = &self.manager {
-            m.kill();
-        }
+        self.control.kill();
         self.server.kill();
     }
 }
@@ -360,21 +363,5 @@ async fn redial(server: ActorRef<NodeServerMessage>, join: Vec<String>) {
                 tracing::debug!(%addr, error = %e, "dial failed; will retry");
             }
         }
-    }
-}
-
-/// The seed places the catalog's units once its group manager counts `expect` nodes up.
-async fn cold_start(manager: ActorRef<GroupManagerMsg>, units: Vec<UnitName>, expect: usize) {
-    let mut every = tokio::time::interval(Duration::from_millis(20));
-    loop {
-        every.tick().await;
-        match ractor::call_t!(manager, GroupManagerMsg::Members, 1_000) {
-            Ok(up) if up.len() >= expect.max(1) => break,
-            Ok(_) => {}
-            Err(_) => return,
-        }
-    }
-    for unit in units {
-        let _ = manager.cast(GroupManagerMsg::AddUnit { unit });
     }
 }

@@ -175,7 +175,7 @@ impl Probe {
     pub async fn manager_node(&self) -> Result<NodeName, ProbeError> {
         for node in self.nodes() {
             if let Ok(s) = self.status(&node).await {
-                if s.units.is_some() {
+                if s.control.runs_group_manager {
                     return Ok(node);
                 }
             }

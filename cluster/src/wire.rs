@@ -14,11 +14,15 @@
 //!                            ◄──answer bytes─────
 //! ```
 
+use crate::control::{ControlMsg, ControlView};
+use crate::raft::{MemberId, RaftGroup, RaftTransport, TransportError};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 use understudy_actors::codec::{decode, encode};
 use understudy_actors::copy::StimulusReply;
@@ -26,9 +30,9 @@ use understudy_actors::copy::{JsonCallError, JsonCaller};
 use understudy_actors::envelope::{Envelope, StimulusAsk};
 use understudy_actors::{
     Catalog, Directory, GroupManagerMsg, LinkError, LocalManagerMsg, ManagerLink, NameState,
-    NodeLink, Registry, UnitStatus,
+    NodeLink, Registry,
 };
-use understudy_runtime::{NodeName, UnitName};
+use understudy_runtime::{GroupInput, NodeName, UnitName};
 
 /// How long a node waits for another node to answer a stimulus before it gives the caller's
 /// reply port up (the caller has its own deadline and follows rebinding meanwhile).
@@ -62,11 +66,11 @@ pub enum WireMsg {
 pub enum WireAsk {
     /// A stimulus for a copy on the node.
     Stimulus(StimulusAsk),
-    /// What the node knows: its peers, its name table, and the units if it runs the group
-    /// manager. Answered with [`WireAnswer::Status`].
+    /// What the node knows: its peers, its name table, its view of the group (Raft role,
+    /// leader, units by its copy of the table). Answered with [`WireAnswer::Status`].
     Status,
-    /// Operator: a planned switchover of a unit, for the node that runs the group manager.
-    /// Answered with [`WireAnswer::Done`].
+    /// Operator: a planned switchover of a unit, for the node that runs the group manager
+    /// (another node answers with an error naming it). Answered with [`WireAnswer::Done`].
     Switchover {
         /// The unit.
         unit: UnitName,
@@ -77,6 +81,9 @@ pub enum WireAsk {
         /// The node to drain.
         node: NodeName,
     },
+    /// A Raft request for this node's member of its group (an encoded
+    /// [`RaftRequest`](crate::raft::RaftRequest)). Answered with [`WireAnswer::Raft`].
+    Raft(Vec<u8>),
     /// Call a unit with a stimulus written as JSON, through the node's own client of that
     /// unit (which follows takeovers). Answered with [`WireAnswer::Called`].
     Call {
@@ -98,8 +105,9 @@ pub struct NodeStatus {
     pub members: Vec<NodeName>,
     /// Its name table.
     pub names: Vec<(UnitName, NameState)>,
-    /// Every unit as the group manager sees it, if it runs on this node.
-    pub units: Option<Vec<UnitStatus>>,
+    /// Its view of its group: Raft role, leader, and every unit by its copy of the committed
+    /// table.
+    pub control: ControlView,
 }
 
 /// The answer to a [`WireAsk::Stimulus`].
@@ -118,6 +126,8 @@ pub enum WireAnswer {
     Called(Result<String, JsonCallError>),
     /// An operator request was passed to the group manager, or why it was not.
     Done(Result<(), String>),
+    /// The reply of this node's Raft member (an encoded [`RaftReply`](crate::raft::RaftReply)).
+    Raft(Vec<u8>),
 }
 
 /// Where a node's endpoint hands what arrives.
@@ -133,8 +143,10 @@ pub struct EndpointArgs {
     pub directory: Directory,
     /// The units this node knows.
     pub catalog: Arc<Catalog>,
-    /// The group manager, while it runs on this node.
-    pub manager: Arc<Mutex<Option<ActorRef<GroupManagerMsg>>>>,
+    /// This node's control plane (the group manager while this node leads).
+    pub control: ActorRef<ControlMsg>,
+    /// This node's Raft member.
+    pub raft: RaftGroup,
     /// The process group to advertise the endpoint under.
     pub group: String,
 }
@@ -172,7 +184,8 @@ impl Actor for WireEndpoint {
                     let _ = state.args.local.cast(LocalManagerMsg::Cast(cast));
                 }
                 Ok(Envelope::Manager(cast)) => {
-                    if let Err(e) = state.to_manager(GroupManagerMsg::Cast(cast)) {
+                    let msg = ControlMsg::Manager(GroupManagerMsg::Cast(cast));
+                    if let Err(e) = state.args.control.cast(msg) {
                         tracing::debug!(reason = %e, "a message for the group manager was dropped");
                     }
                 }
@@ -195,16 +208,42 @@ impl Actor for WireEndpoint {
                     });
                 }
                 Ok(WireAsk::Status) => {
-                    let status = state.status().await;
-                    answer_with(reply, &WireAnswer::Status(status));
+                    let control = state.args.control.clone();
+                    let node = state.args.node.clone();
+                    let members = state.args.directory.nodes();
+                    let names = state.args.registry.snapshot();
+                    tokio::spawn(async move {
+                        match ractor::call_t!(control, ControlMsg::View, 2_000) {
+                            Ok(control) => answer_with(
+                                reply,
+                                &WireAnswer::Status(NodeStatus {
+                                    node,
+                                    members,
+                                    names,
+                                    control,
+                                }),
+                            ),
+                            Err(e) => answer_with(
+                                reply,
+                                &WireAnswer::Malformed(format!(
+                                    "node {node} could not describe its group: {e}"
+                                )),
+                            ),
+                        }
+                    });
                 }
                 Ok(WireAsk::Switchover { unit }) => {
-                    let r = state.to_manager(GroupManagerMsg::Switchover { unit });
-                    answer_with(reply, &WireAnswer::Done(r));
+                    state.operate(GroupInput::Switchover { unit }, reply);
                 }
                 Ok(WireAsk::Drain { node }) => {
-                    let r = state.to_manager(GroupManagerMsg::Drain { node });
-                    answer_with(reply, &WireAnswer::Done(r));
+                    state.operate(GroupInput::Drain { node }, reply);
+                }
+                Ok(WireAsk::Raft(request)) => {
+                    let raft = state.args.raft.clone();
+                    tokio::spawn(async move {
+                        let answer = raft.handle_rpc(&request).await;
+                        answer_with(reply, &WireAnswer::Raft(answer));
+                    });
                 }
                 Ok(WireAsk::Call {
                     unit,
@@ -255,40 +294,18 @@ impl EndpointState {
         Some(caller)
     }
 
-    /// Hand an operator request to the group manager, if it runs here.
-    fn to_manager(&self, msg: GroupManagerMsg) -> Result<(), String> {
-        let manager = self
-            .args
-            .manager
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        match manager {
-            Some(m) => m.cast(msg).map_err(|e| e.to_string()),
-            None => Err(format!(
-                "node {} does not run the group manager; ask the node that does (see status)",
-                self.args.node
-            )),
-        }
-    }
-
-    async fn status(&self) -> NodeStatus {
-        let manager = self
-            .args
-            .manager
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let units = match manager {
-            Some(m) => ractor::call_t!(m, GroupManagerMsg::Status, 2_000).ok(),
-            None => None,
-        };
-        NodeStatus {
-            node: self.args.node.clone(),
-            members: self.args.directory.nodes(),
-            names: self.args.registry.snapshot(),
-            units,
-        }
+    /// Hand an operator request to this node's control plane, which takes it if it runs the
+    /// group manager and otherwise says which node does.
+    fn operate(&self, input: GroupInput, reply: RpcReplyPort<Vec<u8>>) {
+        let control = self.args.control.clone();
+        tokio::spawn(async move {
+            let answer =
+                match ractor::call_t!(control, |port| ControlMsg::Operate(input, port), 2_000) {
+                    Ok(r) => r,
+                    Err(e) => Err(format!("the node's control plane did not answer: {e}")),
+                };
+            answer_with(reply, &WireAnswer::Done(answer));
+        });
     }
 }
 
@@ -379,6 +396,97 @@ impl ManagerLink for RemoteManager {
                 "{other:?} only makes sense inside its node"
             ))),
         }
+    }
+}
+
+/// The advertised endpoint of node `node` on another process, if a session to it is open.
+pub fn endpoint_of(node: &NodeName) -> Option<ActorCell> {
+    ractor::pg::get_members(&endpoint_group(node))
+        .into_iter()
+        .find(|c| !c.get_id().is_local())
+}
+
+/// Every node this process has a session to, with its advertised endpoint.
+pub fn every_endpoint() -> Vec<(NodeName, ActorCell)> {
+    ractor::pg::which_groups()
+        .into_iter()
+        .filter_map(|group| {
+            let node = node_of_group(&group)?;
+            let cell = ractor::pg::get_members(&group)
+                .into_iter()
+                .find(|c| !c.get_id().is_local())?;
+            Some((node, cell))
+        })
+        .collect()
+}
+
+/// How long a status request to another node may take.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks the node behind `endpoint` for its status; `None` if it does not answer in time.
+pub async fn ask_status(endpoint: &ActorCell) -> Option<NodeStatus> {
+    let bytes = encode("request", &WireAsk::Status).ok()?;
+    let endpoint: ActorRef<WireMsg> = endpoint.clone().into();
+    match endpoint
+        .call(|port| WireMsg::Ask(bytes, port), Some(STATUS_TIMEOUT))
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(answer)) => {
+            match decode::<WireAnswer>("answer", &answer) {
+                Ok(WireAnswer::Status(s)) => Some(s),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Asks the node behind `endpoint` for its view of its group.
+pub async fn ask_view(endpoint: &ActorCell) -> Option<ControlView> {
+    ask_status(endpoint).await.map(|s| s.control)
+}
+
+/// How long a Raft request may wait for its reply at most (openraft gives up sooner on its
+/// own; this only bounds a call nobody waits for any more).
+const RAFT_CALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// The members of a group reach each other over the nodes' `ractor_cluster` sessions: a Raft
+/// request is a [`WireAsk::Raft`] to the endpoint of the member's node, authenticated like
+/// every session by the cluster's cookie.
+#[derive(Debug, Default)]
+pub struct WireRaftTransport;
+
+impl RaftTransport for WireRaftTransport {
+    fn call(
+        &self,
+        target: MemberId,
+        node: &str,
+        request: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, TransportError>> + Send>> {
+        let node = NodeName::new(node);
+        Box::pin(async move {
+            let unreachable = |reason: String| TransportError::Unreachable { target, reason };
+            let endpoint: ActorRef<WireMsg> = endpoint_of(&node)
+                .ok_or_else(|| unreachable(format!("no session to node {node}")))?
+                .into();
+            let bytes = encode("request", &WireAsk::Raft(request))
+                .map_err(|e| unreachable(e.to_string()))?;
+            let answer = endpoint
+                .call(|port| WireMsg::Ask(bytes, port), Some(RAFT_CALL_LIMIT))
+                .await;
+            let broken = |reason: String| TransportError::Broken { target, reason };
+            match answer {
+                Ok(ractor::rpc::CallResult::Success(answer)) => {
+                    match decode::<WireAnswer>("answer", &answer) {
+                        Ok(WireAnswer::Raft(reply)) => Ok(reply),
+                        Ok(other) => Err(broken(format!("node {node} answered {other:?}"))),
+                        Err(e) => Err(broken(e.to_string())),
+                    }
+                }
+                Ok(other) => Err(broken(format!("no reply from node {node}: {other:?}"))),
+                Err(e) => Err(broken(format!("the session to node {node} failed: {e}"))),
+            }
+        })
     }
 }
 

@@ -121,6 +121,7 @@ impl RaftTransport for InMemoryTransport {
     fn call(
         &self,
         target: MemberId,
+        _node: &str,
         request: Vec<u8>,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, TransportError>> + Send>> {
         let net = Arc::clone(&self.net);

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Tuning of the group manager.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupConfig {
     /// How long a granted lease runs.
     pub lease: Duration,
@@ -36,7 +36,7 @@ impl Default for GroupConfig {
 }
 
 /// What the group manager hears.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum GroupInput {
     /// Place a new unit (cold start).
     AddUnit {
@@ -90,6 +90,11 @@ pub enum GroupInput {
     },
     /// Time passed.
     Tick,
+    /// The manager moved (a new group manager took over from the committed table): every
+    /// lease still counts until a whole lease from `now` (the old manager may have granted
+    /// one just before it was lost, on a clock this one does not share), and commands that
+    /// nothing would send again are sent again: starts of copies not yet confirmed.
+    Resume,
 }
 
 /// How a copy starts.
@@ -110,7 +115,7 @@ pub enum StartAs {
 }
 
 /// What the group manager orders.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum GroupCommand {
     /// Start a copy on a node (its local manager does it).
     Start {
@@ -171,7 +176,7 @@ pub enum GroupCommand {
 }
 
 /// Where a copy runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Placement {
     /// The copy.
     pub copy: CopyId,
@@ -180,7 +185,7 @@ pub struct Placement {
 }
 
 /// Where a unit stands in its life.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Phase {
     /// A primary is bound (or, at cold start, about to be).
     Serving,
@@ -199,7 +204,7 @@ pub enum Phase {
 }
 
 /// The manager's record of one unit.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UnitRecord {
     /// The current epoch.
     pub epoch: Epoch,
@@ -218,7 +223,7 @@ pub struct UnitRecord {
 }
 
 /// The life of a standby.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StandbyState {
     /// Asked for; its node has not confirmed it runs.
     Starting,
@@ -235,7 +240,7 @@ pub enum StandbyState {
 const RETIRED_LIMIT: usize = 4096;
 
 /// The group manager's state machine.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct GroupCore {
     config: GroupConfig,
     nodes: BTreeMap<NodeName, bool>,
@@ -315,6 +320,7 @@ impl GroupCore {
             GroupInput::Switchover { unit } => self.switchover(now, &unit),
             GroupInput::Drain { node } => self.drain(now, node),
             GroupInput::Tick => self.tick(now),
+            GroupInput::Resume => self.resume(now),
         }
     }
 
@@ -897,6 +903,39 @@ impl GroupCore {
             });
         }
         self.place_standby(unit);
+    }
+
+    fn resume(&mut self, now: Time) {
+        let hold_until = now.after(self.config.lease);
+        for (unit, rec) in self.units.iter_mut() {
+            if rec.primary.is_some() && rec.lease_expires < hold_until {
+                rec.lease_expires = hold_until;
+            }
+            // A cold start whose first copy may never have been asked for.
+            if let (Phase::Promoting { .. }, Some(p)) = (&rec.phase, &rec.primary) {
+                if rec.epoch == Epoch(1) && !rec.bound {
+                    self.commands.push(GroupCommand::Start {
+                        node: p.node.clone(),
+                        unit: unit.clone(),
+                        copy: p.copy,
+                        start_as: StartAs::Initial { epoch: rec.epoch },
+                    });
+                }
+            }
+            // A standby asked for whose start nobody confirmed.
+            if let (Some((s, StandbyState::Starting)), Some(p)) = (&rec.standby, &rec.primary) {
+                self.commands.push(GroupCommand::Start {
+                    node: s.node.clone(),
+                    unit: unit.clone(),
+                    copy: s.copy,
+                    start_as: StartAs::Standby {
+                        epoch: rec.epoch,
+                        primary: p.copy,
+                    },
+                });
+            }
+        }
+        self.tick(now);
     }
 
     fn tick(&mut self, now: Time) {

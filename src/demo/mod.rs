@@ -278,7 +278,7 @@ async fn kv_state(
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if let Ok(s) = probe.status(seed).await {
-            let found = s.units.unwrap_or_default().into_iter().find(|u| {
+            let found = s.control.units.into_iter().find(|u| {
                 u.unit.0 == "kv" && u.serving && u.standby_ready && u.epoch.0 > newer_than
             });
             if let Some(u) = found {

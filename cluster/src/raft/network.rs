@@ -39,11 +39,13 @@ use std::time::Duration;
 /// The transport should authenticate its peers: Raft tolerates lost, late and duplicated
 /// messages, not forged ones.
 pub trait RaftTransport: Send + Sync + 'static {
-    /// Sends `request` to member `target` and resolves to its reply. There is no need for a
-    /// timeout here: openraft bounds every call by its own.
+    /// Sends `request` to member `target`, which runs on the node named `node` (as given when
+    /// the member was added), and resolves to its reply. There is no need for a timeout here:
+    /// openraft bounds every call by its own.
     fn call(
         &self,
         target: MemberId,
+        node: &str,
         request: Vec<u8>,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, TransportError>> + Send>>;
 }
@@ -307,7 +309,11 @@ impl MemberLink {
         }
         .encode()
         .map_err(|reason| RPCError::Network(NetworkError::new(&LinkFault(reason))))?;
-        let reply = match self.transport.call(self.target, request).await {
+        let reply = match self
+            .transport
+            .call(self.target, &self.node.addr, request)
+            .await
+        {
             Ok(reply) => reply,
             Err(e @ TransportError::Unreachable { .. }) => return Err(unreachable(e.to_string())),
             Err(e @ TransportError::Broken { .. }) => {

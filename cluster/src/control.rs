@@ -1,0 +1,723 @@
+//! The control plane of a group: its nodes run Raft ([`crate::raft`]) over a control log of
+//! [`ControlEntry`]s, every node applies the committed log to its own [`GroupTable`], and the
+//! group manager runs on the Raft leader and moves with leadership.
+//!
+//! ```text
+//!  LocalManager ─ ControlLink ─► (the leader's node) ControlPlane ─ batch, stamp ─► propose
+//!                                                                                     │
+//!  every node: committed entry ─► TableApplier ─► GroupTable::apply ─► names ─► Registry
+//!                                                         └─► (leader only) dispatch ─► nodes
+//! ```
+//!
+//! - Every decision the manager takes is applied from the committed log, so a new manager
+//!   (a new leader) holds exactly the table its predecessor held, never a memory of its own.
+//!   It confirms its leadership first, then proposes [`GroupInput::Resume`]: every lease
+//!   counts a whole lease again from then, and starts nobody confirmed are asked for again.
+//! - Only the confirmed leader carries commands out; every node publishes the names in its own
+//!   name table, so any node resolves any unit from its copy of the committed bindings.
+//! - Node liveness (heartbeats from every node's local manager) is watched by the leader only;
+//!   a node that misses its heartbeats is proposed down, one that speaks again (or as a new
+//!   incarnation) is proposed up.
+//! - Raft membership follows the nodes: the leader adds every node it hears from as a voter
+//!   (one member id per start of a node's process) and removes a member once a newer
+//!   incarnation of its node is a voter.
+
+use crate::raft::{Applier, MemberRole, RaftGroup};
+use crate::wire::{endpoint_of, every_endpoint, RemoteManager, RemoteNode};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use understudy_actors::clock::{self, Ticker};
+use understudy_actors::codec::{decode, encode};
+use understudy_actors::envelope::ManagerCast;
+use understudy_actors::group_manager::{dispatch, name_update, status, GroupManagerConfig};
+use understudy_actors::{Directory, GroupManagerMsg, LinkError, ManagerLink, Registry, UnitStatus};
+use understudy_runtime::{
+    ControlEntry, ControlInput, GroupInput, GroupTable, Liveness, NodeName, Time, UnitName,
+};
+
+/// A node's copy of its group's table, shared by the Raft state machine that applies the log
+/// and the control plane actor that reads it.
+pub type SharedTable = Arc<Mutex<GroupTable>>;
+
+fn lock(table: &SharedTable) -> MutexGuard<'_, GroupTable> {
+    // The table is only changed by `GroupTable::apply`, which leaves it whole; a panic
+    // elsewhere while holding the lock does not make it inconsistent.
+    table.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether this node carries the manager's commands out (it is the confirmed leader).
+pub type Executing = Arc<AtomicBool>;
+
+/// The Raft state machine of a node: applies committed control entries to the node's table,
+/// publishes name changes in the node's name table, and, on the confirmed leader, carries the
+/// other commands out.
+#[derive(Debug)]
+pub struct TableApplier {
+    table: SharedTable,
+    registry: Registry,
+    directory: Directory,
+    executing: Executing,
+}
+
+impl TableApplier {
+    /// An applier over `table`, publishing names in `registry`, sending through `directory`
+    /// while `executing` is set.
+    pub fn new(
+        table: SharedTable,
+        registry: Registry,
+        directory: Directory,
+        executing: Executing,
+    ) -> Self {
+        TableApplier {
+            table,
+            registry,
+            directory,
+            executing,
+        }
+    }
+}
+
+/// What applying an entry answered: `Ok`, or why the entry was not used.
+#[derive(Debug, Serialize, Deserialize)]
+enum Applied {
+    Ok,
+    Unreadable(String),
+}
+
+impl Applier for TableApplier {
+    fn apply(&mut self, index: u64, command: &[u8]) -> Vec<u8> {
+        let applied = match decode::<ControlEntry>("control entry", command) {
+            Err(e) => {
+                // Every member skips it alike, so the tables stay equal.
+                tracing::error!(index, error = %e, "skipped an unreadable control entry");
+                Applied::Unreadable(e.to_string())
+            }
+            Ok(entry) => {
+                let mut table = lock(&self.table);
+                let commands = table.apply(entry);
+                for update in commands.iter().filter_map(name_update) {
+                    self.registry.apply(update);
+                }
+                if self.executing.load(Ordering::SeqCst) {
+                    dispatch(&self.directory, table.core(), commands);
+                }
+                Applied::Ok
+            }
+        };
+        encode("applied", &applied).unwrap_or_default()
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let table = lock(&self.table);
+        match rmp_serde::to_vec_named(&*table) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // Restoring an empty snapshot fails loudly on the member that receives it.
+                tracing::error!(error = %e, "cannot encode the group table for a snapshot");
+                Vec::new()
+            }
+        }
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        let restored: GroupTable = rmp_serde::from_slice(snapshot)
+            .map_err(|e| format!("the group table in the snapshot is unreadable: {e}"))?;
+        for update in restored.name_commands().iter().filter_map(name_update) {
+            self.registry.apply(update);
+        }
+        *lock(&self.table) = restored;
+        Ok(())
+    }
+}
+
+/// Messages to a node's [`ControlPlane`].
+#[derive(Debug)]
+pub enum ControlMsg {
+    /// What a group manager takes: casts from local managers and copies, operator requests,
+    /// status queries.
+    Manager(GroupManagerMsg),
+    /// An operator request for the group manager; answered with an error naming the manager's
+    /// node if this node is not it.
+    Operate(GroupInput, RpcReplyPort<Result<(), String>>),
+    /// This node's view of the group, for its status.
+    View(RpcReplyPort<ControlView>),
+    /// Leadership changed (from the Raft member's watch).
+    Leadership,
+    /// The leadership of `term` was confirmed by a majority, or not.
+    Confirmed {
+        /// The term confirmed.
+        term: u64,
+        /// Whether it was.
+        ok: bool,
+    },
+    /// The entry in flight committed, or not.
+    Proposed(Result<(), String>),
+    /// A membership change ended.
+    MembershipChanged(Result<(), String>),
+}
+
+impl ractor::Message for ControlMsg {}
+
+/// A node's view of its group's control plane.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlView {
+    /// This node's Raft member id (its incarnation).
+    pub member: u64,
+    /// Its Raft role: `leader`, `follower`, `candidate`, `learner` or `stopped`.
+    pub role: String,
+    /// The Raft term it knows.
+    pub term: u64,
+    /// The node of the Raft leader, if known.
+    pub leader: Option<NodeName>,
+    /// Whether the group manager runs here now (this node leads and confirmed it).
+    pub runs_group_manager: bool,
+    /// The group's voters (node names), by this node's latest membership; empty before the
+    /// node joined a group.
+    pub voters: Vec<NodeName>,
+    /// Every unit by this node's copy of the committed table.
+    pub units: Vec<UnitStatus>,
+    /// Entries this node's table has applied.
+    pub applied: u64,
+}
+
+/// What a node's control plane starts with.
+#[derive(Clone, Debug)]
+pub struct ControlArgs {
+    /// This node.
+    pub node: NodeName,
+    /// This node's Raft member.
+    pub raft: RaftGroup,
+    /// This node's copy of the table.
+    pub table: SharedTable,
+    /// Set while this node carries out the manager's commands.
+    pub executing: Executing,
+    /// Tuning of the manager.
+    pub config: GroupManagerConfig,
+    /// The units to place at cold start.
+    pub units: Vec<UnitName>,
+    /// Place them once this many nodes are up.
+    pub expect: usize,
+}
+
+/// The actor that runs the group manager while this node leads its group's Raft, and
+/// otherwise only answers for this node's view.
+#[derive(Debug, Default)]
+pub struct ControlPlane;
+
+/// The manager's state while this node leads (confirmed).
+#[derive(Debug)]
+struct Leading {
+    term: u64,
+    liveness: Liveness<NodeName>,
+    /// The incarnation each node last said it runs as.
+    heard: BTreeMap<NodeName, u64>,
+    membership_busy: bool,
+    last_membership_check: Time,
+}
+
+/// A control plane's state.
+#[derive(Debug)]
+pub struct ControlState {
+    args: ControlArgs,
+    leading: Option<Leading>,
+    confirming: bool,
+    pending: Vec<ControlInput>,
+    in_flight: bool,
+    last_proposed: Time,
+    _ticker: Ticker,
+    _watch: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ControlState {
+    fn drop(&mut self) {
+        self._watch.abort();
+    }
+}
+
+/// How long the leader lets pass without an entry: each entry ticks the table.
+const IDLE_ENTRY: Duration = Duration::from_millis(20);
+/// How often the leader compares Raft membership with the nodes it hears.
+const MEMBERSHIP_CHECK: Duration = Duration::from_millis(200);
+
+impl Actor for ControlPlane {
+    type Msg = ControlMsg;
+    type State = ControlState;
+    type Arguments = ControlArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ControlMsg>,
+        args: ControlArgs,
+    ) -> Result<ControlState, ActorProcessingErr> {
+        let ticker = Ticker::start(&myself, args.config.tick, || {
+            ControlMsg::Manager(GroupManagerMsg::Tick)
+        });
+        let mut leadership = args.raft.leadership();
+        let me = myself.clone();
+        let watch = tokio::spawn(async move {
+            while leadership.changed().await.is_ok() {
+                if me.cast(ControlMsg::Leadership).is_err() {
+                    break;
+                }
+            }
+        });
+        let _ = myself.cast(ControlMsg::Leadership);
+        Ok(ControlState {
+            args,
+            leading: None,
+            confirming: false,
+            pending: Vec::new(),
+            in_flight: false,
+            last_proposed: Time::ZERO,
+            _ticker: ticker,
+            _watch: watch,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ControlMsg>,
+        msg: ControlMsg,
+        state: &mut ControlState,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = clock::now();
+        match msg {
+            ControlMsg::Manager(GroupManagerMsg::Cast(cast)) => state.heard(now, cast),
+            ControlMsg::Manager(GroupManagerMsg::AddUnit { unit }) => {
+                state.input(GroupInput::AddUnit { unit });
+            }
+            ControlMsg::Manager(GroupManagerMsg::Switchover { unit }) => {
+                state.input(GroupInput::Switchover { unit });
+            }
+            ControlMsg::Manager(GroupManagerMsg::Drain { node }) => {
+                state.input(GroupInput::Drain { node });
+            }
+            ControlMsg::Manager(GroupManagerMsg::Tick) => state.tick(&myself, now),
+            ControlMsg::Manager(GroupManagerMsg::Status(reply)) => {
+                let _ = reply.send(status(lock(&state.args.table).core()));
+            }
+            ControlMsg::Manager(GroupManagerMsg::Members(reply)) => {
+                let _ = reply.send(lock(&state.args.table).core().nodes_up());
+            }
+            ControlMsg::Operate(input, reply) => {
+                let answer = if state.leading.is_some() {
+                    state.input(input);
+                    Ok(())
+                } else {
+                    Err(state.not_the_manager())
+                };
+                let _ = reply.send(answer);
+            }
+            ControlMsg::View(reply) => {
+                let _ = reply.send(state.view());
+            }
+            ControlMsg::Leadership => state.leadership_changed(&myself),
+            ControlMsg::Confirmed { term, ok } => {
+                state.confirming = false;
+                state.confirmed(&myself, now, term, ok);
+            }
+            ControlMsg::Proposed(result) => {
+                state.in_flight = false;
+                if let Err(e) = result {
+                    tracing::warn!(node = %state.args.node, error = %e, "a control entry did not commit; its inputs are lost (their senders repeat what matters)");
+                }
+            }
+            ControlMsg::MembershipChanged(result) => {
+                if let Some(l) = state.leading.as_mut() {
+                    l.membership_busy = false;
+                }
+                if let Err(e) = result {
+                    tracing::info!(node = %state.args.node, error = %e, "a membership change did not complete; will retry");
+                }
+            }
+        }
+        state.flush(&myself, now);
+        Ok(())
+    }
+}
+
+impl ControlState {
+    fn input(&mut self, input: GroupInput) {
+        if self.leading.is_some() {
+            self.push(ControlInput::Core(input));
+        }
+    }
+
+    fn push(&mut self, input: ControlInput) {
+        if !self.pending.contains(&input) {
+            self.pending.push(input);
+        }
+    }
+
+    fn not_the_manager(&self) -> String {
+        match self.args.raft.leader_member() {
+            Some((_, leader)) => format!(
+                "node {} does not run the group manager; node {leader} does (see status)",
+                self.args.node
+            ),
+            None => format!(
+                "node {} does not run the group manager, and no leader is known yet; retry",
+                self.args.node
+            ),
+        }
+    }
+
+    /// A cast from a local manager or a copy.
+    fn heard(&mut self, now: Time, cast: ManagerCast) {
+        let Some(leading) = self.leading.as_mut() else {
+            tracing::trace!(node = %self.args.node, ?cast, "not the group manager; dropped");
+            return;
+        };
+        match cast {
+            ManagerCast::NodeUp { node, incarnation }
+            | ManagerCast::NodeAlive { node, incarnation } => {
+                leading.heard.insert(node.clone(), incarnation);
+                if !leading.liveness.heard(&node, now) {
+                    leading.liveness.watch(node.clone(), now);
+                }
+                if lock(&self.args.table).needs_node_up(&node, incarnation) {
+                    self.push(ControlInput::NodeRunning { node, incarnation });
+                }
+            }
+            ManagerCast::CopyDown {
+                unit,
+                copy,
+                known_dead,
+            } => self.input(GroupInput::CopyDown {
+                unit,
+                copy,
+                known_dead,
+            }),
+            ManagerCast::CopyStarted { unit, copy } => {
+                self.input(GroupInput::CopyStarted { unit, copy });
+            }
+            ManagerCast::Report(r) => self.input(GroupInput::Report(r)),
+        }
+    }
+
+    fn tick(&mut self, myself: &ActorRef<ControlMsg>, now: Time) {
+        if self.leading.is_none() {
+            if self.args.raft.is_leader() && !self.confirming {
+                self.confirm(myself);
+            }
+            return;
+        }
+        let table = lock(&self.args.table);
+        let mut inputs = Vec::new();
+        let mut check_membership = false;
+        if let Some(leading) = self.leading.as_mut() {
+            for node in leading.liveness.expire(now) {
+                if table.core().node_up(&node) {
+                    tracing::warn!(%node, "node missed its heartbeats");
+                    inputs.push(ControlInput::Core(GroupInput::NodeDown {
+                        node,
+                        known_dead: false,
+                    }));
+                }
+            }
+            if table.core().nodes_up().len() >= self.args.expect.max(1) {
+                for unit in &self.args.units {
+                    if table.core().unit(unit).is_none() {
+                        inputs.push(ControlInput::Core(GroupInput::AddUnit {
+                            unit: unit.clone(),
+                        }));
+                    }
+                }
+            }
+            if !leading.membership_busy
+                && now.since(leading.last_membership_check) >= MEMBERSHIP_CHECK
+            {
+                leading.last_membership_check = now;
+                check_membership = true;
+            }
+        }
+        drop(table);
+        for input in inputs {
+            self.push(input);
+        }
+        if check_membership {
+            self.grow_membership(myself);
+        }
+    }
+
+    /// Adds a node heard from that is no voter yet, or removes a member whose node runs as a
+    /// newer incarnation: one change at a time.
+    fn grow_membership(&mut self, myself: &ActorRef<ControlMsg>) {
+        let Some(leading) = self.leading.as_mut() else {
+            return;
+        };
+        let members = self.args.raft.members();
+        let liveness = &leading.liveness;
+        let to_add = leading
+            .heard
+            .iter()
+            .find(|(node, inc)| liveness.is_watched(node) && !members.voters.contains_key(inc));
+        let change = if let Some((node, inc)) = to_add {
+            let (node, inc) = (node.clone(), *inc);
+            tracing::info!(%node, member = inc, "adding the node to the group's Raft");
+            let raft = self.args.raft.clone();
+            Some(tokio::spawn(async move {
+                raft.add_voter(inc, node.0).await.map_err(|e| e.to_string())
+            }))
+        } else {
+            let stale = members
+                .voters
+                .iter()
+                .chain(members.learners.iter())
+                .find(|(id, name)| {
+                    let current = leading.heard.get(&NodeName::new(name.as_str()));
+                    current.is_some_and(|inc| inc != *id && members.voters.contains_key(inc))
+                })
+                .map(|(id, name)| (*id, name.clone()));
+            stale.map(|(id, name)| {
+                tracing::info!(node = %name, member = id, "removing an earlier start of the node from the group's Raft");
+                let raft = self.args.raft.clone();
+                tokio::spawn(async move { raft.remove_member(id).await.map_err(|e| e.to_string()) })
+            })
+        };
+        if let Some(task) = change {
+            leading.membership_busy = true;
+            let me = myself.clone();
+            tokio::spawn(async move {
+                let result = task
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the change's task failed: {e}")));
+                let _ = me.cast(ControlMsg::MembershipChanged(result));
+            });
+        }
+    }
+
+    fn leadership_changed(&mut self, myself: &ActorRef<ControlMsg>) {
+        let leadership = self.args.raft.leadership().borrow().clone();
+        let still_leading = leadership.role == MemberRole::Leader
+            && self
+                .leading
+                .as_ref()
+                .is_some_and(|l| l.term == leadership.term);
+        if still_leading {
+            return;
+        }
+        if self.leading.take().is_some() {
+            tracing::info!(node = %self.args.node, term = leadership.term, "no longer the group manager");
+            self.args.executing.store(false, Ordering::SeqCst);
+            self.pending.clear();
+        }
+        if leadership.role == MemberRole::Leader && !self.confirming {
+            self.confirm(myself);
+        }
+    }
+
+    fn confirm(&mut self, myself: &ActorRef<ControlMsg>) {
+        let term = self.args.raft.leadership().borrow().term;
+        self.confirming = true;
+        let raft = self.args.raft.clone();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let ok = raft.confirm_leader().await.is_ok();
+            let _ = me.cast(ControlMsg::Confirmed { term, ok });
+        });
+    }
+
+    /// Leadership of `term` confirmed: this node's table holds everything committed before,
+    /// so the manager starts from it.
+    fn confirmed(&mut self, myself: &ActorRef<ControlMsg>, now: Time, term: u64, ok: bool) {
+        let leadership = self.args.raft.leadership().borrow().clone();
+        if leadership.role != MemberRole::Leader || leadership.term != term {
+            self.leadership_changed(myself);
+            return;
+        }
+        if !ok {
+            // Retried at the next tick.
+            return;
+        }
+        let table = lock(&self.args.table);
+        let mut liveness = Liveness::new(self.args.config.node_heartbeat);
+        for node in table.core().nodes_up() {
+            liveness.watch(node, now);
+        }
+        let heard = table
+            .core()
+            .nodes_up()
+            .into_iter()
+            .filter_map(|n| table.incarnation(&n).map(|inc| (n, inc)))
+            .collect();
+        drop(table);
+        tracing::info!(node = %self.args.node, term, "now the group manager");
+        self.leading = Some(Leading {
+            term,
+            liveness,
+            heard,
+            membership_busy: false,
+            last_membership_check: now,
+        });
+        self.args.executing.store(true, Ordering::SeqCst);
+        self.pending.clear();
+        self.push(ControlInput::Core(GroupInput::Resume));
+    }
+
+    /// Proposes what is pending (or an empty entry, to tick, when the log has been idle), one
+    /// entry in flight at a time: what arrives meanwhile goes into the next one.
+    fn flush(&mut self, myself: &ActorRef<ControlMsg>, now: Time) {
+        if self.leading.is_none() || self.in_flight {
+            return;
+        }
+        if self.pending.is_empty() && now.since(self.last_proposed) < IDLE_ENTRY {
+            return;
+        }
+        let entry = ControlEntry {
+            at: clock::wall_now(),
+            inputs: std::mem::take(&mut self.pending),
+        };
+        let bytes = match encode("control entry", &entry) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a control entry; its inputs are dropped");
+                return;
+            }
+        };
+        self.in_flight = true;
+        self.last_proposed = now;
+        let raft = self.args.raft.clone();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let result = raft
+                .propose(bytes)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            let _ = me.cast(ControlMsg::Proposed(result));
+        });
+    }
+
+    fn view(&self) -> ControlView {
+        let leadership = self.args.raft.leadership().borrow().clone();
+        let role = match leadership.role {
+            MemberRole::Leader => "leader",
+            MemberRole::Follower => "follower",
+            MemberRole::Candidate => "candidate",
+            MemberRole::Learner => "learner",
+            MemberRole::Stopped => "stopped",
+        };
+        let table = lock(&self.args.table);
+        ControlView {
+            member: self.args.raft.id(),
+            role: role.to_string(),
+            term: leadership.term,
+            leader: self
+                .args
+                .raft
+                .leader_member()
+                .map(|(_, name)| NodeName::new(name.as_str())),
+            runs_group_manager: self.leading.is_some(),
+            voters: self
+                .args
+                .raft
+                .members()
+                .voters
+                .into_values()
+                .map(|n| NodeName::new(n.as_str()))
+                .collect(),
+            units: status(table.core()),
+            applied: table.entries(),
+        }
+    }
+}
+
+/// A local manager's link to its group's manager, wherever it runs: this node's control plane
+/// while this node leads, the leader's node otherwise, and every node while no leader is
+/// known (a node not yet in the group's Raft; all but the manager drop it).
+#[derive(Debug)]
+pub struct ControlLink {
+    node: NodeName,
+    raft: RaftGroup,
+    control: ActorRef<ControlMsg>,
+}
+
+impl ControlLink {
+    /// The link of node `node`.
+    pub fn new(node: NodeName, raft: RaftGroup, control: ActorRef<ControlMsg>) -> Self {
+        ControlLink {
+            node,
+            raft,
+            control,
+        }
+    }
+
+    fn local(&self, msg: GroupManagerMsg) -> Result<(), LinkError> {
+        self.control
+            .cast(ControlMsg::Manager(msg))
+            .map_err(|e| LinkError::Gone(e.to_string()))
+    }
+}
+
+impl ManagerLink for ControlLink {
+    fn send(&self, msg: GroupManagerMsg) -> Result<(), LinkError> {
+        if self.raft.is_leader() {
+            return self.local(msg);
+        }
+        let GroupManagerMsg::Cast(cast) = msg else {
+            return self.local(msg);
+        };
+        if let Some((_, leader)) = self.raft.leader_member() {
+            let leader = NodeName::new(leader.as_str());
+            if leader == self.node {
+                return self.local(GroupManagerMsg::Cast(cast));
+            }
+            let endpoint =
+                endpoint_of(&leader).ok_or_else(|| LinkError::NoRoute(leader.clone()))?;
+            return RemoteManager::new(RemoteNode::new(endpoint)).send(GroupManagerMsg::Cast(cast));
+        }
+        for (_, endpoint) in every_endpoint() {
+            let _ = RemoteManager::new(RemoteNode::new(endpoint))
+                .send(GroupManagerMsg::Cast(cast.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// Forms the group if this node is to found it: once `expect` nodes (this one included) are
+/// connected and none of them is in a group yet, this node initializes Raft with all of them.
+/// It stops as soon as this node is in a group, or any peer is (then the group's leader adds
+/// this node). Only a node started without `--join` founds; a founder that starts again finds
+/// its peers in a group and waits to be added, so a group is founded once.
+pub async fn found(raft: RaftGroup, me: NodeName, expect: usize) {
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        every.tick().await;
+        if !raft.members().voters.is_empty() {
+            return;
+        }
+        let peers = every_endpoint();
+        if peers.len() + 1 < expect.max(1) {
+            continue;
+        }
+        let mut founders = BTreeMap::from([(raft.id(), me.0.clone())]);
+        let mut complete = true;
+        for (node, endpoint) in peers {
+            match crate::wire::ask_view(&endpoint).await {
+                Some(view) if !view.voters.is_empty() => {
+                    tracing::info!(peer = %node, "a group exists already; waiting to be added to it");
+                    return;
+                }
+                Some(view) => {
+                    founders.insert(view.member, node.0.clone());
+                }
+                None => complete = false,
+            }
+        }
+        if !complete || founders.len() < expect.max(1) {
+            continue;
+        }
+        let names: Vec<&String> = founders.values().collect();
+        tracing::info!(?names, "founding the group");
+        match raft.initialize(founders.clone()).await {
+            Ok(()) => return,
+            Err(crate::raft::MembershipError::AlreadyInitialized) => return,
+            Err(e) => tracing::warn!(error = %e, "founding the group failed; will retry"),
+        }
+    }
+}
