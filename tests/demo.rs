@@ -1,6 +1,7 @@
 //! The operator's commands against real node processes: `understudy demo --json` with crash
-//! faults (its last line is one JSON object reporting lost 0 and duplicates 0 with at least
-//! one failover measured), and `understudy load --json` against a running cluster.
+//! faults, and with crash, hang and panic in turn (its last line is one JSON object reporting
+//! lost 0 and duplicates 0 with the failovers measured), and `understudy load --json` against
+//! a running cluster.
 
 use std::process::Command;
 use std::sync::Mutex;
@@ -8,12 +9,13 @@ use std::sync::Mutex;
 /// These tests start node processes that would fight over the cores: they take turns.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-#[test]
-fn demo_json_with_crash_faults_reports_no_loss_and_no_duplicates() {
+/// Runs `understudy demo --json` on 3 nodes with `fault` every 3 s for `seconds`, checks the
+/// summary's fields and that nothing was lost or doubled, and returns the summary.
+fn demo_summary(fault: &str, seconds: &str) -> serde_json::Value {
     let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let out = Command::new(env!("CARGO_BIN_EXE_understudy"))
-        .args(["demo", "--json", "--nodes", "3", "--duration", "8"])
-        .args(["--rate", "1000", "--fault", "crash", "--fault-every", "3"])
+        .args(["demo", "--json", "--nodes", "3", "--duration", seconds])
+        .args(["--rate", "1000", "--fault", fault, "--fault-every", "3"])
         .output()
         .expect("run understudy demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -25,7 +27,7 @@ fn demo_json_with_crash_faults_reports_no_loss_and_no_duplicates() {
     );
     let last = stdout.lines().last().expect("the demo printed a summary");
     let summary: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
-    println!("demo summary: {summary}");
+    println!("demo summary ({fault}): {summary}");
     for field in [
         "nodes",
         "stimuli_sent",
@@ -50,12 +52,37 @@ fn demo_json_with_crash_faults_reports_no_loss_and_no_duplicates() {
     assert_eq!(summary["lost"], 0, "lost");
     assert_eq!(summary["duplicates"], 0, "duplicates");
     assert!(
+        summary["answered_ok"].as_u64().unwrap_or(0) > 0,
+        "stimuli were answered"
+    );
+    summary
+}
+
+#[test]
+fn demo_json_with_crash_faults_reports_no_loss_and_no_duplicates() {
+    let summary = demo_summary("crash", "8");
+    assert!(
         summary["failovers"].as_u64().unwrap_or(0) >= 1,
         "a failover was measured"
     );
-    assert!(
-        summary["answered_ok"].as_u64().unwrap_or(0) > 0,
-        "stimuli were answered"
+}
+
+#[test]
+fn demo_json_with_crash_hang_and_panic_in_turn_reports_no_loss_and_no_duplicates() {
+    let summary = demo_summary("mixed", "11");
+    let kinds: Vec<&str> = summary["faults"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|f| f["kind"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        kinds,
+        ["crash", "hang", "panic"],
+        "each kind of fault was injected once"
+    );
+    assert_eq!(
+        summary["failovers"].as_u64(),
+        Some(3),
+        "every fault was followed by a failover"
     );
 }
 

@@ -63,6 +63,8 @@ pub enum CopyMsg {
     },
     /// Time passed.
     Tick,
+    /// Fault injection: the next stimulus panics inside the handler.
+    ArmPanic,
 }
 
 impl ractor::Message for CopyMsg {}
@@ -111,6 +113,7 @@ pub struct CopyState<U: Unit> {
     waiting: HashMap<ReplyToken, RpcReplyPort<StimulusReply>>,
     next_token: u64,
     peers: HashMap<CopyId, NodeName>,
+    panic_armed: bool,
     _ticker: Ticker,
 }
 
@@ -154,6 +157,7 @@ impl<U: Unit> Actor for UnitCopy<U> {
             waiting: HashMap::new(),
             next_token: 0,
             peers,
+            panic_armed: false,
             _ticker: ticker,
         })
     }
@@ -179,6 +183,12 @@ impl<U: Unit> Actor for UnitCopy<U> {
                 body,
                 reply,
             } => match decode::<U::Stimulus>("stimulus", &body) {
+                Ok(_) if state.panic_armed => {
+                    panic!(
+                        "fault injection: copy {} of {} panics in its handler",
+                        state.args.copy, state.args.unit
+                    );
+                }
                 Ok(body) => {
                     state.next_token += 1;
                     let token = ReplyToken(state.next_token);
@@ -238,6 +248,7 @@ impl<U: Unit> Actor for UnitCopy<U> {
                     });
             }
             CopyMsg::Tick => state.core.step(now, Input::Tick),
+            CopyMsg::ArmPanic => state.panic_armed = true,
         }
         carry_out(state);
         Ok(())

@@ -52,6 +52,14 @@ pub enum NodeCast {
     },
     /// Group manager: changes to the name table.
     Names(Vec<NameUpdate>),
+    /// Fault injection (tests, the demo): the copy's next stimulus panics inside its handler,
+    /// as faulty application code would.
+    InjectPanic {
+        /// The unit.
+        unit: UnitName,
+        /// The copy.
+        copy: CopyId,
+    },
     /// Another node's copy sends to a copy here.
     Peer {
         /// The unit.

@@ -268,6 +268,11 @@ impl Actor for LocalManager {
                     });
                 }
             }
+            LocalManagerMsg::Cast(NodeCast::InjectPanic { copy, .. }) => {
+                if let Some(r) = state.copies.get(&copy) {
+                    let _ = r.actor.cast(CopyMsg::ArmPanic);
+                }
+            }
             LocalManagerMsg::Cast(NodeCast::Names(updates)) => {
                 for u in updates {
                     state.args.registry.apply(u);

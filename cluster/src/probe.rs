@@ -11,7 +11,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use understudy_actors::codec::{decode, encode};
 use understudy_actors::copy::JsonCallError;
-use understudy_runtime::{NodeName, UnitName};
+use understudy_actors::envelope::{Envelope, NodeCast};
+use understudy_runtime::{CopyId, NodeName, UnitName};
 
 /// Why a probe could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +132,30 @@ impl Probe {
             Ok(other) => Err(no_answer(format!("{other:?}"))),
             Err(e) => Err(no_answer(e.to_string())),
         }
+    }
+
+    /// Fault injection: copy `copy` of `unit` on `node` panics inside its handler at its next
+    /// stimulus (its local manager sees it fail, as it would see faulty application code).
+    pub fn inject_panic(
+        &self,
+        node: &NodeName,
+        unit: &UnitName,
+        copy: CopyId,
+    ) -> Result<(), ProbeError> {
+        let envelope = Envelope::Node(NodeCast::InjectPanic {
+            unit: unit.clone(),
+            copy,
+        });
+        let bytes = encode("envelope", &envelope).map_err(|e| ProbeError::NoAnswer {
+            node: node.clone(),
+            reason: e.to_string(),
+        })?;
+        self.endpoint(node)?
+            .cast(WireMsg::Frame(bytes))
+            .map_err(|e| ProbeError::NoAnswer {
+                node: node.clone(),
+                reason: e.to_string(),
+            })
     }
 
     /// What `node` knows.

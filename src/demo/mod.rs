@@ -3,9 +3,11 @@
 //!
 //! The demo starts the nodes as child processes of this binary on free loopback ports, waits
 //! for the key-value unit `kv` to serve with a ready standby, and drives `incr` stimuli on a
-//! set of keys at a steady rate through the seed node. Every `fault_every` it faults the node
-//! of `kv`'s primary (`kill -9` and a restart, or `SIGSTOP` and `SIGCONT`), and measures the
-//! failover: from the fault until the standby serves at the next epoch. At the end it reads
+//! set of keys at a steady rate through the seed node (the gateway). Every `fault_every` it
+//! faults `kv`'s primary: its node (`kill -9` and a restart, or `SIGSTOP` and `SIGCONT`; a
+//! planned switchover first moves the primary off the gateway) or its handler (a panic), and
+//! measures the failover: from the fault until the standby serves at the next epoch. The node
+//! faulted may run the group manager too: it moves with the group's Raft leadership. At the end it reads
 //! every key and compares it with the increments acknowledged: `lost` counts acknowledged
 //! increments missing, `duplicates` increments applied more than once. Every child process is
 //! stopped on exit, on an error and on Ctrl-C.
@@ -20,7 +22,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use understudy_cluster::probe::Probe;
-use understudy_runtime::NodeName;
+use understudy_cluster::wire::WireAsk;
+use understudy_runtime::{CopyId, NodeName, UnitName};
 
 /// How many keys the load spreads its increments over.
 const KEYS: usize = 16;
@@ -35,7 +38,7 @@ pub enum FaultKind {
     Hang,
     /// A panic inside the primary's handler.
     Panic,
-    /// Crash and hang in turn.
+    /// Crash, hang and panic in turn.
     Mixed,
     /// No fault: the load alone.
     None,
@@ -44,8 +47,7 @@ pub enum FaultKind {
 /// How to run the demo.
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
-    /// Nodes in the cluster (at least 3: the seed runs the group manager in this release and
-    /// is never faulted).
+    /// Nodes in the cluster (at least 3, so that the group keeps a majority when one is lost).
     pub nodes: usize,
     /// How long the load runs.
     pub duration: Duration,
@@ -152,7 +154,7 @@ pub enum DemoError {
 pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
     if opts.nodes < 3 {
         return Err(DemoError::Options(
-            "--nodes must be at least 3 (the seed runs the group manager and is never faulted)"
+            "--nodes must be at least 3 (a group of two cannot lose a node and keep a majority)"
                 .into(),
         ));
     }
@@ -161,11 +163,6 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
             "--strategy {} is not available in this release; use sync",
             opts.strategy
         )));
-    }
-    if opts.fault == FaultKind::Panic {
-        return Err(DemoError::Options(
-            "--fault panic is not available yet: the example units have no panic trigger; use crash, hang or mixed".into(),
-        ));
     }
     tokio::select! {
         r = run_inner(&opts) => r,
@@ -222,8 +219,7 @@ async fn run_inner(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
         }
         if opts.fault != FaultKind::None && Instant::now() >= next_fault {
             let kind = match opts.fault {
-                FaultKind::Mixed if turn % 2 == 1 => FaultKind::Hang,
-                FaultKind::Mixed => FaultKind::Crash,
+                FaultKind::Mixed => [FaultKind::Crash, FaultKind::Hang, FaultKind::Panic][turn % 3],
                 other => other,
             };
             turn += 1;
@@ -266,6 +262,7 @@ async fn run_inner(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
 #[derive(Clone, Debug)]
 struct KvState {
     node: NodeName,
+    copy: CopyId,
     epoch: u64,
 }
 
@@ -282,9 +279,10 @@ async fn kv_state(
                 u.unit.0 == "kv" && u.serving && u.standby_ready && u.epoch.0 > newer_than
             });
             if let Some(u) = found {
-                if let Some((_, node)) = u.primary {
+                if let Some((copy, node)) = u.primary {
                     return Some(KvState {
                         node,
+                        copy,
                         epoch: u.epoch.0,
                     });
                 }
@@ -295,38 +293,56 @@ async fn kv_state(
     None
 }
 
-/// Fault kv's primary's node and measure the failover; bring the node back afterwards.
+/// Fault kv's primary (its node, or its handler) and measure the failover; bring the node
+/// back afterwards. The node the load goes through (`gateway`) is never crashed or stopped
+/// (its clients' outcomes would be unknown): if kv's primary is there, a planned switchover
+/// moves it first. Any node may run the group manager, the gateway included.
 async fn inject(
     cluster: &mut ProcessCluster,
     probe: &Probe,
-    seed: &NodeName,
+    gateway: &NodeName,
     kv: &mut KvState,
     kind: FaultKind,
     started: Instant,
 ) -> Option<FaultRecord> {
+    if &kv.node == gateway && kind != FaultKind::Panic {
+        let moved = probe
+            .operate(WireAsk::Switchover {
+                unit: UnitName::new("kv"),
+            })
+            .await;
+        if let Err(e) = moved {
+            eprintln!("\ndemo: could not move kv off the gateway {gateway}: {e}; fault skipped");
+            return None;
+        }
+        *kv = kv_state(probe, gateway, kv.epoch, Duration::from_secs(30)).await?;
+    }
     let victim = kv.node.clone();
     let at_s = started.elapsed().as_secs_f64();
-    if &victim == seed {
-        eprintln!("\ndemo: kv's primary is on the seed {victim}, which runs the group manager in this release; fault skipped");
-        return None;
-    }
     let t0 = Instant::now();
     let name = match kind {
         FaultKind::Hang => {
             cluster.signal(&victim.0, "STOP").ok()?;
             "hang"
         }
+        FaultKind::Panic => {
+            probe
+                .inject_panic(&victim, &UnitName::new("kv"), kv.copy)
+                .ok()?;
+            "panic"
+        }
         _ => {
             cluster.kill9(&victim.0);
             "crash"
         }
     };
-    let after = kv_state(probe, seed, kv.epoch, Duration::from_secs(30)).await;
+    let after = kv_state(probe, gateway, kv.epoch, Duration::from_secs(30)).await;
     let failover_ms = after.as_ref().map(|_| t0.elapsed().as_secs_f64() * 1000.0);
     match kind {
         FaultKind::Hang => {
             let _ = cluster.signal(&victim.0, "CONT");
         }
+        FaultKind::Panic => {}
         _ => {
             let _ = cluster.restart(&victim.0);
         }
