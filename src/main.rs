@@ -61,16 +61,19 @@ enum Command {
         /// The address to listen on.
         #[arg(long, default_value = "127.0.0.1")]
         bind: IpAddr,
-        /// A node to join, as HOST:PORT (repeatable). A node that joins nobody is the seed and
-        /// runs the group manager.
+        /// A node to join, as HOST:PORT (repeatable). A node that joins nobody is the seed: it
+        /// founds its group's Raft (the group manager then runs on the Raft leader).
         #[arg(long)]
         join: Vec<String>,
         /// The shared secret of the cluster.
         #[arg(long, default_value = DEV_COOKIE)]
         cookie: String,
-        /// The seed places the units once this many nodes are up.
+        /// The group is founded, and its units placed, once this many of its nodes are up.
         #[arg(long, default_value_t = 1)]
         expect: usize,
+        /// The node's group, one of those declared in the config (default: the first).
+        #[arg(long)]
+        group: Option<String>,
         /// The cluster's units and groups (see units.toml); without it, the key-value unit
         /// `kv` and the ledger unit `ledger` in one group.
         #[arg(long)]
@@ -198,6 +201,7 @@ async fn main() -> std::process::ExitCode {
             join,
             cookie,
             expect,
+            group,
             config,
             heartbeat_ms,
             heartbeat_misses,
@@ -206,7 +210,10 @@ async fn main() -> std::process::ExitCode {
                 interval: Duration::from_millis(heartbeat_ms.max(1)),
                 misses: heartbeat_misses.max(1),
             };
-            run_node(name, port, bind, join, cookie, expect, config, heartbeat).await
+            run_node(
+                name, port, bind, join, cookie, expect, group, config, heartbeat,
+            )
+            .await
         }
         Command::Status { join, cookie, json } => status(&join, &cookie, json).await,
         Command::Call {
@@ -279,6 +286,7 @@ async fn run_node(
     join: Vec<String>,
     cookie: String,
     expect: usize,
+    group: Option<String>,
     config: Option<std::path::PathBuf>,
     heartbeat: HeartbeatConfig,
 ) -> Outcome {
@@ -292,7 +300,26 @@ async fn run_node(
     opts.join = join;
     opts.expect = expect;
     opts.local.heartbeat = heartbeat;
-    opts.group.node_heartbeat = heartbeat;
+    opts.group_config.node_heartbeat = heartbeat;
+    opts.groups = config
+        .groups
+        .iter()
+        .map(|g| {
+            let units = config
+                .units_in_group(&g.name)
+                .map(|u| understudy::runtime::UnitName::new(&u.name))
+                .collect();
+            (g.name.clone(), units)
+        })
+        .collect();
+    opts.group = match group {
+        Some(g) => g,
+        None => config
+            .groups
+            .first()
+            .map(|g| g.name.clone())
+            .ok_or("the config declares no group")?,
+    };
     let node = Node::start(opts).await?;
     println!("node {name} listening on {bind}:{port}");
     wait_for_signal().await;
@@ -326,7 +353,10 @@ async fn demo(opts: understudy::demo::DemoOptions) -> Outcome {
 
 async fn status(join: &str, cookie: &str, json: bool) -> Outcome {
     let probe = Probe::connect(join, cookie, Duration::from_secs(5)).await?;
-    let mut table = None;
+    // Per group: the node whose copy of the table is printed (the group manager's if any),
+    // whether that node runs the manager, and the units.
+    let mut tables: std::collections::BTreeMap<String, (NodeName, bool, Vec<_>)> =
+        std::collections::BTreeMap::new();
     for node in probe.nodes() {
         let s = probe.status(&node).await?;
         if json {
@@ -336,8 +366,9 @@ async fn status(join: &str, cookie: &str, json: bool) -> Outcome {
         let members: Vec<String> = s.members.iter().map(|n| n.0.clone()).collect();
         let c = &s.control;
         println!(
-            "node {:<8} raft {:<9} term {:<4} leader {:<8} sees [{}]{}",
+            "node {:<8} group {:<8} raft {:<9} term {:<4} leader {:<8} sees [{}]{}",
             s.node.0,
+            s.group,
             c.role,
             c.term,
             c.leader.as_ref().map(|n| n.0.as_str()).unwrap_or("-"),
@@ -348,12 +379,21 @@ async fn status(join: &str, cookie: &str, json: bool) -> Outcome {
                 ""
             },
         );
-        if c.runs_group_manager || table.is_none() {
-            table = Some((s.node.clone(), c.units.clone()));
+        for view in std::iter::once(c).chain(s.others.iter()) {
+            let better = match tables.get(&view.group) {
+                None => true,
+                Some((_, manager, _)) => view.runs_group_manager && !manager,
+            };
+            if better {
+                tables.insert(
+                    view.group.clone(),
+                    (s.node.clone(), view.runs_group_manager, view.units.clone()),
+                );
+            }
         }
     }
-    if let Some((from, units)) = table {
-        println!("units (the committed table, as node {from} holds it):");
+    for (group, (from, _, units)) in tables {
+        println!("group {group}: units (the committed table, as node {from} holds it):");
         for u in units {
             let copy = |c: &Option<(understudy::runtime::CopyId, NodeName)>| {
                 c.as_ref()

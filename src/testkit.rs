@@ -47,6 +47,10 @@ pub enum ProcessError {
 #[derive(Debug)]
 struct NodeProcess {
     port: u16,
+    /// `--expect` for this node (the size of its group).
+    expect: usize,
+    /// Further arguments (`--config`, `--group`).
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -56,7 +60,6 @@ pub struct ProcessCluster {
     binary: PathBuf,
     cookie: String,
     seed: String,
-    expect: usize,
     logs: Option<PathBuf>,
     nodes: BTreeMap<String, NodeProcess>,
 }
@@ -81,21 +84,72 @@ impl ProcessCluster {
         cookie: &str,
         logs: Option<PathBuf>,
     ) -> Result<ProcessCluster, ProcessError> {
+        let specs: Vec<(&str, usize, Vec<String>)> = names
+            .iter()
+            .map(|n| (*n, names.len(), Vec::new()))
+            .collect();
+        Self::launch(binary, &specs, seed, cookie, logs)
+    }
+
+    /// A cluster of several groups declared in the units file `config`: `groups` lists each
+    /// group with its nodes' names; every node starts with `--config config --group G
+    /// --expect (nodes of G)`. `seed` (a node of the first group, say) joins nobody, the others
+    /// join it.
+    pub fn start_groups(
+        binary: impl AsRef<Path>,
+        groups: &[(&str, &[&str])],
+        seed: &str,
+        cookie: &str,
+        config: &Path,
+        logs: Option<PathBuf>,
+    ) -> Result<ProcessCluster, ProcessError> {
+        let config = config.display().to_string();
+        let specs: Vec<(&str, usize, Vec<String>)> = groups
+            .iter()
+            .flat_map(|(group, names)| {
+                let config = config.clone();
+                names.iter().map(move |n| {
+                    let extra = vec![
+                        "--config".to_string(),
+                        config.clone(),
+                        "--group".to_string(),
+                        group.to_string(),
+                    ];
+                    (*n, names.len(), extra)
+                })
+            })
+            .collect();
+        Self::launch(binary, &specs, seed, cookie, logs)
+    }
+
+    fn launch(
+        binary: impl AsRef<Path>,
+        specs: &[(&str, usize, Vec<String>)],
+        seed: &str,
+        cookie: &str,
+        logs: Option<PathBuf>,
+    ) -> Result<ProcessCluster, ProcessError> {
         let mut cluster = ProcessCluster {
             binary: binary.as_ref().to_path_buf(),
             cookie: cookie.to_string(),
             seed: seed.to_string(),
-            expect: names.len(),
             logs,
             nodes: BTreeMap::new(),
         };
-        let mut ordered: Vec<&str> = vec![seed];
-        ordered.extend(names.iter().copied().filter(|n| *n != seed));
-        for name in ordered {
+        let mut ordered: Vec<&(&str, usize, Vec<String>)> =
+            specs.iter().filter(|s| s.0 == seed).collect();
+        ordered.extend(specs.iter().filter(|s| s.0 != seed));
+        for (name, expect, extra) in ordered {
             let port = free_port().ok_or(ProcessError::NoPort)?;
-            cluster
-                .nodes
-                .insert(name.to_string(), NodeProcess { port, child: None });
+            cluster.nodes.insert(
+                name.to_string(),
+                NodeProcess {
+                    port,
+                    expect: *expect,
+                    extra: extra.clone(),
+                    child: None,
+                },
+            );
             cluster.restart(name)?;
         }
         Ok(cluster)
@@ -134,8 +188,9 @@ impl ProcessCluster {
                 "--cookie",
                 &self.cookie,
                 "--expect",
-                &self.expect.to_string(),
+                &node.expect.to_string(),
             ])
+            .args(&node.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

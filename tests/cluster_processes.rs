@@ -28,8 +28,8 @@ const RATE: u32 = 3_000;
 /// The multi-process tests would fight over the cores: they take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// kv's primary node and epoch in the committed table as node `observer` holds it, once kv
-/// serves with a ready standby.
+/// kv's primary node and epoch in the committed tables node `observer` holds (of its own
+/// group, and of the others it follows), once kv serves with a ready standby.
 async fn kv_placement(
     probe: &Probe,
     observer: &NodeName,
@@ -39,7 +39,10 @@ async fn kv_placement(
     let deadline = Instant::now() + limit;
     loop {
         if let Ok(s) = probe.status(observer).await {
-            let kv = s.control.units.into_iter().find(|u| {
+            let every_unit = std::iter::once(s.control)
+                .chain(s.others)
+                .flat_map(|v| v.units);
+            let kv = every_unit.into_iter().find(|u| {
                 u.unit.0 == "kv" && u.serving && u.standby_ready && u.epoch.0 > newer_than
             });
             if let Some(kv) = kv {
@@ -381,5 +384,96 @@ async fn kill_9_of_the_group_managers_node_moves_the_manager_and_loses_and_dupli
         lost,
         duplicated,
         settled,
+    );
+}
+
+/// The units file of the two-group test: kv in group `front`, the ledger in group `back`.
+const TWO_GROUPS: &str = r#"
+[[groups]]
+name = "front"
+[[groups]]
+name = "back"
+[[units]]
+name = "kv"
+kind = "kv"
+group = "front"
+[[units]]
+name = "ledger"
+kind = "ledger"
+group = "back"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_two_groups_any_node_resolves_any_unit_and_a_kill_9_in_one_group_loses_nothing() {
+    let _turn = SERIAL.lock().await;
+    let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+    std::fs::create_dir_all(&logs).expect("the log directory");
+    let config = logs.join("two-groups.toml");
+    std::fs::write(&config, TWO_GROUPS).expect("the units file");
+    let mut cluster = ProcessCluster::start_groups(
+        env!("CARGO_BIN_EXE_understudy"),
+        &[("front", &["f1", "f2", "f3"]), ("back", &["b1", "b2"])],
+        "f3",
+        COOKIE,
+        &config,
+        Some(logs),
+    )
+    .expect("node processes start");
+    let addr = cluster.addr("f3").expect("the seed's address");
+    let probe = Arc::new(
+        Probe::connect(&addr, COOKIE, Duration::from_secs(20))
+            .await
+            .expect("the probe reaches the seed"),
+    );
+    // A node of group back holds group front's table (as a learner), and the reverse.
+    let back = NodeName::new("b1");
+    let (victim, _, epoch) = kv_placement(&probe, &back, 0, Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let front_survivor = loop {
+        let survivor = ["f1", "f2", "f3"]
+            .into_iter()
+            .map(NodeName::new)
+            .find(|n| n != &victim)
+            .expect("another node of front");
+        let ledger_ready = probe.status(&survivor).await.is_ok_and(|s| {
+            s.others
+                .iter()
+                .flat_map(|v| v.units.iter())
+                .any(|u| u.unit.0 == "ledger" && u.serving && u.standby_ready)
+        });
+        if ledger_ready {
+            break survivor;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group front's nodes did not learn group back's table in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await; // poll with a deadline
+    };
+    let total = probe
+        .call_json(&front_survivor, "ledger", "\"Total\"", Some(T_MAX))
+        .await
+        .expect("a node of group front calls the ledger of group back");
+    println!("the ledger's total, through {front_survivor}: {total}");
+
+    // kv (group front) under load through a node of group back; kill kv's primary's node.
+    let load = start_load(&probe, &back);
+    reach(&load, 300).await;
+    let killed = Instant::now();
+    cluster.kill9(&victim.0);
+    let (new_primary, _, new_epoch) =
+        kv_placement(&probe, &back, epoch, Duration::from_secs(30)).await;
+    let takeover = killed.elapsed();
+    reach(&load, load.answered_ok() + 300).await;
+    let totals = load.finish().await;
+    assert_ne!(new_primary, victim);
+    assert!(new_epoch > epoch);
+    let (lost, duplicated) = lost_and_duplicated(&probe, &back, &totals).await;
+    report_and_check(
+        &format!("two groups, kill -9 of {victim} (group front), load through {back} (group back)"),
+        &totals,
+        lost,
+        duplicated,
+        takeover,
     );
 }

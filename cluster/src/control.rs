@@ -162,9 +162,12 @@ pub enum ControlMsg {
 
 impl ractor::Message for ControlMsg {}
 
-/// A node's view of its group's control plane.
+/// A node's view of one group's control plane (its own group's, or another's it follows as a
+/// learner).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlView {
+    /// The group.
+    pub group: String,
     /// This node's Raft member id (its incarnation).
     pub member: u64,
     /// Its Raft role: `leader`, `follower`, `candidate`, `learner` or `stopped`.
@@ -187,6 +190,8 @@ pub struct ControlView {
 /// What a node's control plane starts with.
 #[derive(Clone, Debug)]
 pub struct ControlArgs {
+    /// The group.
+    pub group: String,
     /// This node.
     pub node: NodeName,
     /// This node's Raft member.
@@ -197,10 +202,21 @@ pub struct ControlArgs {
     pub executing: Executing,
     /// Tuning of the manager.
     pub config: GroupManagerConfig,
-    /// The units to place at cold start.
+    /// The group's units, placed at cold start.
     pub units: Vec<UnitName>,
     /// Place them once this many nodes are up.
     pub expect: usize,
+}
+
+/// One group's control plane on a node: the actor and the Raft member.
+#[derive(Clone, Debug)]
+pub struct ControlHandle {
+    /// The group.
+    pub group: String,
+    /// The node's control plane for it.
+    pub control: ActorRef<ControlMsg>,
+    /// The node's Raft member of it.
+    pub raft: RaftGroup,
 }
 
 /// The actor that runs the group manager while this node leads its group's Raft, and
@@ -217,6 +233,7 @@ struct Leading {
     heard: BTreeMap<NodeName, u64>,
     membership_busy: bool,
     last_membership_check: Time,
+    last_learner_check: Time,
 }
 
 /// A control plane's state.
@@ -242,6 +259,8 @@ impl Drop for ControlState {
 const IDLE_ENTRY: Duration = Duration::from_millis(20);
 /// How often the leader compares Raft membership with the nodes it hears.
 const MEMBERSHIP_CHECK: Duration = Duration::from_millis(200);
+/// How often the leader looks for nodes of other groups to follow its table as learners.
+const LEARNER_CHECK: Duration = Duration::from_secs(1);
 
 impl Actor for ControlPlane {
     type Msg = ControlMsg;
@@ -409,6 +428,7 @@ impl ControlState {
         let table = lock(&self.args.table);
         let mut inputs = Vec::new();
         let mut check_membership = false;
+        let mut check_learners = false;
         if let Some(leading) = self.leading.as_mut() {
             for node in leading.liveness.expire(now) {
                 if table.core().node_up(&node) {
@@ -433,6 +453,11 @@ impl ControlState {
             {
                 leading.last_membership_check = now;
                 check_membership = true;
+            } else if !leading.membership_busy
+                && now.since(leading.last_learner_check) >= LEARNER_CHECK
+            {
+                leading.last_learner_check = now;
+                check_learners = true;
             }
         }
         drop(table);
@@ -442,6 +467,26 @@ impl ControlState {
         if check_membership {
             self.grow_membership(myself);
         }
+        if check_learners {
+            self.follow_learners(myself);
+        }
+    }
+
+    /// Adds a node of another group as a learner of this group (so that it holds this group's
+    /// table and resolves its units), or removes a learner that an earlier start of such a
+    /// node left: one change at a time.
+    fn follow_learners(&mut self, myself: &ActorRef<ControlMsg>) {
+        let Some(leading) = self.leading.as_mut() else {
+            return;
+        };
+        leading.membership_busy = true;
+        let raft = self.args.raft.clone();
+        let group = self.args.group.clone();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let result = follow_one_learner(&raft, &group).await;
+            let _ = me.cast(ControlMsg::MembershipChanged(result));
+        });
     }
 
     /// Adds a node heard from that is no voter yet, or removes a member whose node runs as a
@@ -553,6 +598,7 @@ impl ControlState {
             heard,
             membership_busy: false,
             last_membership_check: now,
+            last_learner_check: now,
         });
         self.args.executing.store(true, Ordering::SeqCst);
         self.pending.clear();
@@ -604,6 +650,7 @@ impl ControlState {
         };
         let table = lock(&self.args.table);
         ControlView {
+            group: self.args.group.clone(),
             member: self.args.raft.id(),
             role: role.to_string(),
             term: leadership.term,
@@ -625,6 +672,39 @@ impl ControlState {
             applied: table.entries(),
         }
     }
+}
+
+/// One step of [`ControlState::follow_learners`].
+async fn follow_one_learner(raft: &RaftGroup, group: &str) -> Result<(), String> {
+    let members = raft.members();
+    for (node, endpoint) in every_endpoint() {
+        let Some(status) = crate::wire::ask_status(&endpoint).await else {
+            continue;
+        };
+        if status.group == group {
+            continue;
+        }
+        let Some(view) = status.others.iter().find(|v| v.group == group) else {
+            continue;
+        };
+        let known = members.voters.contains_key(&view.member)
+            || members.learners.contains_key(&view.member);
+        if !known {
+            tracing::info!(%node, %group, member = view.member, "adding a node of another group as a learner");
+            return raft
+                .add_learner(view.member, node.0.clone())
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let stale = members
+            .learners
+            .iter()
+            .find(|(id, name)| **name == node.0 && **id != view.member);
+        if let Some((id, _)) = stale {
+            return raft.remove_member(*id).await.map_err(|e| e.to_string());
+        }
+    }
+    Ok(())
 }
 
 /// A local manager's link to its group's manager, wherever it runs: this node's control plane
@@ -679,32 +759,38 @@ impl ManagerLink for ControlLink {
     }
 }
 
-/// Forms the group if this node is to found it: once `expect` nodes (this one included) are
-/// connected and none of them is in a group yet, this node initializes Raft with all of them.
-/// It stops as soon as this node is in a group, or any peer is (then the group's leader adds
-/// this node). Only a node started without `--join` founds; a founder that starts again finds
-/// its peers in a group and waits to be added, so a group is founded once.
-pub async fn found(raft: RaftGroup, me: NodeName, expect: usize) {
+/// Forms group `group` if this node is to found it. Its founder is its seed (a node of the
+/// group started without `--join`) if one is connected, otherwise the node of the group with
+/// the smallest name; it founds once `expect` nodes of the group (itself included) are
+/// connected and none of them is in the group's Raft yet, with all of them as voters. The
+/// task ends as soon as this node is in the group, or any node of the group is (then the
+/// group's leader adds this node). A founder that starts again finds its peers in the group
+/// and waits to be added, so a group is founded once.
+pub async fn found(raft: RaftGroup, me: NodeName, group: String, expect: usize, seed: bool) {
     let mut every = tokio::time::interval(Duration::from_millis(100));
     loop {
         every.tick().await;
         if !raft.members().voters.is_empty() {
             return;
         }
-        let peers = every_endpoint();
-        if peers.len() + 1 < expect.max(1) {
-            continue;
-        }
         let mut founders = BTreeMap::from([(raft.id(), me.0.clone())]);
+        let mut seeds = Vec::new();
+        if seed {
+            seeds.push(me.clone());
+        }
         let mut complete = true;
-        for (node, endpoint) in peers {
-            match crate::wire::ask_view(&endpoint).await {
-                Some(view) if !view.voters.is_empty() => {
-                    tracing::info!(peer = %node, "a group exists already; waiting to be added to it");
+        for (node, endpoint) in every_endpoint() {
+            match crate::wire::ask_status(&endpoint).await {
+                Some(status) if status.group != group => {}
+                Some(status) if !status.control.voters.is_empty() => {
+                    tracing::info!(peer = %node, %group, "the group exists already; waiting to be added to it");
                     return;
                 }
-                Some(view) => {
-                    founders.insert(view.member, node.0.clone());
+                Some(status) => {
+                    founders.insert(status.control.member, node.0.clone());
+                    if status.seed {
+                        seeds.push(node.clone());
+                    }
                 }
                 None => complete = false,
             }
@@ -712,8 +798,19 @@ pub async fn found(raft: RaftGroup, me: NodeName, expect: usize) {
         if !complete || founders.len() < expect.max(1) {
             continue;
         }
+        let founder = match seeds.iter().min() {
+            Some(s) => s.clone(),
+            None => founders
+                .values()
+                .min()
+                .map(|n| NodeName::new(n.as_str()))
+                .unwrap_or_else(|| me.clone()),
+        };
+        if founder != me {
+            continue;
+        }
         let names: Vec<&String> = founders.values().collect();
-        tracing::info!(?names, "founding the group");
+        tracing::info!(?names, %group, "founding the group");
         match raft.initialize(founders.clone()).await {
             Ok(()) => return,
             Err(crate::raft::MembershipError::AlreadyInitialized) => return,

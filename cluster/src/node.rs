@@ -11,14 +11,14 @@
 //! started without `--join`) founds the group once `expect` nodes are connected; every node
 //! that starts later, or starts again, is added by the leader.
 
-use crate::control::{found, ControlArgs, ControlLink, ControlMsg, ControlPlane, TableApplier};
+use crate::control::{found, ControlArgs, ControlHandle, ControlLink, ControlPlane, TableApplier};
 use crate::raft::{RaftGroup, RaftTuning};
 use crate::wire::{
     endpoint_group, node_of_group, EndpointArgs, RemoteNode, WireEndpoint, WireRaftTransport,
 };
 use ractor::{Actor, ActorRef};
 use ractor_cluster::{NodeServer, NodeServerMessage};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,10 @@ use std::time::Duration;
 use understudy_actors::group_manager::GroupManagerConfig;
 use understudy_actors::local_manager::{LocalManagerArgs, LocalManagerConfig};
 use understudy_actors::{Catalog, Directory, LocalManager, LocalManagerMsg, Registry};
-use understudy_runtime::{GroupTable, NodeName};
+use understudy_runtime::{GroupTable, NodeName, UnitName};
+
+/// The group of a node started without `--group`, in a cluster with one group.
+pub const DEFAULT_GROUP: &str = "main";
 
 /// The largest frame a node accepts from a peer (ractor_cluster closes a session that sends a
 /// larger one, so every node must use the same limit).
@@ -47,12 +50,16 @@ pub struct NodeOptions {
     pub cookie: String,
     /// The units this node can run.
     pub catalog: Catalog,
+    /// This node's group.
+    pub group: String,
+    /// Every group of the cluster, with its units (this node's group among them).
+    pub groups: BTreeMap<String, Vec<UnitName>>,
     /// The seed places the units once this many nodes (itself included) are connected.
     pub expect: usize,
     /// Tuning of the node's local manager.
     pub local: LocalManagerConfig,
     /// Tuning of the group manager, where it runs.
-    pub group: GroupManagerConfig,
+    pub group_config: GroupManagerConfig,
     /// Tuning of the group's Raft.
     pub raft: RaftTuning,
 }
@@ -66,10 +73,12 @@ impl NodeOptions {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             join: Vec::new(),
             cookie: cookie.to_string(),
+            group: DEFAULT_GROUP.to_string(),
+            groups: BTreeMap::from([(DEFAULT_GROUP.to_string(), catalog.names())]),
             catalog,
             expect: 1,
             local: LocalManagerConfig::default(),
-            group: GroupManagerConfig::default(),
+            group_config: GroupManagerConfig::default(),
             raft: RaftTuning::default(),
         }
     }
@@ -94,6 +103,14 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
+    /// The node's group is not among the cluster's groups.
+    #[error("node group {group:?} is not declared; the cluster's groups are {known:?}")]
+    UnknownGroup {
+        /// The group asked for.
+        group: String,
+        /// The groups declared.
+        known: Vec<String>,
+    },
     /// A node name must be non-empty and made of letters, digits, `-` and `_`.
     #[error("bad node name {0:?}: use letters, digits, '-' and '_'")]
     BadName(String),
@@ -110,10 +127,10 @@ pub struct Node {
     pub registry: Registry,
     /// Its local manager.
     pub local: ActorRef<LocalManagerMsg>,
-    /// Its Raft member.
-    pub raft: RaftGroup,
-    /// Its control plane (the group manager while it leads).
-    pub control: ActorRef<ControlMsg>,
+    /// Its control plane of its own group (the group manager while it leads).
+    pub home: ControlHandle,
+    /// Its control planes of the other groups (it follows their tables as a Raft learner).
+    pub others: Vec<ControlHandle>,
     server: ActorRef<NodeServerMessage>,
     endpoint: ActorRef<crate::wire::WireMsg>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -162,37 +179,64 @@ impl Node {
         let directory = Directory::new();
         let registry = Registry::new();
         let incarnation = understudy_actors::clock::new_incarnation();
-        let table = Arc::new(Mutex::new(GroupTable::new(opts.group.core)));
-        let executing = Arc::new(AtomicBool::new(false));
-        let raft = RaftGroup::start(
-            incarnation,
-            opts.name.0.clone(),
-            opts.raft.clone(),
-            Arc::new(WireRaftTransport),
-            Box::new(TableApplier::new(
-                table.clone(),
-                registry.clone(),
-                directory.clone(),
-                executing.clone(),
-            )),
-        )
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
-        let (control, _) = Actor::spawn(
-            None,
-            ControlPlane,
-            ControlArgs {
-                node: opts.name.clone(),
-                raft: raft.clone(),
-                table,
-                executing,
-                config: opts.group,
-                units: opts.catalog.names(),
-                expect: opts.expect,
-            },
-        )
-        .await
-        .map_err(start_err("the control plane"))?;
+        if !opts.groups.contains_key(&opts.group) {
+            return Err(NodeError::UnknownGroup {
+                group: opts.group.clone(),
+                known: opts.groups.keys().cloned().collect(),
+            });
+        }
+        let mut home = None;
+        let mut others = Vec::new();
+        for (group, units) in &opts.groups {
+            let table = Arc::new(Mutex::new(GroupTable::new(opts.group_config.core)));
+            let executing = Arc::new(AtomicBool::new(false));
+            let raft = RaftGroup::start(
+                incarnation,
+                opts.name.0.clone(),
+                opts.raft.clone(),
+                Arc::new(WireRaftTransport::new(group.clone())),
+                Box::new(TableApplier::new(
+                    table.clone(),
+                    registry.clone(),
+                    directory.clone(),
+                    executing.clone(),
+                )),
+            )
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+            let (control, _) = Actor::spawn(
+                None,
+                ControlPlane,
+                ControlArgs {
+                    group: group.clone(),
+                    node: opts.name.clone(),
+                    raft: raft.clone(),
+                    table,
+                    executing,
+                    config: opts.group_config,
+                    units: units.clone(),
+                    expect: opts.expect,
+                },
+            )
+            .await
+            .map_err(start_err("a control plane"))?;
+            let handle = ControlHandle {
+                group: group.clone(),
+                control,
+                raft,
+            };
+            if *group == opts.group {
+                home = Some(handle);
+            } else {
+                others.push(handle);
+            }
+        }
+        let Some(home) = home else {
+            return Err(NodeError::UnknownGroup {
+                group: opts.group.clone(),
+                known: opts.groups.keys().cloned().collect(),
+            });
+        };
         let (local, _) = Actor::spawn(
             None,
             LocalManager,
@@ -203,8 +247,8 @@ impl Node {
                 registry: registry.clone(),
                 group: Arc::new(ControlLink::new(
                     opts.name.clone(),
-                    raft.clone(),
-                    control.clone(),
+                    home.raft.clone(),
+                    home.control.clone(),
                 )),
                 incarnation,
                 config: opts.local,
@@ -223,34 +267,39 @@ impl Node {
                 registry: registry.clone(),
                 directory: directory.clone(),
                 catalog: Arc::new(opts.catalog.clone()),
-                control: control.clone(),
-                raft: raft.clone(),
+                home: home.clone(),
+                others: others.clone(),
+                unit_groups: opts
+                    .groups
+                    .iter()
+                    .flat_map(|(g, units)| units.iter().map(move |u| (u.clone(), g.clone())))
+                    .collect(),
+                seed: opts.is_seed(),
                 group: endpoint_group(&opts.name),
             },
         )
         .await
         .map_err(start_err("the wire endpoint"))?;
 
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(
-            Membership::new(opts.name.clone(), directory.clone()).run(),
-        ));
-        tasks.push(tokio::spawn(redial(server.clone(), opts.join.clone())));
-        if opts.is_seed() {
-            tasks.push(tokio::spawn(found(
-                raft.clone(),
+        let tasks = vec![
+            tokio::spawn(Membership::new(opts.name.clone(), directory.clone()).run()),
+            tokio::spawn(redial(server.clone(), opts.join.clone())),
+            tokio::spawn(found(
+                home.raft.clone(),
                 opts.name.clone(),
+                opts.group.clone(),
                 opts.expect,
-            )));
-        }
-        tracing::info!(node = %opts.name, port = opts.port, bind = %opts.bind, seed = opts.is_seed(), member = incarnation, "node started");
+                opts.is_seed(),
+            )),
+        ];
+        tracing::info!(node = %opts.name, port = opts.port, bind = %opts.bind, seed = opts.is_seed(), group = %opts.group, member = incarnation, "node started");
         Ok(Node {
             name: opts.name,
             directory,
             registry,
             local,
-            raft,
-            control,
+            home,
+            others,
             server,
             endpoint,
             tasks,
@@ -269,7 +318,9 @@ impl Node {
         }
         self.endpoint.kill();
         self.local.kill();
-        self.control.kill();
+        for h in std::iter::once(&self.home).chain(self.others.iter()) {
+            h.control.kill();
+        }
         self.server.kill();
     }
 }

@@ -77,7 +77,10 @@ impl Probe {
         let mut every = tokio::time::interval(Duration::from_millis(50));
         loop {
             every.tick().await;
-            if !probe.nodes().is_empty() {
+            // Ready once this probe's own session to `addr` is up and some node's endpoint is
+            // visible (process groups may still list nodes of an earlier probe in this
+            // process, so the session is what counts).
+            if probe.session_to(addr).await && !probe.nodes().is_empty() {
                 return Ok(probe);
             }
             if Instant::now() >= deadline {
@@ -86,7 +89,19 @@ impl Probe {
                     waited: timeout,
                 });
             }
-            let _ = ractor_cluster::client_connect(&probe.server, addr).await;
+            if !probe.session_to(addr).await {
+                let _ = ractor_cluster::client_connect(&probe.server, addr).await;
+            }
+        }
+    }
+
+    /// Whether this probe has a session, with a known peer, to `addr`.
+    async fn session_to(&self, addr: &str) -> bool {
+        match ractor::call_t!(self.server, NodeServerMessage::GetSessions, 1_000) {
+            Ok(sessions) => sessions
+                .values()
+                .any(|s| s.peer_addr == addr && s.peer_name.is_some()),
+            Err(_) => false,
         }
     }
 
@@ -164,7 +179,7 @@ impl Probe {
             .ask(node, &WireAsk::Status, Duration::from_secs(5))
             .await?
         {
-            WireAnswer::Status(s) => Ok(s),
+            WireAnswer::Status(s) => Ok(*s),
             other => Err(ProbeError::NoAnswer {
                 node: node.clone(),
                 reason: format!("unexpected answer {other:?}"),
@@ -196,11 +211,21 @@ impl Probe {
         }
     }
 
-    /// The node that runs the group manager, as the nodes' status says.
+    /// The node that runs the group manager of the first group found running one, as the
+    /// nodes' status says (in a cluster of one group: its manager).
     pub async fn manager_node(&self) -> Result<NodeName, ProbeError> {
+        self.manager_where(|_| true).await
+    }
+
+    /// The node that runs the manager of `group`.
+    pub async fn manager_of(&self, group: &str) -> Result<NodeName, ProbeError> {
+        self.manager_where(|g| g == group).await
+    }
+
+    async fn manager_where(&self, group: impl Fn(&str) -> bool) -> Result<NodeName, ProbeError> {
         for node in self.nodes() {
             if let Ok(s) = self.status(&node).await {
-                if s.control.runs_group_manager {
+                if s.control.runs_group_manager && group(&s.group) {
                     return Ok(node);
                 }
             }
@@ -210,9 +235,32 @@ impl Probe {
         )))
     }
 
+    /// The group that houses `unit`, by the first node that answers.
+    async fn group_of_unit(&self, unit: &UnitName) -> Option<String> {
+        for node in self.nodes() {
+            if let Ok(s) = self.status(&node).await {
+                let found = std::iter::once(&s.control)
+                    .chain(s.others.iter())
+                    .find(|v| v.units.iter().any(|u| &u.unit == unit));
+                if let Some(v) = found {
+                    return Some(v.group.clone());
+                }
+            }
+        }
+        None
+    }
+
     /// Ask the group manager for a planned switchover of `unit`, or to drain `node`.
     pub async fn operate(&self, request: WireAsk) -> Result<(), ProbeError> {
-        let node = self.manager_node().await?;
+        let group = match &request {
+            WireAsk::Switchover { unit } => self.group_of_unit(unit).await,
+            WireAsk::Drain { node } => self.status(node).await.ok().map(|s| s.group),
+            _ => None,
+        };
+        let node = match group {
+            Some(g) => self.manager_of(&g).await?,
+            None => self.manager_node().await?,
+        };
         match self.ask(&node, &request, Duration::from_secs(5)).await? {
             WireAnswer::Done(Ok(())) => Ok(()),
             WireAnswer::Done(Err(reason)) | WireAnswer::Malformed(reason) => {

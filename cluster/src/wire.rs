@@ -14,12 +14,12 @@
 //!                            ◄──answer bytes─────
 //! ```
 
-use crate::control::{ControlMsg, ControlView};
-use crate::raft::{MemberId, RaftGroup, RaftTransport, TransportError};
+use crate::control::{ControlHandle, ControlMsg, ControlView};
+use crate::raft::{MemberId, RaftTransport, TransportError};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -81,9 +81,14 @@ pub enum WireAsk {
         /// The node to drain.
         node: NodeName,
     },
-    /// A Raft request for this node's member of its group (an encoded
+    /// A Raft request for this node's member of `group` (an encoded
     /// [`RaftRequest`](crate::raft::RaftRequest)). Answered with [`WireAnswer::Raft`].
-    Raft(Vec<u8>),
+    Raft {
+        /// The group.
+        group: String,
+        /// The request.
+        request: Vec<u8>,
+    },
     /// Call a unit with a stimulus written as JSON, through the node's own client of that
     /// unit (which follows takeovers). Answered with [`WireAnswer::Called`].
     Call {
@@ -101,6 +106,10 @@ pub enum WireAsk {
 pub struct NodeStatus {
     /// The node.
     pub node: NodeName,
+    /// Its group.
+    pub group: String,
+    /// Whether it was started without `--join` (its group's seed).
+    pub seed: bool,
     /// The peers it reaches right now, itself included.
     pub members: Vec<NodeName>,
     /// Its name table.
@@ -108,6 +117,8 @@ pub struct NodeStatus {
     /// Its view of its group: Raft role, leader, and every unit by its copy of the committed
     /// table.
     pub control: ControlView,
+    /// Its views of the other groups, whose tables it follows as a Raft learner.
+    pub others: Vec<ControlView>,
 }
 
 /// The answer to a [`WireAsk::Stimulus`].
@@ -121,7 +132,7 @@ pub enum WireAnswer {
     /// The request did not decode.
     Malformed(String),
     /// The node's status.
-    Status(NodeStatus),
+    Status(Box<NodeStatus>),
     /// The JSON answer of a call, or why there is none.
     Called(Result<String, JsonCallError>),
     /// An operator request was passed to the group manager, or why it was not.
@@ -143,10 +154,14 @@ pub struct EndpointArgs {
     pub directory: Directory,
     /// The units this node knows.
     pub catalog: Arc<Catalog>,
-    /// This node's control plane (the group manager while this node leads).
-    pub control: ActorRef<ControlMsg>,
-    /// This node's Raft member.
-    pub raft: RaftGroup,
+    /// This node's control plane of its own group (the group manager while this node leads).
+    pub home: ControlHandle,
+    /// Its control planes of the other groups (a learner of each).
+    pub others: Vec<ControlHandle>,
+    /// The group of each unit.
+    pub unit_groups: BTreeMap<UnitName, String>,
+    /// Whether this node was started without `--join`.
+    pub seed: bool,
     /// The process group to advertise the endpoint under.
     pub group: String,
 }
@@ -185,7 +200,7 @@ impl Actor for WireEndpoint {
                 }
                 Ok(Envelope::Manager(cast)) => {
                     let msg = ControlMsg::Manager(GroupManagerMsg::Cast(cast));
-                    if let Err(e) = state.args.control.cast(msg) {
+                    if let Err(e) = state.args.home.control.cast(msg) {
                         tracing::debug!(reason = %e, "a message for the group manager was dropped");
                     }
                 }
@@ -208,42 +223,59 @@ impl Actor for WireEndpoint {
                     });
                 }
                 Ok(WireAsk::Status) => {
-                    let control = state.args.control.clone();
-                    let node = state.args.node.clone();
-                    let members = state.args.directory.nodes();
-                    let names = state.args.registry.snapshot();
+                    let args = state.args.clone();
                     tokio::spawn(async move {
-                        match ractor::call_t!(control, ControlMsg::View, 2_000) {
-                            Ok(control) => answer_with(
-                                reply,
-                                &WireAnswer::Status(NodeStatus {
-                                    node,
-                                    members,
-                                    names,
-                                    control,
-                                }),
-                            ),
-                            Err(e) => answer_with(
-                                reply,
-                                &WireAnswer::Malformed(format!(
-                                    "node {node} could not describe its group: {e}"
-                                )),
-                            ),
-                        }
+                        let answer = match describe(&args).await {
+                            Ok(status) => WireAnswer::Status(Box::new(status)),
+                            Err(e) => WireAnswer::Malformed(e),
+                        };
+                        answer_with(reply, &answer);
                     });
                 }
                 Ok(WireAsk::Switchover { unit }) => {
-                    state.operate(GroupInput::Switchover { unit }, reply);
+                    let group = state.args.unit_groups.get(&unit).cloned();
+                    let handle = [&state.args.home]
+                        .into_iter()
+                        .chain(state.args.others.iter())
+                        .find(|h| Some(&h.group) == group.as_ref())
+                        .cloned();
+                    match handle {
+                        Some(h) => operate(h.control, GroupInput::Switchover { unit }, reply),
+                        None => answer_with(
+                            reply,
+                            &WireAnswer::Done(Err(format!(
+                                "unit {unit} is in no group this node knows; check the name"
+                            ))),
+                        ),
+                    }
                 }
                 Ok(WireAsk::Drain { node }) => {
-                    state.operate(GroupInput::Drain { node }, reply);
+                    operate(
+                        state.args.home.control.clone(),
+                        GroupInput::Drain { node },
+                        reply,
+                    );
                 }
-                Ok(WireAsk::Raft(request)) => {
-                    let raft = state.args.raft.clone();
-                    tokio::spawn(async move {
-                        let answer = raft.handle_rpc(&request).await;
-                        answer_with(reply, &WireAnswer::Raft(answer));
-                    });
+                Ok(WireAsk::Raft { group, request }) => {
+                    let raft = [&state.args.home]
+                        .into_iter()
+                        .chain(state.args.others.iter())
+                        .find(|h| h.group == group)
+                        .map(|h| h.raft.clone());
+                    match raft {
+                        Some(raft) => {
+                            tokio::spawn(async move {
+                                let answer = raft.handle_rpc(&request).await;
+                                answer_with(reply, &WireAnswer::Raft(answer));
+                            });
+                        }
+                        None => {
+                            let refused = crate::raft::RaftReply::Refused {
+                                reason: format!("node {} knows no group {group}", state.args.node),
+                            };
+                            answer_with(reply, &WireAnswer::Raft(refused.encode()));
+                        }
+                    }
                 }
                 Ok(WireAsk::Call {
                     unit,
@@ -293,20 +325,45 @@ impl EndpointState {
         self.callers.insert(unit.clone(), caller.clone());
         Some(caller)
     }
+}
 
-    /// Hand an operator request to this node's control plane, which takes it if it runs the
-    /// group manager and otherwise says which node does.
-    fn operate(&self, input: GroupInput, reply: RpcReplyPort<Vec<u8>>) {
-        let control = self.args.control.clone();
-        tokio::spawn(async move {
-            let answer =
-                match ractor::call_t!(control, |port| ControlMsg::Operate(input, port), 2_000) {
-                    Ok(r) => r,
-                    Err(e) => Err(format!("the node's control plane did not answer: {e}")),
-                };
-            answer_with(reply, &WireAnswer::Done(answer));
-        });
+/// Hands an operator request to a control plane, which takes it if it runs the group manager
+/// and otherwise says which node does.
+fn operate(control: ActorRef<ControlMsg>, input: GroupInput, reply: RpcReplyPort<Vec<u8>>) {
+    tokio::spawn(async move {
+        let answer = match ractor::call_t!(control, |port| ControlMsg::Operate(input, port), 2_000)
+        {
+            Ok(r) => r,
+            Err(e) => Err(format!("the node's control plane did not answer: {e}")),
+        };
+        answer_with(reply, &WireAnswer::Done(answer));
+    });
+}
+
+/// What a node says of itself.
+async fn describe(args: &EndpointArgs) -> Result<NodeStatus, String> {
+    let view = |h: &ControlHandle| {
+        let control = h.control.clone();
+        let group = h.group.clone();
+        async move {
+            ractor::call_t!(control, ControlMsg::View, 2_000)
+                .map_err(|e| format!("the control plane of group {group} did not answer: {e}"))
+        }
+    };
+    let control = view(&args.home).await?;
+    let mut others = Vec::new();
+    for h in &args.others {
+        others.push(view(h).await?);
     }
+    Ok(NodeStatus {
+        node: args.node.clone(),
+        group: args.home.group.clone(),
+        seed: args.seed,
+        members: args.directory.nodes(),
+        names: args.registry.snapshot(),
+        control,
+        others,
+    })
 }
 
 fn answer_with(reply: RpcReplyPort<Vec<u8>>, answer: &WireAnswer) {
@@ -433,7 +490,7 @@ pub async fn ask_status(endpoint: &ActorCell) -> Option<NodeStatus> {
     {
         Ok(ractor::rpc::CallResult::Success(answer)) => {
             match decode::<WireAnswer>("answer", &answer) {
-                Ok(WireAnswer::Status(s)) => Some(s),
+                Ok(WireAnswer::Status(s)) => Some(*s),
                 _ => None,
             }
         }
@@ -453,8 +510,19 @@ const RAFT_CALL_LIMIT: Duration = Duration::from_secs(10);
 /// The members of a group reach each other over the nodes' `ractor_cluster` sessions: a Raft
 /// request is a [`WireAsk::Raft`] to the endpoint of the member's node, authenticated like
 /// every session by the cluster's cookie.
-#[derive(Debug, Default)]
-pub struct WireRaftTransport;
+#[derive(Debug)]
+pub struct WireRaftTransport {
+    group: String,
+}
+
+impl WireRaftTransport {
+    /// The transport of the members of group `group`.
+    pub fn new(group: impl Into<String>) -> Self {
+        WireRaftTransport {
+            group: group.into(),
+        }
+    }
+}
 
 impl RaftTransport for WireRaftTransport {
     fn call(
@@ -464,12 +532,13 @@ impl RaftTransport for WireRaftTransport {
         request: Vec<u8>,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, TransportError>> + Send>> {
         let node = NodeName::new(node);
+        let group = self.group.clone();
         Box::pin(async move {
             let unreachable = |reason: String| TransportError::Unreachable { target, reason };
             let endpoint: ActorRef<WireMsg> = endpoint_of(&node)
                 .ok_or_else(|| unreachable(format!("no session to node {node}")))?
                 .into();
-            let bytes = encode("request", &WireAsk::Raft(request))
+            let bytes = encode("request", &WireAsk::Raft { group, request })
                 .map_err(|e| unreachable(e.to_string()))?;
             let answer = endpoint
                 .call(|port| WireMsg::Ask(bytes, port), Some(RAFT_CALL_LIMIT))

@@ -276,6 +276,24 @@ impl RaftGroup {
         }
     }
 
+    /// Adds member `id` (on node `name`) as a learner: it receives the log and applies it, but
+    /// neither votes nor can lead (a node of another group that wants this group's table).
+    /// Returns once it has caught up to within [`RaftTuning::learner_lag`]. Call it on the
+    /// leader; adding a present member changes nothing.
+    pub async fn add_learner(
+        &self,
+        id: MemberId,
+        name: impl Into<String>,
+    ) -> Result<(), MembershipError> {
+        let budget = self.inner.tuning.request_timeout;
+        let node = BasicNode::new(name.into());
+        match within_budget(budget, self.inner.raft.add_learner(id, node, true)).await {
+            Err(()) => Err(MembershipError::DeadlineExceeded { budget }),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.membership_error(e)),
+        }
+    }
+
     /// Removes member `id` from the group, whether voter or learner; removing an absent member
     /// changes nothing. Call it on the leader. A removed member stops receiving the log; shut
     /// it down. Removing the leader itself is allowed: it commits the change, then the rest
