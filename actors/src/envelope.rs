@@ -14,8 +14,14 @@ use understudy_runtime::{CopyId, Directive, NodeName, Report, Seq, StartAs, Stim
 pub enum Envelope {
     /// For the node's `LocalManager`.
     Node(NodeCast),
-    /// For the group manager, if it runs on that node.
-    Manager(ManagerCast),
+    /// For the manager of `group`, if it runs on that node (a node that does not run it, or
+    /// runs another group's, drops it).
+    Manager {
+        /// The sender's group.
+        group: String,
+        /// The message.
+        cast: ManagerCast,
+    },
 }
 
 /// The one-way messages a `LocalManager` takes from other nodes.
@@ -83,12 +89,14 @@ pub enum ManagerCast {
         /// Which start of the node's process this is (a new number every start).
         incarnation: u64,
     },
-    /// A node's periodic sign of life.
+    /// A node's periodic sign of life, with its inventory.
     NodeAlive {
         /// The node.
         node: NodeName,
         /// Which start of the node's process this is.
         incarnation: u64,
+        /// The copies it runs (or told to stop and not yet ended), with their units.
+        running: Vec<(UnitName, CopyId)>,
     },
     /// A local manager lost a copy: crashed (`known_dead`) or hung.
     CopyDown {

@@ -141,9 +141,10 @@ impl Actor for GroupManager {
                 state.nodes.watch(node.clone(), now);
                 Some(GroupInput::NodeUp { node })
             }
-            GroupManagerMsg::Cast(ManagerCast::NodeAlive { node, .. }) => {
+            GroupManagerMsg::Cast(ManagerCast::NodeAlive { node, running, .. }) => {
                 if state.nodes.heard(&node, now) {
-                    None
+                    let differs = !state.core.inventory_diff(&node, &running).is_empty();
+                    differs.then_some(GroupInput::NodeInventory { node, running })
                 } else {
                     // A node declared lost that speaks again: its copies were replaced and
                     // told to stop; it serves as capacity again.

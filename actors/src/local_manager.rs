@@ -149,6 +149,9 @@ pub struct LocalManagerState {
     args: LocalManagerArgs,
     copies: HashMap<CopyId, Running>,
     by_actor: HashMap<ActorId, CopyId>,
+    /// Copies told to stop (stopped, or hung) whose actor has not ended yet: they may still
+    /// run, so the node's inventory keeps listing them.
+    lingering: HashMap<ActorId, (UnitName, CopyId)>,
     liveness: Liveness<CopyId>,
     heartbeat: u64,
     _ticker: Ticker,
@@ -192,6 +195,7 @@ impl Actor for LocalManager {
             args,
             copies: HashMap::new(),
             by_actor: HashMap::new(),
+            lingering: HashMap::new(),
             heartbeat: 0,
             _ticker: ticker,
         })
@@ -251,6 +255,9 @@ impl Actor for LocalManager {
             LocalManagerMsg::Cast(NodeCast::StopCopy { copy, .. }) => {
                 if let Some(r) = state.copies.remove(&copy) {
                     state.by_actor.remove(&r.actor.get_id());
+                    state
+                        .lingering
+                        .insert(r.actor.get_id(), (r.unit.clone(), copy));
                     state.liveness.forget(&copy);
                     r.actor.kill();
                 }
@@ -328,6 +335,9 @@ impl Actor for LocalManager {
                     if let Some(r) = state.copies.remove(&copy) {
                         tracing::warn!(node = %state.args.node, unit = %r.unit, %copy, "copy missed its heartbeats; stopping it");
                         state.by_actor.remove(&r.actor.get_id());
+                        state
+                            .lingering
+                            .insert(r.actor.get_id(), (r.unit.clone(), copy));
                         // A hung copy may not stop (a handler blocking its thread cannot be
                         // interrupted), so it is reported as not known dead: its lease must
                         // lapse before its standby serves.
@@ -335,9 +345,16 @@ impl Actor for LocalManager {
                         state.report_down(r.unit, copy, false);
                     }
                 }
+                let running = state
+                    .copies
+                    .iter()
+                    .map(|(copy, r)| (r.unit.clone(), *copy))
+                    .chain(state.lingering.values().cloned())
+                    .collect();
                 state.tell_manager(ManagerCast::NodeAlive {
                     node: state.args.node.clone(),
                     incarnation: state.args.incarnation,
+                    running,
                 });
             }
         }
@@ -358,6 +375,7 @@ impl Actor for LocalManager {
             ),
             _ => return Ok(()),
         };
+        state.lingering.remove(&cell.get_id());
         if let Some(copy) = state.by_actor.remove(&cell.get_id()) {
             if let Some(r) = state.copies.remove(&copy) {
                 tracing::warn!(node = %state.args.node, unit = %r.unit, %copy, %why, "copy ended");

@@ -392,14 +392,34 @@ impl ControlState {
             return;
         };
         match cast {
-            ManagerCast::NodeUp { node, incarnation }
-            | ManagerCast::NodeAlive { node, incarnation } => {
+            ManagerCast::NodeUp { node, incarnation } => {
                 leading.heard.insert(node.clone(), incarnation);
                 if !leading.liveness.heard(&node, now) {
                     leading.liveness.watch(node.clone(), now);
                 }
                 if lock(&self.args.table).needs_node_up(&node, incarnation) {
                     self.push(ControlInput::NodeRunning { node, incarnation });
+                }
+            }
+            ManagerCast::NodeAlive {
+                node,
+                incarnation,
+                running,
+            } => {
+                leading.heard.insert(node.clone(), incarnation);
+                if !leading.liveness.heard(&node, now) {
+                    leading.liveness.watch(node.clone(), now);
+                }
+                let table = lock(&self.args.table);
+                if table.needs_node_up(&node, incarnation) {
+                    drop(table);
+                    self.push(ControlInput::NodeRunning { node, incarnation });
+                } else if !table.core().inventory_diff(&node, &running).is_empty() {
+                    drop(table);
+                    self.push(ControlInput::Core(GroupInput::NodeInventory {
+                        node,
+                        running,
+                    }));
                 }
             }
             ManagerCast::CopyDown {
@@ -713,22 +733,19 @@ async fn follow_one_learner(raft: &RaftGroup, group: &str) -> Result<(), String>
 #[derive(Debug)]
 pub struct ControlLink {
     node: NodeName,
-    raft: RaftGroup,
-    control: ActorRef<ControlMsg>,
+    home: ControlHandle,
 }
 
 impl ControlLink {
-    /// The link of node `node`.
-    pub fn new(node: NodeName, raft: RaftGroup, control: ActorRef<ControlMsg>) -> Self {
-        ControlLink {
-            node,
-            raft,
-            control,
-        }
+    /// The link of node `node` to the manager of its group (`home`: its control plane and
+    /// Raft member of that group).
+    pub fn new(node: NodeName, home: ControlHandle) -> Self {
+        ControlLink { node, home }
     }
 
     fn local(&self, msg: GroupManagerMsg) -> Result<(), LinkError> {
-        self.control
+        self.home
+            .control
             .cast(ControlMsg::Manager(msg))
             .map_err(|e| LinkError::Gone(e.to_string()))
     }
@@ -736,23 +753,26 @@ impl ControlLink {
 
 impl ManagerLink for ControlLink {
     fn send(&self, msg: GroupManagerMsg) -> Result<(), LinkError> {
-        if self.raft.is_leader() {
+        let raft = &self.home.raft;
+        if raft.is_leader() {
             return self.local(msg);
         }
         let GroupManagerMsg::Cast(cast) = msg else {
             return self.local(msg);
         };
-        if let Some((_, leader)) = self.raft.leader_member() {
+        let group = &self.home.group;
+        if let Some((_, leader)) = raft.leader_member() {
             let leader = NodeName::new(leader.as_str());
             if leader == self.node {
                 return self.local(GroupManagerMsg::Cast(cast));
             }
             let endpoint =
                 endpoint_of(&leader).ok_or_else(|| LinkError::NoRoute(leader.clone()))?;
-            return RemoteManager::new(RemoteNode::new(endpoint)).send(GroupManagerMsg::Cast(cast));
+            return RemoteManager::new(RemoteNode::new(endpoint), group.clone())
+                .send(GroupManagerMsg::Cast(cast));
         }
         for (_, endpoint) in every_endpoint() {
-            let _ = RemoteManager::new(RemoteNode::new(endpoint))
+            let _ = RemoteManager::new(RemoteNode::new(endpoint), group.clone())
                 .send(GroupManagerMsg::Cast(cast.clone()));
         }
         Ok(())

@@ -245,11 +245,7 @@ impl Node {
                 catalog: Arc::new(opts.catalog.clone()),
                 directory: directory.clone(),
                 registry: registry.clone(),
-                group: Arc::new(ControlLink::new(
-                    opts.name.clone(),
-                    home.raft.clone(),
-                    home.control.clone(),
-                )),
+                group: Arc::new(ControlLink::new(opts.name.clone(), home.clone())),
                 incarnation,
                 config: opts.local,
             },

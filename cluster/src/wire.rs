@@ -198,10 +198,22 @@ impl Actor for WireEndpoint {
                 Ok(Envelope::Node(cast)) => {
                     let _ = state.args.local.cast(LocalManagerMsg::Cast(cast));
                 }
-                Ok(Envelope::Manager(cast)) => {
+                Ok(Envelope::Manager { group, cast }) => {
+                    // Only this node's control plane of the sender's group may take it: a
+                    // node's reports never reach another group's manager.
+                    let control = std::iter::once(&state.args.home)
+                        .chain(state.args.others.iter())
+                        .find(|h| h.group == group)
+                        .map(|h| h.control.clone());
                     let msg = ControlMsg::Manager(GroupManagerMsg::Cast(cast));
-                    if let Err(e) = state.args.home.control.cast(msg) {
-                        tracing::debug!(reason = %e, "a message for the group manager was dropped");
+                    match control.map(|c| c.cast(msg)) {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => {
+                            tracing::debug!(reason = %e, "a message for the group manager was dropped");
+                        }
+                        None => {
+                            tracing::warn!(%group, "dropped a message for the manager of a group this node does not know");
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "dropped a malformed frame"),
@@ -432,23 +444,30 @@ impl NodeLink for RemoteNode {
     }
 }
 
-/// A [`ManagerLink`] to a group manager that runs on another node.
+/// A [`ManagerLink`] to the manager of a group that runs on another node.
 #[derive(Clone, Debug)]
 pub struct RemoteManager {
     node: RemoteNode,
+    group: String,
 }
 
 impl RemoteManager {
-    /// A link to the group manager on the node behind `node`.
-    pub fn new(node: RemoteNode) -> Self {
-        RemoteManager { node }
+    /// A link to the manager of `group` on the node behind `node`.
+    pub fn new(node: RemoteNode, group: impl Into<String>) -> Self {
+        RemoteManager {
+            node,
+            group: group.into(),
+        }
     }
 }
 
 impl ManagerLink for RemoteManager {
     fn send(&self, msg: GroupManagerMsg) -> Result<(), LinkError> {
         match msg {
-            GroupManagerMsg::Cast(cast) => self.node.frame(&Envelope::Manager(cast)),
+            GroupManagerMsg::Cast(cast) => self.node.frame(&Envelope::Manager {
+                group: self.group.clone(),
+                cast,
+            }),
             other => Err(LinkError::Encode(format!(
                 "{other:?} only makes sense inside its node"
             ))),

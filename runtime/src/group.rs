@@ -88,6 +88,17 @@ pub enum GroupInput {
         /// The node.
         node: NodeName,
     },
+    /// The copies `node`'s local manager runs now (it says so with its heartbeats). The
+    /// manager reconciles its record with it, which makes up for any lost notification: a
+    /// copy it counts on that is not running is lost (known dead: its supervisor does not run
+    /// it), a standby it asked for that runs has started, and a copy it does not count on is
+    /// stopped.
+    NodeInventory {
+        /// The node.
+        node: NodeName,
+        /// Its copies, with their units.
+        running: Vec<(UnitName, CopyId)>,
+    },
     /// Time passed.
     Tick,
     /// The manager moved (a new group manager took over from the committed table): every
@@ -95,6 +106,25 @@ pub enum GroupInput {
     /// one just before it was lost, on a clock this one does not share), and commands that
     /// nothing would send again are sent again: starts of copies not yet confirmed.
     Resume,
+}
+
+/// What a node's inventory changes in the manager's record (see
+/// [`GroupCore::inventory_diff`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InventoryDiff {
+    /// Standbys asked for that run: they started.
+    pub started: Vec<(UnitName, CopyId)>,
+    /// Copies counted on that do not run: lost.
+    pub lost: Vec<(UnitName, CopyId)>,
+    /// Copies that run but are not counted on: to stop.
+    pub unknown: Vec<(UnitName, CopyId)>,
+}
+
+impl InventoryDiff {
+    /// Whether the inventory changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.started.is_empty() && self.lost.is_empty() && self.unknown.is_empty()
+    }
 }
 
 /// How a copy starts.
@@ -321,7 +351,61 @@ impl GroupCore {
             GroupInput::Drain { node } => self.drain(now, node),
             GroupInput::Tick => self.tick(now),
             GroupInput::Resume => self.resume(now),
+            GroupInput::NodeInventory { node, running } => {
+                let diff = self.inventory_diff(&node, &running);
+                for (unit, copy) in diff.started {
+                    self.copy_started(now, &unit, copy);
+                }
+                for (unit, copy) in diff.lost {
+                    self.copy_down(now, &unit, copy, true);
+                }
+                for (unit, copy) in diff.unknown {
+                    self.commands.push(GroupCommand::Stop {
+                        node: node.clone(),
+                        unit,
+                        copy,
+                    });
+                }
+            }
         }
+    }
+
+    /// How the copies `node` runs differ from the manager's record: what a
+    /// [`GroupInput::NodeInventory`] would change (nothing for a node counted down, whose
+    /// `NodeUp` comes first).
+    pub fn inventory_diff(&self, node: &NodeName, running: &[(UnitName, CopyId)]) -> InventoryDiff {
+        let mut diff = InventoryDiff::default();
+        if !self.node_up(node) {
+            return diff;
+        }
+        let runs = |copy: CopyId| running.iter().any(|(_, c)| *c == copy);
+        let mut expected = std::collections::BTreeSet::new();
+        for (unit, rec) in &self.units {
+            if let Some(p) = rec.primary.as_ref().filter(|p| &p.node == node) {
+                expected.insert(p.copy);
+                // The first copy of a unit may not have been started yet.
+                let unconfirmed_start = matches!(rec.phase, Phase::Promoting { .. })
+                    && rec.epoch == Epoch(1)
+                    && !rec.bound;
+                if !runs(p.copy) && !unconfirmed_start {
+                    diff.lost.push((unit.clone(), p.copy));
+                }
+            }
+            if let Some((s, state)) = rec.standby.as_ref().filter(|(s, _)| &s.node == node) {
+                expected.insert(s.copy);
+                match (state, runs(s.copy)) {
+                    (StandbyState::Starting, true) => diff.started.push((unit.clone(), s.copy)),
+                    (StandbyState::Starting, false) | (_, true) => {}
+                    (_, false) => diff.lost.push((unit.clone(), s.copy)),
+                }
+            }
+        }
+        diff.unknown = running
+            .iter()
+            .filter(|(_, c)| !expected.contains(c))
+            .cloned()
+            .collect();
+        diff
     }
 
     fn retire(&mut self, p: &Placement) {

@@ -90,6 +90,12 @@ fn sim_one_primary_per_epoch_no_loss_no_duplicates_over_10000_seeds() {
         total.switchovers
     );
     assert!(total.drains >= 500, "drains: {}", total.drains);
+    // The group manager moves (a new one resumes from the same table after an election).
+    assert!(
+        total.manager_moves >= 1_000,
+        "manager moves: {}",
+        total.manager_moves
+    );
     assert!(total.copy_crashes >= 4_000 && total.node_crashes >= 2_000);
     assert!(total.hangs >= 4_000 && total.partitions >= 4_000);
     assert!(total.zombies >= 1_000, "zombies: {}", total.zombies);
@@ -157,7 +163,8 @@ fn sim_same_seed_gives_the_same_run() {
 }
 
 /// Replays the seed in `UNDERSTUDY_SIM_SEED` with every step printed (and the broken variant
-/// in `UNDERSTUDY_SIM_BREAKAGE`, if set). Without the variable it does nothing.
+/// in `UNDERSTUDY_SIM_BREAKAGE`, if set; the harsh profile if `UNDERSTUDY_SIM_HARSH` is set).
+/// Without the variable it does nothing.
 #[test]
 fn sim_replays_seed_from_env() {
     let Ok(seed) = std::env::var("UNDERSTUDY_SIM_SEED") else {
@@ -167,10 +174,15 @@ fn sim_replays_seed_from_env() {
     let breakage = std::env::var("UNDERSTUDY_SIM_BREAKAGE")
         .ok()
         .map(|b| Breakage::parse(&b).expect("UNDERSTUDY_SIM_BREAKAGE names a Breakage"));
+    let base = if std::env::var("UNDERSTUDY_SIM_HARSH").is_ok() {
+        SimConfig::harsh()
+    } else {
+        SimConfig::default()
+    };
     let config = SimConfig {
         breakage,
         trace: TraceMode::Print,
-        ..SimConfig::default()
+        ..base
     };
     match run(seed, &config) {
         Ok(report) => println!("seed {seed} passed: {report:#?}"),

@@ -28,6 +28,10 @@ pub struct FaultWeights {
     pub switchover: u32,
     /// The operator drains a node for maintenance.
     pub drain: u32,
+    /// The group manager moves (its Raft leader is lost): for an election's time nothing
+    /// reaches it — notifications, reports and inventories are lost — then a new manager
+    /// resumes from the same table.
+    pub manager_moves: u32,
 }
 
 /// When, how often and how badly things fail.
@@ -55,6 +59,8 @@ pub struct FaultConfig {
     pub notify: (Duration, Duration),
     /// Probability that a `Stop` for a hung copy fails to take effect.
     pub stop_fails: f64,
+    /// How long the group is without a manager when it moves.
+    pub election: (Duration, Duration),
 }
 
 impl Default for FaultConfig {
@@ -70,6 +76,7 @@ impl Default for FaultConfig {
                 partition: 3,
                 switchover: 3,
                 drain: 1,
+                manager_moves: 2,
             },
             target_primary: 0.7,
             hang: (Duration::from_millis(20), Duration::from_millis(900)),
@@ -78,6 +85,7 @@ impl Default for FaultConfig {
             detect: (Duration::from_millis(30), Duration::from_millis(120)),
             notify: (Duration::from_micros(500), Duration::from_millis(4)),
             stop_fails: 0.5,
+            election: (Duration::from_millis(150), Duration::from_millis(900)),
         }
     }
 }
@@ -162,6 +170,7 @@ impl World<'_> {
             w.partition,
             w.switchover,
             w.drain,
+            w.manager_moves,
         ]);
         match kind {
             Some(0) => self.crash_copy(),
@@ -170,8 +179,23 @@ impl World<'_> {
             Some(3) => self.partition(),
             Some(4) => self.operator_switchover(),
             Some(5) => self.operator_drain(),
+            Some(6) => self.manager_moves(),
             _ => Ok(()),
         }
+    }
+
+    fn manager_moves(&mut self) -> Result<(), Violation> {
+        if self.manager_away_until.is_some() {
+            return Ok(());
+        }
+        let away = draw(&mut self.rng, self.config.faults.election);
+        self.report.faults += 1;
+        self.report.manager_moves += 1;
+        self.note(|| format!("FAULT: the group manager is lost; a new one resumes in {away:?}"));
+        self.manager_away_until = Some(self.now.after(away));
+        self.mark_repaired_at(away);
+        self.schedule(away, Event::Notify(GroupInput::Resume));
+        Ok(())
     }
 
     fn operator_switchover(&mut self) -> Result<(), Violation> {
@@ -382,10 +406,9 @@ impl World<'_> {
         self.note(|| format!("node n{n} reachable again"));
         if self.nodes[n].declared_down {
             self.nodes[n].declared_down = false;
-            let node = self.node_names[n].clone();
             let delay = self.notify_delay();
             self.mark_repaired_at(delay);
-            self.schedule(delay, Event::Notify(GroupInput::NodeUp { node }));
+            self.schedule(delay, Event::HeardAgain { node: n });
         }
         Ok(())
     }

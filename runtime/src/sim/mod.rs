@@ -216,6 +216,8 @@ pub struct SimReport {
     pub zombies: u64,
     /// Planned switchovers the operator asked for.
     pub switchovers: u64,
+    /// Times the group manager moved.
+    pub manager_moves: u64,
     /// Nodes the operator drained.
     pub drains: u64,
     /// Messages sent over the network.
@@ -253,6 +255,7 @@ impl SimReport {
         self.partitions += other.partitions;
         self.zombies += other.zombies;
         self.switchovers += other.switchovers;
+        self.manager_moves += other.manager_moves;
         self.drains += other.drains;
         self.messages += other.messages;
         self.dropped += other.dropped;

@@ -18,6 +18,10 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::time::Duration;
 
+/// Every this many manager ticks, each node that reaches the manager sends it the copies it
+/// runs (as a node's heartbeat carries them).
+const INVENTORY_TICKS: u32 = 5;
+
 /// Most inputs a hung copy's mailbox keeps; later ones are lost.
 const MAILBOX_LIMIT: usize = 10_000;
 
@@ -133,6 +137,11 @@ pub(crate) enum Event {
         node: usize,
         incarnation: u64,
     },
+    /// A node's heartbeats reach the manager again after a cut: if the manager counts it
+    /// down, it serves as capacity again (its copies were replaced).
+    HeardAgain {
+        node: usize,
+    },
 }
 
 impl Event {
@@ -156,6 +165,7 @@ impl Event {
             Event::Heal { node, .. } => 14 ^ ((*node as u64) << 8),
             Event::DetectCut { node, .. } => 15 ^ ((*node as u64) << 8),
             Event::Restart { node, .. } => 16 ^ ((*node as u64) << 8),
+            Event::HeardAgain { node } => 17 ^ ((*node as u64) << 8),
         }
     }
 }
@@ -213,6 +223,10 @@ pub(crate) struct World<'a> {
     pub(crate) faults_over: Time,
     pub(crate) faults_pending: usize,
     pub(crate) next_fault_id: u64,
+    /// While the group manager moves: until when nothing reaches it.
+    pub(crate) manager_away_until: Option<Time>,
+    /// Manager ticks since the nodes last sent their inventories.
+    pub(crate) ticks_since_inventory: u32,
 }
 
 impl<'a> World<'a> {
@@ -261,6 +275,8 @@ impl<'a> World<'a> {
             faults_over: Time::ZERO,
             faults_pending: 0,
             next_fault_id: 0,
+            manager_away_until: None,
+            ticks_since_inventory: 0,
         }
     }
 
@@ -423,6 +439,11 @@ impl<'a> World<'a> {
             Event::ManagerTick => {
                 let tick = self.config.tick;
                 self.schedule(tick, Event::ManagerTick);
+                self.ticks_since_inventory += 1;
+                if self.ticks_since_inventory >= INVENTORY_TICKS {
+                    self.ticks_since_inventory = 0;
+                    self.send_inventories()?;
+                }
                 self.step_manager(GroupInput::Tick)
             }
             Event::Deliver { from, packet } => self.deliver(from, packet),
@@ -449,6 +470,15 @@ impl<'a> World<'a> {
             Event::Resume { copy, hang } => self.resume(copy, hang),
             Event::DetectHang { copy, hang } => self.detect_hang(copy, hang),
             Event::Heal { node, cut } => self.heal(node, cut),
+            Event::HeardAgain { node } => {
+                let name = self.node_names[node].clone();
+                if self.group.node_up(&name) {
+                    self.note(|| format!("{name} heard again; the manager counts it up"));
+                    return Ok(());
+                }
+                self.note(|| format!("manager ⇐ {name} heard again"));
+                self.step_manager(GroupInput::NodeUp { node: name })
+            }
             Event::DetectCut { node, cut } => self.detect_cut(node, cut),
             Event::Restart { node, incarnation } => self.restart(node, incarnation),
         }
@@ -731,11 +761,78 @@ impl<'a> World<'a> {
 
     pub(crate) fn step_manager(&mut self, input: GroupInput) -> Result<(), Violation> {
         let now = self.now;
+        if let Some(until) = self.manager_away_until {
+            if now < until {
+                self.note(|| format!("manager away: lost {input:?}"));
+                return Ok(());
+            }
+            self.manager_away_until = None;
+        }
+        let resumed = input == GroupInput::Resume;
         self.group.step(now, input);
         let commands = self.group.drain_commands();
         checks::primary_and_standby_never_share_a_node(&self.group)?;
         for command in commands {
             self.route_group_command(command);
+        }
+        if resumed {
+            self.watch_after_resume();
+        }
+        Ok(())
+    }
+
+    /// A new manager watches every node's heartbeats from its start: a node it counts as up
+    /// that is down or cut off is noticed after a detection delay (not known dead: the new
+    /// manager cannot tell a crash from a cut).
+    fn watch_after_resume(&mut self) {
+        for n in 0..self.nodes.len() {
+            let silent = !self.nodes[n].alive || self.nodes[n].cut.is_some();
+            let name = self.node_names[n].clone();
+            if silent && self.group.node_up(&name) {
+                let delay = draw(&mut self.rng, self.config.faults.detect);
+                self.note(|| format!("the new manager will miss {name}'s heartbeats"));
+                self.schedule(
+                    delay,
+                    Event::Notify(GroupInput::NodeDown {
+                        node: name,
+                        known_dead: false,
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Every node that is up and not cut off tells the manager which copies it runs (hung
+    /// ones included: their actors have not ended). Only an inventory that changes the
+    /// manager's record is stepped, as the real manager proposes only those.
+    fn send_inventories(&mut self) -> Result<(), Violation> {
+        for n in 0..self.nodes.len() {
+            let node = &self.nodes[n];
+            if !node.alive || node.cut.is_some() {
+                continue;
+            }
+            let running: Vec<(UnitName, CopyId)> = self
+                .copies
+                .iter()
+                .filter(|(_, c)| c.node == n)
+                .map(|(id, c)| (self.unit_names[c.unit].clone(), *id))
+                .collect();
+            let name = self.node_names[n].clone();
+            if !self.group.node_up(&name) {
+                // A node counted down that is heard again: it serves as capacity again (its
+                // `NodeUp` notification may have been lost while the manager moved).
+                self.note(|| format!("manager ⇐ heartbeat of {name}, counted down"));
+                self.step_manager(GroupInput::NodeUp { node: name })?;
+                continue;
+            }
+            if self.group.inventory_diff(&name, &running).is_empty() {
+                continue;
+            }
+            self.note(|| format!("manager ⇐ inventory of {name}: {running:?}"));
+            self.step_manager(GroupInput::NodeInventory {
+                node: name,
+                running,
+            })?;
         }
         Ok(())
     }
