@@ -355,8 +355,10 @@ async fn status(join: &str, cookie: &str, json: bool) -> Outcome {
     let probe = Probe::connect(join, cookie, Duration::from_secs(5)).await?;
     // Per group: the node whose copy of the table is printed (the group manager's if any),
     // whether that node runs the manager, and the units.
-    let mut tables: std::collections::BTreeMap<String, (NodeName, bool, Vec<_>)> =
-        std::collections::BTreeMap::new();
+    let mut tables: std::collections::BTreeMap<
+        String,
+        (NodeName, understudy::cluster::control::ControlView),
+    > = std::collections::BTreeMap::new();
     for node in probe.nodes() {
         let s = probe.status(&node).await?;
         if json {
@@ -382,19 +384,21 @@ async fn status(join: &str, cookie: &str, json: bool) -> Outcome {
         for view in std::iter::once(c).chain(s.others.iter()) {
             let better = match tables.get(&view.group) {
                 None => true,
-                Some((_, manager, _)) => view.runs_group_manager && !manager,
+                Some((_, held)) => view.runs_group_manager && !held.runs_group_manager,
             };
             if better {
-                tables.insert(
-                    view.group.clone(),
-                    (s.node.clone(), view.runs_group_manager, view.units.clone()),
-                );
+                tables.insert(view.group.clone(), (s.node.clone(), view.clone()));
             }
         }
     }
-    for (group, (from, _, units)) in tables {
-        println!("group {group}: units (the committed table, as node {from} holds it):");
-        for u in units {
+    for (group, (from, view)) in tables {
+        let names = |n: &[NodeName]| n.iter().map(|n| n.0.clone()).collect::<Vec<_>>().join(", ");
+        println!(
+            "group {group} (the committed table, as node {from} holds it): nodes up [{}], Raft voters [{}]",
+            names(&view.nodes_up),
+            names(&view.voters)
+        );
+        for u in view.units {
             let copy = |c: &Option<(understudy::runtime::CopyId, NodeName)>| {
                 c.as_ref()
                     .map(|(c, n)| format!("{c}@{n}"))

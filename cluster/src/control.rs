@@ -181,6 +181,8 @@ pub struct ControlView {
     /// The group's voters (node names), by this node's latest membership; empty before the
     /// node joined a group.
     pub voters: Vec<NodeName>,
+    /// The nodes the group's table counts as up (alive, by the manager's heartbeats).
+    pub nodes_up: Vec<NodeName>,
     /// Every unit by this node's copy of the committed table.
     pub units: Vec<UnitStatus>,
     /// Entries this node's table has applied.
@@ -688,6 +690,7 @@ impl ControlState {
                 .into_values()
                 .map(|n| NodeName::new(n.as_str()))
                 .collect(),
+            nodes_up: table.core().nodes_up(),
             units: status(table.core()),
             applied: table.entries(),
         }
@@ -779,62 +782,69 @@ impl ManagerLink for ControlLink {
     }
 }
 
-/// Forms group `group` if this node is to found it. Its founder is its seed (a node of the
-/// group started without `--join`) if one is connected, otherwise the node of the group with
-/// the smallest name; it founds once `expect` nodes of the group (itself included) are
-/// connected and none of them is in the group's Raft yet, with all of them as voters. The
-/// task ends as soon as this node is in the group, or any node of the group is (then the
-/// group's leader adds this node). A founder that starts again finds its peers in the group
-/// and waits to be added, so a group is founded once.
-pub async fn found(raft: RaftGroup, me: NodeName, group: String, expect: usize, seed: bool) {
+/// The seed (the node started without `--join`) founds every group, so that each group is
+/// founded once, by one decision: its own group once `expect` of its nodes (itself included)
+/// are connected, with all of them as voters; every other group as soon as some of its nodes
+/// are connected, with those as voters (the group's leader adds the rest as they come). A
+/// group is founded only if none of its connected nodes is in its Raft already: a seed that
+/// starts again finds its groups running and founds nothing. The task ends once every group
+/// of the cluster has been seen founded.
+pub async fn found_groups(me: NodeName, home: ControlHandle, groups: Vec<String>, expect: usize) {
+    let mut founded: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut every = tokio::time::interval(Duration::from_millis(100));
-    loop {
+    while founded.len() < groups.len() {
         every.tick().await;
-        if !raft.members().voters.is_empty() {
-            return;
-        }
-        let mut founders = BTreeMap::from([(raft.id(), me.0.clone())]);
-        let mut seeds = Vec::new();
-        if seed {
-            seeds.push(me.clone());
-        }
-        let mut complete = true;
+        let mut statuses = Vec::new();
         for (node, endpoint) in every_endpoint() {
-            match crate::wire::ask_status(&endpoint).await {
-                Some(status) if status.group != group => {}
-                Some(status) if !status.control.voters.is_empty() => {
-                    tracing::info!(peer = %node, %group, "the group exists already; waiting to be added to it");
-                    return;
-                }
-                Some(status) => {
-                    founders.insert(status.control.member, node.0.clone());
-                    if status.seed {
-                        seeds.push(node.clone());
-                    }
-                }
-                None => complete = false,
+            if let Some(status) = crate::wire::ask_status(&endpoint).await {
+                statuses.push((node, status));
             }
         }
-        if !complete || founders.len() < expect.max(1) {
-            continue;
-        }
-        let founder = match seeds.iter().min() {
-            Some(s) => s.clone(),
-            None => founders
-                .values()
-                .min()
-                .map(|n| NodeName::new(n.as_str()))
-                .unwrap_or_else(|| me.clone()),
-        };
-        if founder != me {
-            continue;
-        }
-        let names: Vec<&String> = founders.values().collect();
-        tracing::info!(?names, %group, "founding the group");
-        match raft.initialize(founders.clone()).await {
-            Ok(()) => return,
-            Err(crate::raft::MembershipError::AlreadyInitialized) => return,
-            Err(e) => tracing::warn!(error = %e, "founding the group failed; will retry"),
+        for group in &groups {
+            if founded.contains(group) {
+                continue;
+            }
+            let nodes: Vec<&(NodeName, crate::wire::NodeStatus)> =
+                statuses.iter().filter(|(_, s)| &s.group == group).collect();
+            let exists = nodes.iter().any(|(_, s)| !s.control.voters.is_empty())
+                || (*group == home.group && !home.raft.members().voters.is_empty());
+            if exists {
+                founded.insert(group.clone());
+                continue;
+            }
+            let mut members: BTreeMap<u64, String> = nodes
+                .iter()
+                .map(|(n, s)| (s.control.member, n.0.clone()))
+                .collect();
+            if *group == home.group {
+                members.insert(home.raft.id(), me.0.clone());
+                if members.len() < expect.max(1) {
+                    continue;
+                }
+                tracing::info!(members = ?members.values().collect::<Vec<_>>(), %group, "founding the group");
+                match home.raft.initialize(members).await {
+                    Ok(()) | Err(crate::raft::MembershipError::AlreadyInitialized) => {
+                        founded.insert(group.clone());
+                    }
+                    Err(e) => tracing::warn!(error = %e, "founding the group failed; will retry"),
+                }
+                continue;
+            }
+            let Some((founder, _)) = nodes.iter().map(|(n, _)| (n, ())).min() else {
+                continue;
+            };
+            let Some(endpoint) = endpoint_of(founder) else {
+                continue;
+            };
+            tracing::info!(members = ?members.values().collect::<Vec<_>>(), %group, %founder, "asking a node to found its group");
+            match crate::wire::ask_found(&endpoint, group, members).await {
+                Ok(()) => {
+                    founded.insert(group.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(%group, error = %e, "founding the group failed; will retry")
+                }
+            }
         }
     }
 }

@@ -8,10 +8,13 @@
 //!
 //! Every node is a member of its group's Raft and holds a copy of the group's table
 //! ([`crate::control`]); the group manager runs on the Raft leader. The *seed* (the node
-//! started without `--join`) founds the group once `expect` nodes are connected; every node
-//! that starts later, or starts again, is added by the leader.
+//! started without `--join`, one per cluster) founds every group: its own once `expect` of
+//! its nodes are connected, the others as their nodes appear; every node that starts later,
+//! or starts again, is added by its group's leader.
 
-use crate::control::{found, ControlArgs, ControlHandle, ControlLink, ControlPlane, TableApplier};
+use crate::control::{
+    found_groups, ControlArgs, ControlHandle, ControlLink, ControlPlane, TableApplier,
+};
 use crate::raft::{RaftGroup, RaftTuning};
 use crate::wire::{
     endpoint_group, node_of_group, EndpointArgs, RemoteNode, WireEndpoint, WireRaftTransport,
@@ -277,17 +280,18 @@ impl Node {
         .await
         .map_err(start_err("the wire endpoint"))?;
 
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(Membership::new(opts.name.clone(), directory.clone()).run()),
             tokio::spawn(redial(server.clone(), opts.join.clone())),
-            tokio::spawn(found(
-                home.raft.clone(),
-                opts.name.clone(),
-                opts.group.clone(),
-                opts.expect,
-                opts.is_seed(),
-            )),
         ];
+        if opts.is_seed() {
+            tasks.push(tokio::spawn(found_groups(
+                opts.name.clone(),
+                home.clone(),
+                opts.groups.keys().cloned().collect(),
+                opts.expect,
+            )));
+        }
         tracing::info!(node = %opts.name, port = opts.port, bind = %opts.bind, seed = opts.is_seed(), group = %opts.group, member = incarnation, "node started");
         Ok(Node {
             name: opts.name,

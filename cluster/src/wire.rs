@@ -89,6 +89,14 @@ pub enum WireAsk {
         /// The request.
         request: Vec<u8>,
     },
+    /// From the seed: found `group` (this node's own) with these members (Raft member id →
+    /// node name). Answered with [`WireAnswer::Done`].
+    Found {
+        /// The group.
+        group: String,
+        /// Its founding voters.
+        members: BTreeMap<u64, String>,
+    },
     /// Call a unit with a stimulus written as JSON, through the node's own client of that
     /// unit (which follows takeovers). Answered with [`WireAnswer::Called`].
     Call {
@@ -267,6 +275,26 @@ impl Actor for WireEndpoint {
                         GroupInput::Drain { node },
                         reply,
                     );
+                }
+                Ok(WireAsk::Found { group, members }) => {
+                    let home = state.args.home.clone();
+                    let node = state.args.node.clone();
+                    tokio::spawn(async move {
+                        let answer = if home.group != group {
+                            Err(format!(
+                                "node {node} is in group {}, not {group}",
+                                home.group
+                            ))
+                        } else {
+                            match home.raft.initialize(members).await {
+                                Ok(()) | Err(crate::raft::MembershipError::AlreadyInitialized) => {
+                                    Ok(())
+                                }
+                                Err(e) => Err(e.to_string()),
+                            }
+                        };
+                        answer_with(reply, &WireAnswer::Done(answer));
+                    });
                 }
                 Ok(WireAsk::Raft { group, request }) => {
                     let raft = [&state.args.home]
@@ -517,9 +545,32 @@ pub async fn ask_status(endpoint: &ActorCell) -> Option<NodeStatus> {
     }
 }
 
-/// Asks the node behind `endpoint` for its view of its group.
-pub async fn ask_view(endpoint: &ActorCell) -> Option<ControlView> {
-    ask_status(endpoint).await.map(|s| s.control)
+/// Asks the node behind `endpoint` to found its group `group` with `members`.
+pub async fn ask_found(
+    endpoint: &ActorCell,
+    group: &str,
+    members: BTreeMap<u64, String>,
+) -> Result<(), String> {
+    let ask = WireAsk::Found {
+        group: group.to_string(),
+        members,
+    };
+    let bytes = encode("request", &ask).map_err(|e| e.to_string())?;
+    let endpoint: ActorRef<WireMsg> = endpoint.clone().into();
+    match endpoint
+        .call(|port| WireMsg::Ask(bytes, port), Some(STATUS_TIMEOUT))
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(answer)) => {
+            match decode::<WireAnswer>("answer", &answer) {
+                Ok(WireAnswer::Done(r)) => r,
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Ok(other) => Err(format!("no answer: {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// How long a Raft request may wait for its reply at most (openraft gives up sooner on its
