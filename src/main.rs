@@ -312,6 +312,16 @@ async fn run_node(
             (g.name.clone(), units)
         })
         .collect();
+    opts.strategies = config
+        .units
+        .iter()
+        .map(|u| {
+            (
+                understudy::runtime::UnitName::new(&u.name),
+                u.strategy.as_str().to_string(),
+            )
+        })
+        .collect();
     opts.group = match group {
         Some(g) => g,
         None => config
@@ -404,9 +414,11 @@ async fn status(join: &str, cookie: &str, json: bool) -> Outcome {
                     .map(|(c, n)| format!("{c}@{n}"))
                     .unwrap_or_else(|| "-".into())
             };
+            let strategy = view.strategies.get(&u.unit).map_or("-", String::as_str);
             println!(
-                "  {:<10} epoch {:<4} primary {:<14} standby {:<14}{}{}",
+                "  {:<10} {:<11} epoch {:<4} primary {:<14} standby {:<14}{}{}",
                 u.unit.0,
+                strategy,
                 u.epoch.0,
                 copy(&u.primary),
                 copy(&u.standby),

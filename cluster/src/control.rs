@@ -185,6 +185,8 @@ pub struct ControlView {
     pub nodes_up: Vec<NodeName>,
     /// Every unit by this node's copy of the committed table.
     pub units: Vec<UnitStatus>,
+    /// The group's units' replication strategies.
+    pub strategies: BTreeMap<UnitName, String>,
     /// Entries this node's table has applied.
     pub applied: u64,
 }
@@ -206,6 +208,8 @@ pub struct ControlArgs {
     pub config: GroupManagerConfig,
     /// The group's units, placed at cold start.
     pub units: Vec<UnitName>,
+    /// Their replication strategies.
+    pub strategies: BTreeMap<UnitName, String>,
     /// Place them once this many nodes are up.
     pub expect: usize,
 }
@@ -692,6 +696,7 @@ impl ControlState {
                 .collect(),
             nodes_up: table.core().nodes_up(),
             units: status(table.core()),
+            strategies: self.args.strategies.clone(),
             applied: table.entries(),
         }
     }

@@ -57,6 +57,8 @@ pub struct NodeOptions {
     pub group: String,
     /// Every group of the cluster, with its units (this node's group among them).
     pub groups: BTreeMap<String, Vec<UnitName>>,
+    /// Each unit's replication strategy, as `units.toml` names it.
+    pub strategies: BTreeMap<UnitName, String>,
     /// The seed places the units once this many nodes (itself included) are connected.
     pub expect: usize,
     /// Tuning of the node's local manager.
@@ -78,6 +80,11 @@ impl NodeOptions {
             cookie: cookie.to_string(),
             group: DEFAULT_GROUP.to_string(),
             groups: BTreeMap::from([(DEFAULT_GROUP.to_string(), catalog.names())]),
+            strategies: catalog
+                .names()
+                .into_iter()
+                .map(|u| (u, "synchronous".to_string()))
+                .collect(),
             catalog,
             expect: 1,
             local: LocalManagerConfig::default(),
@@ -218,6 +225,10 @@ impl Node {
                     executing,
                     config: opts.group_config,
                     units: units.clone(),
+                    strategies: units
+                        .iter()
+                        .filter_map(|u| Some((u.clone(), opts.strategies.get(u)?.clone())))
+                        .collect(),
                     expect: opts.expect,
                 },
             )
