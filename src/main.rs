@@ -4,13 +4,13 @@ use clap::{Parser, Subcommand};
 use std::net::IpAddr;
 use std::time::Duration;
 use understudy::cluster::config::ClusterConfig;
-use understudy::cluster::node::{Node, NodeOptions};
+use understudy::cluster::node::Node;
 use understudy::cluster::probe::Probe;
 use understudy::cluster::wire::WireAsk;
 use understudy::runtime::{HeartbeatConfig, NodeName, UnitName};
 
 /// The cookie nodes present to each other when none is given. Set your own with `--cookie`.
-const DEV_COOKIE: &str = "understudy-dev-cookie";
+use understudy::cluster::builder::DEV_COOKIE;
 
 /// Understudy: keeps actor-based services answering while actors, processes and machines fail.
 #[derive(Debug, Parser)]
@@ -294,43 +294,19 @@ async fn run_node(
         Some(path) => ClusterConfig::load(&path, understudy::units::KINDS)?,
         None => ClusterConfig::default_embedded(),
     };
-    let catalog = understudy::units::catalog_from(&config);
-    let mut opts = NodeOptions::new(&name, port, &cookie, catalog);
-    opts.bind = bind;
-    opts.join = join;
-    opts.expect = expect;
-    opts.local.heartbeat = heartbeat;
-    opts.group_config.node_heartbeat = heartbeat;
-    opts.groups = config
-        .groups
-        .iter()
-        .map(|g| {
-            let units = config
-                .units_in_group(&g.name)
-                .map(|u| understudy::runtime::UnitName::new(&u.name))
-                .collect();
-            (g.name.clone(), units)
-        })
-        .collect();
-    opts.strategies = config
-        .units
-        .iter()
-        .map(|u| {
-            (
-                understudy::runtime::UnitName::new(&u.name),
-                u.strategy.as_str().to_string(),
-            )
-        })
-        .collect();
-    opts.group = match group {
-        Some(g) => g,
-        None => config
-            .groups
-            .first()
-            .map(|g| g.name.clone())
-            .ok_or("the config declares no group")?,
-    };
-    let node = Node::start(opts).await?;
+    let mut builder = understudy::units::register(Node::builder(&name, port))
+        .bind(bind)
+        .cookie(cookie)
+        .config(config)
+        .expect(expect)
+        .heartbeat(heartbeat.interval, heartbeat.misses);
+    for peer in join {
+        builder = builder.join(peer);
+    }
+    if let Some(g) = group {
+        builder = builder.group(g);
+    }
+    let node = builder.start().await?;
     println!("node {name} listening on {bind}:{port}");
     wait_for_signal().await;
     node.stop();

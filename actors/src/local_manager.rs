@@ -59,6 +59,19 @@ impl Catalog {
         self
     }
 
+    /// Add a unit named `name` started by `kind` (a kind chosen at run time, say by name from
+    /// a configuration file).
+    pub fn with_spawner(
+        mut self,
+        name: impl Into<String>,
+        kind: Arc<dyn CopySpawner>,
+        config: CopyConfig,
+    ) -> Self {
+        self.units
+            .insert(UnitName::new(name), UnitSpec { kind, config });
+        self
+    }
+
     /// The spec of a unit.
     pub fn get(&self, unit: &UnitName) -> Option<&UnitSpec> {
         self.units.get(unit)

@@ -8,6 +8,7 @@
 //!
 //! | module | what it holds |
 //! | --- | --- |
+//! | [`builder`] | starting a node from an application's `main`: `Node::builder`, unit kinds, typed clients |
 //! | [`node`] | one node: its `NodeServer`, local manager, name table, membership and re-dialling |
 //! | [`probe`] | talking to a running cluster from outside it: status and calls |
 //! | [`wire`] | the one advertised endpoint per node, and the links that reach other nodes through it |
@@ -17,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+pub mod builder;
 pub mod config;
 pub mod control;
 pub mod node;

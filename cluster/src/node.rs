@@ -12,6 +12,7 @@
 //! its nodes are connected, the others as their nodes appear; every node that starts later,
 //! or starts again, is added by its group's leader.
 
+use crate::config::DEFAULT_GROUP;
 use crate::control::{
     found_groups, ControlArgs, ControlHandle, ControlLink, ControlPlane, TableApplier,
 };
@@ -30,9 +31,6 @@ use understudy_actors::group_manager::GroupManagerConfig;
 use understudy_actors::local_manager::{LocalManagerArgs, LocalManagerConfig};
 use understudy_actors::{Catalog, Directory, LocalManager, LocalManagerMsg, Registry};
 use understudy_runtime::{GroupTable, NodeName, UnitName};
-
-/// The group of a node started without `--group`, in a cluster with one group.
-pub const DEFAULT_GROUP: &str = "main";
 
 /// The largest frame a node accepts from a peer (ractor_cluster closes a session that sends a
 /// larger one, so every node must use the same limit).
@@ -102,6 +100,9 @@ impl NodeOptions {
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    /// The units file does not fit the unit kinds registered (or is inconsistent).
+    #[error("{0}")]
+    Config(crate::config::ConfigError),
     /// The node's Raft member could not start.
     #[error("could not start the node's Raft member: {0}")]
     Raft(String),

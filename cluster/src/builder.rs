@@ -1,0 +1,222 @@
+//! Starting a node from an application's own `main`: [`Node::builder`] names the node, its
+//! peers, its cookie and its units file, registers the application's unit kinds (a kind name,
+//! as `units.toml` spells it, and how to make the unit), and starts it; the running [`Node`]
+//! hands out typed [`UnitClient`]s.
+//!
+//! ```no_run
+//! # use understudy_cluster::node::Node;
+//! # use understudy_cluster::config::ClusterConfig;
+//! # async fn run<U: understudy_runtime::Unit + Default>() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ClusterConfig::from_toml_str(
+//!     r#"
+//!     [[units]]
+//!     name = "orders"
+//!     kind = "orders"
+//!     "#,
+//! )?;
+//! let node = Node::builder("a", 7101)
+//!     .join("127.0.0.1:7102")
+//!     .cookie("a shared secret")
+//!     .config(config)
+//!     .kind("orders", |_unit| U::default())
+//!     .start()
+//!     .await?;
+//! let orders = node.client("orders", U::default());
+//! # let _ = orders;
+//! # Ok(())
+//! # }
+//! ```
+
+use crate::config::{ClusterConfig, UnitConfig, DEFAULT_GROUP};
+use crate::node::{Node, NodeError, NodeOptions};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use understudy_actors::copy::CopySpawner;
+use understudy_actors::{Catalog, UnitClient, UnitKind};
+use understudy_runtime::{CopyConfig, HeartbeatConfig, Unit, UnitName};
+
+/// Makes the [`CopySpawner`] of a unit from its entry in `units.toml`.
+type KindFactory = Arc<dyn Fn(&UnitConfig) -> Arc<dyn CopySpawner> + Send + Sync>;
+
+/// How to start a node; see [`Node::builder`].
+#[must_use = "a builder does nothing until `start` is called"]
+pub struct NodeBuilder {
+    name: String,
+    port: u16,
+    bind: Option<IpAddr>,
+    join: Vec<String>,
+    cookie: String,
+    config: ClusterConfig,
+    group: Option<String>,
+    expect: usize,
+    heartbeat: Option<HeartbeatConfig>,
+    kinds: BTreeMap<String, KindFactory>,
+}
+
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("name", &self.name)
+            .field("port", &self.port)
+            .field("join", &self.join)
+            .field("group", &self.group)
+            .field("kinds", &self.kinds.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The cookie of a node whose builder was given none: fine on one machine, never in production.
+pub const DEV_COOKIE: &str = "understudy-dev-cookie";
+
+impl Node {
+    /// A builder for node `name` listening on `port` (bound to 127.0.0.1 unless
+    /// [`bind`](NodeBuilder::bind) says otherwise).
+    pub fn builder(name: &str, port: u16) -> NodeBuilder {
+        NodeBuilder {
+            name: name.to_string(),
+            port,
+            bind: None,
+            join: Vec::new(),
+            cookie: DEV_COOKIE.to_string(),
+            config: ClusterConfig::default_embedded(),
+            group: None,
+            expect: 1,
+            heartbeat: None,
+            kinds: BTreeMap::new(),
+        }
+    }
+
+    /// A typed client of unit `unit_name` (of type `U`, given as `unit` to decode its answers)
+    /// that resolves it through this node's name table and follows its takeovers.
+    pub fn client<U: Unit>(&self, unit_name: &str, unit: U) -> UnitClient<U> {
+        UnitClient::new(
+            unit,
+            UnitName::new(unit_name),
+            self.registry.clone(),
+            self.directory.clone(),
+        )
+    }
+}
+
+impl NodeBuilder {
+    /// Listen on `addr` instead of 127.0.0.1.
+    pub fn bind(mut self, addr: IpAddr) -> Self {
+        self.bind = Some(addr);
+        self
+    }
+
+    /// Join the node at `addr` (`host:port`); may be given several times. A node that joins
+    /// nobody is its cluster's seed: it founds the groups.
+    pub fn join(mut self, addr: impl Into<String>) -> Self {
+        self.join.push(addr.into());
+        self
+    }
+
+    /// The secret every node of the cluster presents.
+    pub fn cookie(mut self, cookie: impl Into<String>) -> Self {
+        self.cookie = cookie.into();
+        self
+    }
+
+    /// The cluster's groups and units (by default: the units file built into Understudy, with
+    /// the kinds `kv` and `ledger`).
+    pub fn config(mut self, config: ClusterConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// This node's group (by default the first the configuration declares).
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Place the units (and, on the seed, found the group) once this many nodes of the group
+    /// are up.
+    pub fn expect(mut self, nodes: usize) -> Self {
+        self.expect = nodes;
+        self
+    }
+
+    /// Heartbeats from this node to its copies and to its group manager: their interval and
+    /// how many may be missed (give every node the same).
+    pub fn heartbeat(mut self, interval: Duration, misses: u32) -> Self {
+        self.heartbeat = Some(HeartbeatConfig {
+            interval: interval.max(Duration::from_millis(1)),
+            misses: misses.max(1),
+        });
+        self
+    }
+
+    /// Registers unit kind `kind` (as `units.toml` names it): `make` builds the unit for each
+    /// unit of that kind from its entry (its name, budget, strategy…).
+    pub fn kind<U, F>(mut self, kind: &str, make: F) -> Self
+    where
+        U: Unit,
+        F: Fn(&UnitConfig) -> U + Send + Sync + 'static,
+    {
+        let factory: KindFactory =
+            Arc::new(move |unit: &UnitConfig| Arc::new(UnitKind::new(make(unit))) as _);
+        self.kinds.insert(kind.to_string(), factory);
+        self
+    }
+
+    /// The options this builder describes, after checking the configuration against the
+    /// registered kinds.
+    pub fn options(&self) -> Result<NodeOptions, NodeError> {
+        let kinds: Vec<&str> = self.kinds.keys().map(String::as_str).collect();
+        self.config.validate(&kinds).map_err(NodeError::Config)?;
+        let mut catalog = Catalog::new();
+        for unit in &self.config.units {
+            if let Some(make) = self.kinds.get(&unit.kind) {
+                catalog = catalog.with_spawner(&unit.name, make(unit), CopyConfig::default());
+            }
+        }
+        let mut opts = NodeOptions::new(&self.name, self.port, &self.cookie, catalog);
+        if let Some(bind) = self.bind {
+            opts.bind = bind;
+        }
+        opts.join = self.join.clone();
+        opts.expect = self.expect;
+        if let Some(heartbeat) = self.heartbeat {
+            opts.local.heartbeat = heartbeat;
+            opts.group_config.node_heartbeat = heartbeat;
+        }
+        opts.groups = self
+            .config
+            .groups
+            .iter()
+            .map(|g| {
+                let units = self
+                    .config
+                    .units_in_group(&g.name)
+                    .map(|u| UnitName::new(&u.name))
+                    .collect();
+                (g.name.clone(), units)
+            })
+            .collect();
+        opts.strategies = self
+            .config
+            .units
+            .iter()
+            .map(|u| (UnitName::new(&u.name), u.strategy.as_str().to_string()))
+            .collect();
+        opts.group = match &self.group {
+            Some(g) => g.clone(),
+            None => self
+                .config
+                .groups
+                .first()
+                .map(|g| g.name.clone())
+                .unwrap_or_else(|| DEFAULT_GROUP.to_string()),
+        };
+        Ok(opts)
+    }
+
+    /// Starts the node: its node server, its Raft members, its local manager and its endpoint.
+    pub async fn start(self) -> Result<Node, NodeError> {
+        Node::start(self.options()?).await
+    }
+}
