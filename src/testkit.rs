@@ -279,3 +279,43 @@ pub fn free_port() -> Option<u16> {
     }
     None
 }
+
+/// Which way a [`partition`] cuts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Nothing passes between the two sides.
+    Both,
+    /// The first side's messages to the second are lost; the second's still arrive.
+    FirstToSecond,
+}
+
+/// Fault injection: cuts the links between the nodes of `first` and those of `second` (inside
+/// the nodes' own transport: no root, no firewall). Every node named is told its whole set of
+/// cut links, so a node in neither side is unaffected and [`heal`] undoes it.
+pub async fn partition(
+    probe: &understudy_cluster::probe::Probe,
+    first: &[understudy_runtime::NodeName],
+    second: &[understudy_runtime::NodeName],
+    direction: Direction,
+) -> Result<(), understudy_cluster::probe::ProbeError> {
+    for node in first {
+        probe.cut(node, second).await?;
+    }
+    if direction == Direction::Both {
+        for node in second {
+            probe.cut(node, first).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Heals every cut link of `nodes`.
+pub async fn heal(
+    probe: &understudy_cluster::probe::Probe,
+    nodes: &[understudy_runtime::NodeName],
+) -> Result<(), understudy_cluster::probe::ProbeError> {
+    for node in nodes {
+        probe.cut(node, &[]).await?;
+    }
+    Ok(())
+}

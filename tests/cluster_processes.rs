@@ -16,7 +16,7 @@ use understudy::cluster::probe::Probe;
 use understudy::cluster::wire::{WireAnswer, WireAsk};
 use understudy::demo::load::{verify, IncrLoad, LoadTotals};
 use understudy::runtime::{ClientId, CopyId, NodeName, Seq, StimulusId, UnitName};
-use understudy::testkit::ProcessCluster;
+use understudy::testkit::{heal, partition, Direction, ProcessCluster};
 use understudy::units::KvRequest;
 
 const COOKIE: &str = "cluster-processes-test";
@@ -57,6 +57,25 @@ async fn kv_placement(
         );
         tokio::time::sleep(Duration::from_millis(20)).await; // poll with a deadline
     }
+}
+
+/// A read of `k0` addressed to kv's copy `copy` on `node` itself (not through the name table):
+/// what that copy answers.
+async fn read_from_copy(probe: &Probe, node: &NodeName, copy: CopyId) -> WireAnswer {
+    let ask = WireAsk::Stimulus(StimulusAsk {
+        unit: UnitName::new("kv"),
+        copy,
+        id: StimulusId {
+            client: ClientId(0x5eed),
+            seq: Seq(1),
+        },
+        low_water: Seq(1),
+        body: encode("stimulus", &KvRequest::Get { key: "k0".into() }).expect("encodes"),
+    });
+    probe
+        .ask(node, &ask, T_MAX + Duration::from_secs(5))
+        .await
+        .expect("the node answers")
 }
 
 /// Increments on `KEYS` keys of kv through `via`, each sent with a budget of `T_MAX`.
@@ -234,20 +253,7 @@ async fn sigstop_of_the_primarys_node_past_detection_then_sigcont_and_the_old_pr
     // Resume the old primary's node and, first thing, address a read to the old primary copy
     // itself: it must refuse (its lease lapsed, it is fenced, or it was stopped), never answer.
     cluster.signal(&victim.0, "CONT").expect("SIGCONT");
-    let ask = WireAsk::Stimulus(StimulusAsk {
-        unit: UnitName::new("kv"),
-        copy: old_copy,
-        id: StimulusId {
-            client: ClientId(0x5eed),
-            seq: Seq(1),
-        },
-        low_water: Seq(1),
-        body: encode("stimulus", &KvRequest::Get { key: "k0".into() }).expect("encodes"),
-    });
-    let answer = probe
-        .ask(&victim, &ask, T_MAX + Duration::from_secs(5))
-        .await
-        .expect("the resumed node answers");
+    let answer = read_from_copy(&probe, &victim, old_copy).await;
     println!("the resumed old primary {old_copy} answered: {answer:?}");
     assert!(
         !matches!(answer, WireAnswer::Stimulus(Ok(_))),
@@ -476,4 +482,110 @@ async fn with_two_groups_any_node_resolves_any_unit_and_a_kill_9_in_one_group_lo
         duplicated,
         takeover,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_primary_cut_off_from_the_majority_stops_serving_before_its_standby_is_promoted() {
+    let _turn = SERIAL.lock().await;
+    let (_cluster, probe, names, (victim, old_copy), epoch) = cluster_with_kv("p").await;
+    let others: Vec<NodeName> = names.iter().filter(|n| **n != victim).cloned().collect();
+    let via = others[0].clone();
+    let load = start_load(&probe, &via);
+    reach(&load, 300).await;
+
+    let cut = Instant::now();
+    partition(
+        &probe,
+        std::slice::from_ref(&victim),
+        &others,
+        Direction::Both,
+    )
+    .await
+    .expect("the partition is set");
+    let (new_primary, _, new_epoch) =
+        kv_placement(&probe, &via, epoch, Duration::from_secs(30)).await;
+    let takeover = cut.elapsed();
+    assert_ne!(new_primary, victim);
+    assert!(new_epoch > epoch);
+    // The old primary runs on, cut off: by the time the majority promoted its standby its
+    // lease had lapsed, so it refuses rather than answer for its old epoch.
+    let answer = read_from_copy(&probe, &victim, old_copy).await;
+    println!("the cut-off old primary {old_copy} answered: {answer:?}");
+    assert!(
+        !matches!(answer, WireAnswer::Stimulus(Ok(_))),
+        "two primaries: the cut-off one answered for its old epoch: {answer:?}"
+    );
+    reach(&load, load.answered_ok() + 300).await;
+
+    // Healed, the old primary's node learns the new epoch and serves as capacity again.
+    heal(&probe, &names).await.expect("the partition heals");
+    let answer = read_from_copy(&probe, &victim, old_copy).await;
+    assert!(
+        !matches!(answer, WireAnswer::Stimulus(Ok(_))),
+        "after healing, the old primary answered: {answer:?}"
+    );
+    reach(&load, load.answered_ok() + 300).await;
+    let totals = load.finish().await;
+    let (lost, duplicated) = lost_and_duplicated(&probe, &via, &totals).await;
+    report_and_check(
+        &format!("{victim} cut off from the majority"),
+        &totals,
+        lost,
+        duplicated,
+        takeover,
+    );
+}
+
+/// Cuts the group manager's node off (`direction`: both ways, or only what it sends) under
+/// load through another node; checks that the manager moves, that kv's old primary (if it was
+/// on that node) no longer answers, and that nothing is lost or doubled after healing.
+async fn cut_off_the_managers_node(prefix: &str, direction: Direction) {
+    let (_cluster, probe, names, (kv_node, kv_copy), _) = cluster_with_kv(prefix).await;
+    let manager = probe
+        .manager_node()
+        .await
+        .expect("a node runs the group manager");
+    let others: Vec<NodeName> = names.iter().filter(|n| **n != manager).cloned().collect();
+    let via = others[0].clone();
+    let load = start_load(&probe, &via);
+    reach(&load, 300).await;
+
+    let cut = Instant::now();
+    partition(&probe, std::slice::from_ref(&manager), &others, direction)
+        .await
+        .expect("the partition is set");
+    let (new_manager, _) = settled_without(&probe, &via, &manager, Duration::from_secs(30)).await;
+    let settled = cut.elapsed();
+    assert_ne!(new_manager, manager);
+    if kv_node == manager {
+        let answer = read_from_copy(&probe, &manager, kv_copy).await;
+        assert!(
+            !matches!(answer, WireAnswer::Stimulus(Ok(_))),
+            "two primaries: kv's cut-off old primary answered: {answer:?}"
+        );
+    }
+    reach(&load, load.answered_ok() + 300).await;
+    heal(&probe, &names).await.expect("the partition heals");
+    reach(&load, load.answered_ok() + 300).await;
+    let totals = load.finish().await;
+    let (lost, duplicated) = lost_and_duplicated(&probe, &via, &totals).await;
+    report_and_check(
+        &format!("{direction:?} cut of the group manager's node {manager} (kv's primary was on {kv_node})"),
+        &totals,
+        lost,
+        duplicated,
+        settled,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_managers_node_cut_off_both_ways_loses_the_manager_and_nothing_else() {
+    let _turn = SERIAL.lock().await;
+    cut_off_the_managers_node("m", Direction::Both).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_managers_node_that_can_no_longer_send_loses_the_manager_and_nothing_else() {
+    let _turn = SERIAL.lock().await;
+    cut_off_the_managers_node("o", Direction::FirstToSecond).await;
 }

@@ -706,7 +706,7 @@ impl ControlState {
 async fn follow_one_learner(raft: &RaftGroup, group: &str) -> Result<(), String> {
     let members = raft.members();
     for (node, endpoint) in every_endpoint() {
-        let Some(status) = crate::wire::ask_status(&endpoint).await else {
+        let Some(status) = crate::wire::ask_status(&node, &endpoint).await else {
             continue;
         };
         if status.group == group {
@@ -776,11 +776,11 @@ impl ManagerLink for ControlLink {
             }
             let endpoint =
                 endpoint_of(&leader).ok_or_else(|| LinkError::NoRoute(leader.clone()))?;
-            return RemoteManager::new(RemoteNode::new(endpoint), group.clone())
+            return RemoteManager::new(RemoteNode::new(leader, endpoint), group.clone())
                 .send(GroupManagerMsg::Cast(cast));
         }
-        for (_, endpoint) in every_endpoint() {
-            let _ = RemoteManager::new(RemoteNode::new(endpoint), group.clone())
+        for (node, endpoint) in every_endpoint() {
+            let _ = RemoteManager::new(RemoteNode::new(node, endpoint), group.clone())
                 .send(GroupManagerMsg::Cast(cast.clone()));
         }
         Ok(())
@@ -801,7 +801,7 @@ pub async fn found_groups(me: NodeName, home: ControlHandle, groups: Vec<String>
         every.tick().await;
         let mut statuses = Vec::new();
         for (node, endpoint) in every_endpoint() {
-            if let Some(status) = crate::wire::ask_status(&endpoint).await {
+            if let Some(status) = crate::wire::ask_status(&node, &endpoint).await {
                 statuses.push((node, status));
             }
         }
@@ -842,7 +842,7 @@ pub async fn found_groups(me: NodeName, home: ControlHandle, groups: Vec<String>
                 continue;
             };
             tracing::info!(members = ?members.values().collect::<Vec<_>>(), %group, %founder, "asking a node to found its group");
-            match crate::wire::ask_found(&endpoint, group, members).await {
+            match crate::wire::ask_found(founder, &endpoint, group, members).await {
                 Ok(()) => {
                     founded.insert(group.clone());
                 }

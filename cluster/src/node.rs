@@ -187,6 +187,7 @@ impl Node {
             .await
             .map_err(start_err("the node server"))?;
 
+        crate::wire::set_this_node(&opts.name);
         let directory = Directory::new();
         let registry = Registry::new();
         let incarnation = understudy_actors::clock::new_incarnation();
@@ -379,7 +380,7 @@ impl Membership {
                     tracing::info!(me = %self.me, peer = %node, "peer joined");
                 }
                 self.directory
-                    .insert(node.clone(), Arc::new(RemoteNode::new(cell)));
+                    .insert(node.clone(), Arc::new(RemoteNode::new(node.clone(), cell)));
                 now.insert(node);
             }
         }

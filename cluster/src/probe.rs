@@ -3,7 +3,7 @@
 //! status or to call a unit. The `understudy status|call|load` commands and the multi-process
 //! tests are built on it.
 
-use crate::wire::{node_of_group, NodeStatus, WireAnswer, WireAsk, WireMsg};
+use crate::wire::{node_of_group, NodeStatus, WireAnswer, WireAsk, WireMsg, WireRequest};
 use ractor::{Actor, ActorRef};
 use ractor_cluster::{NodeServer, NodeServerMessage};
 use std::net::{IpAddr, Ipv4Addr};
@@ -136,7 +136,11 @@ impl Probe {
             reason,
         };
         let endpoint = self.endpoint(node)?;
-        let bytes = encode("request", ask).map_err(|e| no_answer(e.to_string()))?;
+        let request = WireRequest {
+            from: None,
+            ask: ask.clone(),
+        };
+        let bytes = encode("request", &request).map_err(|e| no_answer(e.to_string()))?;
         match endpoint
             .call(|port| WireMsg::Ask(bytes, port), Some(wait))
             .await
@@ -171,6 +175,20 @@ impl Probe {
                 node: node.clone(),
                 reason: e.to_string(),
             })
+    }
+
+    /// Fault injection: `node` sends nothing more to the nodes in `to` (frames, requests and
+    /// answers alike) until told otherwise; an empty `to` heals. Cut both ends for a full
+    /// partition between two nodes.
+    pub async fn cut(&self, node: &NodeName, to: &[NodeName]) -> Result<(), ProbeError> {
+        let ask = WireAsk::Cut { to: to.to_vec() };
+        match self.ask(node, &ask, Duration::from_secs(5)).await? {
+            WireAnswer::Done(Ok(())) => Ok(()),
+            other => Err(ProbeError::NoAnswer {
+                node: node.clone(),
+                reason: format!("unexpected answer {other:?}"),
+            }),
+        }
     }
 
     /// What `node` knows.

@@ -61,6 +61,76 @@ pub enum WireMsg {
     Ask(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
+/// What travels in a [`WireMsg::Ask`]: who asks (a node by name; `None` for a probe, which is
+/// never cut off) and the request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireRequest {
+    /// The asking node.
+    pub from: Option<NodeName>,
+    /// The request.
+    pub ask: WireAsk,
+}
+
+/// This process's node, once [`set_this_node`] named it (one node per process).
+static THIS_NODE: std::sync::OnceLock<NodeName> = std::sync::OnceLock::new();
+
+/// The nodes this process's node must not send to (fault injection: a partition).
+static CUTS: std::sync::Mutex<std::collections::BTreeSet<NodeName>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Names this process's node (done by `Node::start`); asks it sends carry the name, so that a
+/// partition can also cut the answers.
+pub fn set_this_node(node: &NodeName) {
+    let _ = THIS_NODE.set(node.clone());
+}
+
+fn this_node() -> Option<NodeName> {
+    THIS_NODE.get().cloned()
+}
+
+/// Fault injection: from now on this node sends nothing to the nodes in `to` — no frame, no
+/// request, no answer — until it is told an empty set. The rest of the cluster sees a link cut
+/// in one direction; cut both ends for a full partition.
+pub fn set_cuts(to: impl IntoIterator<Item = NodeName>) {
+    let mut cuts = CUTS.lock().unwrap_or_else(|p| p.into_inner());
+    *cuts = to.into_iter().collect();
+}
+
+/// Whether this node's link to `node` is cut.
+pub fn is_cut(node: &NodeName) -> bool {
+    CUTS.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(node)
+}
+
+/// Sends `ask` to node `to` through its `endpoint` and waits up to `wait` for the answer;
+/// refused at once when this node's link to `to` is cut.
+pub async fn ask_node(
+    endpoint: &ActorRef<WireMsg>,
+    to: &NodeName,
+    ask: WireAsk,
+    wait: Duration,
+) -> Result<WireAnswer, String> {
+    if is_cut(to) {
+        return Err(format!("the link to node {to} is cut (fault injection)"));
+    }
+    let request = WireRequest {
+        from: this_node(),
+        ask,
+    };
+    let bytes = encode("request", &request).map_err(|e| e.to_string())?;
+    match endpoint
+        .call(|port| WireMsg::Ask(bytes, port), Some(wait))
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(answer)) => {
+            decode::<WireAnswer>("answer", &answer).map_err(|e| e.to_string())
+        }
+        Ok(other) => Err(format!("no answer from node {to}: {other:?}")),
+        Err(e) => Err(format!("the session to node {to} failed: {e}")),
+    }
+}
+
 /// A request that expects an answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WireAsk {
@@ -96,6 +166,12 @@ pub enum WireAsk {
         group: String,
         /// Its founding voters.
         members: BTreeMap<u64, String>,
+    },
+    /// Fault injection (the test kit): this node sends nothing more to these nodes (an empty
+    /// list heals). Answered with [`WireAnswer::Done`].
+    Cut {
+        /// The nodes cut off from this one's sending side.
+        to: Vec<NodeName>,
     },
     /// Call a unit with a stimulus written as JSON, through the node's own client of that
     /// unit (which follows takeovers). Answered with [`WireAnswer::Called`].
@@ -226,120 +302,156 @@ impl Actor for WireEndpoint {
                 }
                 Err(e) => tracing::warn!(error = %e, "dropped a malformed frame"),
             },
-            WireMsg::Ask(bytes, reply) => match decode::<WireAsk>("request", &bytes) {
-                Ok(WireAsk::Stimulus(ask)) => {
-                    let (tx, rx) = ractor::concurrency::oneshot::<StimulusReply>();
-                    let _ = state
-                        .args
-                        .local
-                        .cast(LocalManagerMsg::Stimulus(ask, tx.into()));
-                    // Answer off the endpoint's loop: the copy may take its time.
-                    tokio::spawn(async move {
-                        let answer = match rx.await {
-                            Ok(r) => WireAnswer::Stimulus(r),
-                            Err(_) => WireAnswer::CopyLost,
-                        };
-                        answer_with(reply, &answer);
-                    });
-                }
-                Ok(WireAsk::Status) => {
-                    let args = state.args.clone();
-                    tokio::spawn(async move {
-                        let answer = match describe(&args).await {
-                            Ok(status) => WireAnswer::Status(Box::new(status)),
-                            Err(e) => WireAnswer::Malformed(e),
-                        };
-                        answer_with(reply, &answer);
-                    });
-                }
-                Ok(WireAsk::Switchover { unit }) => {
-                    let group = state.args.unit_groups.get(&unit).cloned();
-                    let handle = [&state.args.home]
-                        .into_iter()
-                        .chain(state.args.others.iter())
-                        .find(|h| Some(&h.group) == group.as_ref())
-                        .cloned();
-                    match handle {
-                        Some(h) => operate(h.control, GroupInput::Switchover { unit }, reply),
-                        None => answer_with(
-                            reply,
-                            &WireAnswer::Done(Err(format!(
-                                "unit {unit} is in no group this node knows; check the name"
-                            ))),
-                        ),
-                    }
-                }
-                Ok(WireAsk::Drain { node }) => {
-                    operate(
-                        state.args.home.control.clone(),
-                        GroupInput::Drain { node },
-                        reply,
-                    );
-                }
-                Ok(WireAsk::Found { group, members }) => {
-                    let home = state.args.home.clone();
-                    let node = state.args.node.clone();
-                    tokio::spawn(async move {
-                        let answer = if home.group != group {
-                            Err(format!(
-                                "node {node} is in group {}, not {group}",
-                                home.group
-                            ))
-                        } else {
-                            match home.raft.initialize(members).await {
-                                Ok(()) | Err(crate::raft::MembershipError::AlreadyInitialized) => {
-                                    Ok(())
-                                }
-                                Err(e) => Err(e.to_string()),
-                            }
-                        };
-                        answer_with(reply, &WireAnswer::Done(answer));
-                    });
-                }
-                Ok(WireAsk::Raft { group, request }) => {
-                    let raft = [&state.args.home]
-                        .into_iter()
-                        .chain(state.args.others.iter())
-                        .find(|h| h.group == group)
-                        .map(|h| h.raft.clone());
-                    match raft {
-                        Some(raft) => {
-                            tokio::spawn(async move {
-                                let answer = raft.handle_rpc(&request).await;
-                                answer_with(reply, &WireAnswer::Raft(answer));
-                            });
-                        }
-                        None => {
-                            let refused = crate::raft::RaftReply::Refused {
-                                reason: format!("node {} knows no group {group}", state.args.node),
-                            };
-                            answer_with(reply, &WireAnswer::Raft(refused.encode()));
-                        }
-                    }
-                }
-                Ok(WireAsk::Call {
-                    unit,
-                    json,
-                    t_max_ms,
-                }) => match state.caller(&unit) {
-                    Some(caller) => {
-                        let call = caller.call_json(&json, t_max_ms.map(Duration::from_millis));
-                        tokio::spawn(async move {
-                            answer_with(reply, &WireAnswer::Called(call.await));
-                        });
-                    }
-                    None => answer_with(
-                        reply,
-                        &WireAnswer::Called(Err(JsonCallError::UnknownUnit(unit.0))),
-                    ),
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "answered a malformed request");
-                    answer_with(reply, &WireAnswer::Malformed(e.to_string()));
-                }
-            },
+            WireMsg::Ask(bytes, port) => {
+                let request = decode::<WireRequest>("request", &bytes);
+                // An answer to a node this one's link is cut to is lost, like any message.
+                let mute = matches!(&request, Ok(WireRequest { from: Some(f), .. }) if is_cut(f));
+                let reply = Reply { port, mute };
+                state.ask(request.map(|r| r.ask), reply);
+            }
         }
         Ok(())
+    }
+}
+
+impl EndpointState {
+    fn ask(
+        &mut self,
+        request: Result<WireAsk, understudy_actors::codec::CodecError>,
+        reply: Reply,
+    ) {
+        let state = self;
+        match request {
+            Ok(WireAsk::Stimulus(ask)) => {
+                let (tx, rx) = ractor::concurrency::oneshot::<StimulusReply>();
+                let _ = state
+                    .args
+                    .local
+                    .cast(LocalManagerMsg::Stimulus(ask, tx.into()));
+                // Answer off the endpoint's loop: the copy may take its time.
+                tokio::spawn(async move {
+                    let answer = match rx.await {
+                        Ok(r) => WireAnswer::Stimulus(r),
+                        Err(_) => WireAnswer::CopyLost,
+                    };
+                    reply.answer(&answer);
+                });
+            }
+            Ok(WireAsk::Status) => {
+                let args = state.args.clone();
+                tokio::spawn(async move {
+                    let answer = match describe(&args).await {
+                        Ok(status) => WireAnswer::Status(Box::new(status)),
+                        Err(e) => WireAnswer::Malformed(e),
+                    };
+                    reply.answer(&answer);
+                });
+            }
+            Ok(WireAsk::Switchover { unit }) => {
+                let group = state.args.unit_groups.get(&unit).cloned();
+                let handle = [&state.args.home]
+                    .into_iter()
+                    .chain(state.args.others.iter())
+                    .find(|h| Some(&h.group) == group.as_ref())
+                    .cloned();
+                match handle {
+                    Some(h) => operate(h.control, GroupInput::Switchover { unit }, reply),
+                    None => reply.answer(&WireAnswer::Done(Err(format!(
+                        "unit {unit} is in no group this node knows; check the name"
+                    )))),
+                }
+            }
+            Ok(WireAsk::Drain { node }) => {
+                operate(
+                    state.args.home.control.clone(),
+                    GroupInput::Drain { node },
+                    reply,
+                );
+            }
+            Ok(WireAsk::Found { group, members }) => {
+                let home = state.args.home.clone();
+                let node = state.args.node.clone();
+                tokio::spawn(async move {
+                    let answer = if home.group != group {
+                        Err(format!(
+                            "node {node} is in group {}, not {group}",
+                            home.group
+                        ))
+                    } else {
+                        match home.raft.initialize(members).await {
+                            Ok(()) | Err(crate::raft::MembershipError::AlreadyInitialized) => {
+                                Ok(())
+                            }
+                            Err(e) => Err(e.to_string()),
+                        }
+                    };
+                    reply.answer(&WireAnswer::Done(answer));
+                });
+            }
+            Ok(WireAsk::Raft { group, request }) => {
+                let raft = [&state.args.home]
+                    .into_iter()
+                    .chain(state.args.others.iter())
+                    .find(|h| h.group == group)
+                    .map(|h| h.raft.clone());
+                match raft {
+                    Some(raft) => {
+                        tokio::spawn(async move {
+                            let answer = raft.handle_rpc(&request).await;
+                            reply.answer(&WireAnswer::Raft(answer));
+                        });
+                    }
+                    None => {
+                        let refused = crate::raft::RaftReply::Refused {
+                            reason: format!("node {} knows no group {group}", state.args.node),
+                        };
+                        reply.answer(&WireAnswer::Raft(refused.encode()));
+                    }
+                }
+            }
+            Ok(WireAsk::Call {
+                unit,
+                json,
+                t_max_ms,
+            }) => match state.caller(&unit) {
+                Some(caller) => {
+                    let call = caller.call_json(&json, t_max_ms.map(Duration::from_millis));
+                    tokio::spawn(async move {
+                        reply.answer(&WireAnswer::Called(call.await));
+                    });
+                }
+                None => reply.answer(&WireAnswer::Called(Err(JsonCallError::UnknownUnit(unit.0)))),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "answered a malformed request");
+                reply.answer(&WireAnswer::Malformed(e.to_string()));
+            }
+            Ok(WireAsk::Cut { to }) => {
+                tracing::warn!(node = %state.args.node, ?to, "fault injection: links cut");
+                set_cuts(to);
+                reply.answer(&WireAnswer::Done(Ok(())));
+            }
+        }
+    }
+}
+
+/// The way back to an asker; mute when this node's link to the asker is cut.
+struct Reply {
+    port: RpcReplyPort<Vec<u8>>,
+    mute: bool,
+}
+
+impl Reply {
+    fn answer(self, answer: &WireAnswer) {
+        if self.mute {
+            return;
+        }
+        match encode("answer", answer) {
+            Ok(bytes) => {
+                let _ = self.port.send(bytes);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode an answer"),
+        }
     }
 }
 
@@ -369,14 +481,14 @@ impl EndpointState {
 
 /// Hands an operator request to a control plane, which takes it if it runs the group manager
 /// and otherwise says which node does.
-fn operate(control: ActorRef<ControlMsg>, input: GroupInput, reply: RpcReplyPort<Vec<u8>>) {
+fn operate(control: ActorRef<ControlMsg>, input: GroupInput, reply: Reply) {
     tokio::spawn(async move {
         let answer = match ractor::call_t!(control, |port| ControlMsg::Operate(input, port), 2_000)
         {
             Ok(r) => r,
             Err(e) => Err(format!("the node's control plane did not answer: {e}")),
         };
-        answer_with(reply, &WireAnswer::Done(answer));
+        reply.answer(&WireAnswer::Done(answer));
     });
 }
 
@@ -406,30 +518,27 @@ async fn describe(args: &EndpointArgs) -> Result<NodeStatus, String> {
     })
 }
 
-fn answer_with(reply: RpcReplyPort<Vec<u8>>, answer: &WireAnswer) {
-    match encode("answer", answer) {
-        Ok(bytes) => {
-            let _ = reply.send(bytes);
-        }
-        Err(e) => tracing::error!(error = %e, "cannot encode an answer"),
-    }
-}
-
 /// A [`NodeLink`] to another node's endpoint, over a `ractor_cluster` session.
 #[derive(Clone, Debug)]
 pub struct RemoteNode {
+    node: NodeName,
     endpoint: ActorRef<WireMsg>,
 }
 
 impl RemoteNode {
-    /// A link through `endpoint`, the node's advertised endpoint actor.
-    pub fn new(endpoint: ActorCell) -> Self {
+    /// A link to node `node` through `endpoint`, its advertised endpoint actor.
+    pub fn new(node: NodeName, endpoint: ActorCell) -> Self {
         RemoteNode {
+            node,
             endpoint: endpoint.into(),
         }
     }
 
     fn frame(&self, envelope: &Envelope) -> Result<(), LinkError> {
+        if is_cut(&self.node) {
+            // Lost, as on a cut link: the sender learns nothing.
+            return Ok(());
+        }
         let bytes = encode("envelope", envelope).map_err(|e| LinkError::Encode(e.to_string()))?;
         self.endpoint
             .cast(WireMsg::Frame(bytes))
@@ -442,21 +551,13 @@ impl NodeLink for RemoteNode {
         match msg {
             LocalManagerMsg::Cast(cast) => self.frame(&Envelope::Node(cast)),
             LocalManagerMsg::Stimulus(ask, reply) => {
-                let bytes = encode("request", &WireAsk::Stimulus(ask))
-                    .map_err(|e| LinkError::Encode(e.to_string()))?;
                 let endpoint = self.endpoint.clone();
+                let node = self.node.clone();
                 tokio::spawn(async move {
-                    let answer = endpoint
-                        .call(|port| WireMsg::Ask(bytes, port), Some(ASK_TIMEOUT))
-                        .await;
-                    let decoded = match answer {
-                        Ok(ractor::rpc::CallResult::Success(bytes)) => {
-                            decode::<WireAnswer>("answer", &bytes).ok()
-                        }
-                        _ => None,
-                    };
-                    match decoded {
-                        Some(WireAnswer::Stimulus(r)) => {
+                    let answer =
+                        ask_node(&endpoint, &node, WireAsk::Stimulus(ask), ASK_TIMEOUT).await;
+                    match answer {
+                        Ok(WireAnswer::Stimulus(r)) => {
                             let _ = reply.send(r);
                         }
                         // The copy or the node was lost: dropping the port tells the caller.
@@ -527,26 +628,18 @@ pub fn every_endpoint() -> Vec<(NodeName, ActorCell)> {
 /// How long a status request to another node may take.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Asks the node behind `endpoint` for its status; `None` if it does not answer in time.
-pub async fn ask_status(endpoint: &ActorCell) -> Option<NodeStatus> {
-    let bytes = encode("request", &WireAsk::Status).ok()?;
+/// Asks node `node` (behind `endpoint`) for its status; `None` if it does not answer in time.
+pub async fn ask_status(node: &NodeName, endpoint: &ActorCell) -> Option<NodeStatus> {
     let endpoint: ActorRef<WireMsg> = endpoint.clone().into();
-    match endpoint
-        .call(|port| WireMsg::Ask(bytes, port), Some(STATUS_TIMEOUT))
-        .await
-    {
-        Ok(ractor::rpc::CallResult::Success(answer)) => {
-            match decode::<WireAnswer>("answer", &answer) {
-                Ok(WireAnswer::Status(s)) => Some(*s),
-                _ => None,
-            }
-        }
+    match ask_node(&endpoint, node, WireAsk::Status, STATUS_TIMEOUT).await {
+        Ok(WireAnswer::Status(s)) => Some(*s),
         _ => None,
     }
 }
 
-/// Asks the node behind `endpoint` to found its group `group` with `members`.
+/// Asks node `node` (behind `endpoint`) to found its group `group` with `members`.
 pub async fn ask_found(
+    node: &NodeName,
     endpoint: &ActorCell,
     group: &str,
     members: BTreeMap<u64, String>,
@@ -555,21 +648,10 @@ pub async fn ask_found(
         group: group.to_string(),
         members,
     };
-    let bytes = encode("request", &ask).map_err(|e| e.to_string())?;
     let endpoint: ActorRef<WireMsg> = endpoint.clone().into();
-    match endpoint
-        .call(|port| WireMsg::Ask(bytes, port), Some(STATUS_TIMEOUT))
-        .await
-    {
-        Ok(ractor::rpc::CallResult::Success(answer)) => {
-            match decode::<WireAnswer>("answer", &answer) {
-                Ok(WireAnswer::Done(r)) => r,
-                Ok(other) => Err(format!("unexpected answer {other:?}")),
-                Err(e) => Err(e.to_string()),
-            }
-        }
-        Ok(other) => Err(format!("no answer: {other:?}")),
-        Err(e) => Err(e.to_string()),
+    match ask_node(&endpoint, node, ask, STATUS_TIMEOUT).await? {
+        WireAnswer::Done(r) => r,
+        other => Err(format!("unexpected answer {other:?}")),
     }
 }
 
@@ -608,22 +690,18 @@ impl RaftTransport for WireRaftTransport {
             let endpoint: ActorRef<WireMsg> = endpoint_of(&node)
                 .ok_or_else(|| unreachable(format!("no session to node {node}")))?
                 .into();
-            let bytes = encode("request", &WireAsk::Raft { group, request })
-                .map_err(|e| unreachable(e.to_string()))?;
-            let answer = endpoint
-                .call(|port| WireMsg::Ask(bytes, port), Some(RAFT_CALL_LIMIT))
-                .await;
             let broken = |reason: String| TransportError::Broken { target, reason };
-            match answer {
-                Ok(ractor::rpc::CallResult::Success(answer)) => {
-                    match decode::<WireAnswer>("answer", &answer) {
-                        Ok(WireAnswer::Raft(reply)) => Ok(reply),
-                        Ok(other) => Err(broken(format!("node {node} answered {other:?}"))),
-                        Err(e) => Err(broken(e.to_string())),
-                    }
-                }
-                Ok(other) => Err(broken(format!("no reply from node {node}: {other:?}"))),
-                Err(e) => Err(broken(format!("the session to node {node} failed: {e}"))),
+            match ask_node(
+                &endpoint,
+                &node,
+                WireAsk::Raft { group, request },
+                RAFT_CALL_LIMIT,
+            )
+            .await
+            {
+                Ok(WireAnswer::Raft(reply)) => Ok(reply),
+                Ok(other) => Err(broken(format!("node {node} answered {other:?}"))),
+                Err(e) => Err(broken(e)),
             }
         })
     }
