@@ -1,6 +1,14 @@
 //! Running a cluster of real node processes from a program or a test: start N nodes of a
-//! binary on free loopback ports, fault them with signals, restart them, and stop every one
-//! of them when the cluster value is dropped — also when a test panics.
+//! binary on free loopback ports (yours, if it starts its nodes with `Node::builder` and takes
+//! `node --name --port --join --cookie --expect`), fault them — `kill -9`, `SIGSTOP` and
+//! `SIGCONT`, a panic in a unit's handler ([`Probe::inject_panic`]), a partition between chosen
+//! nodes, one way or both ([`partition`], [`heal`]: done inside the nodes' own transport, no
+//! root and no firewall) — restart them, and stop every one of them when the cluster value is
+//! dropped, also when a test panics. A [`History`] records every stimulus and its outcome and
+//! gives the counts a fault test asserts: answered, ignored, failed (early or not), late, and
+//! for a counter-like unit the acknowledged operations lost or applied twice.
+//!
+//! [`Probe::inject_panic`]: understudy_cluster::probe::Probe::inject_panic
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -318,4 +326,161 @@ pub async fn heal(
         probe.cut(node, &[]).await?;
     }
     Ok(())
+}
+
+/// What came of one stimulus a test sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered, with the answer (as JSON).
+    Answered(String),
+    /// Reported ignored by the unit: it did not act on it.
+    Ignored(String),
+    /// Failed: the caller does not know whether it took effect.
+    Failed(String),
+}
+
+/// One stimulus of a [`History`]: what was asked, when, what came of it and how long it took.
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// What the stimulus was, in the test's words (say, `reserve widget 1`).
+    pub what: String,
+    /// When it was sent.
+    pub sent_at: std::time::Instant,
+    /// How long until its outcome.
+    pub took: std::time::Duration,
+    /// Its budget.
+    pub t_max: std::time::Duration,
+    /// What came of it.
+    pub outcome: Outcome,
+}
+
+/// Every stimulus a test sent and every outcome, shared by the test's callers; then the counts
+/// a fault test reports and asserts.
+#[derive(Debug, Default)]
+pub struct History {
+    records: std::sync::Mutex<Vec<Record>>,
+}
+
+/// The counts of a [`History`], and for a counter-like unit the comparison of its final state
+/// with the operations acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistoryCounts {
+    /// Stimuli sent.
+    pub sent: u64,
+    /// Answered.
+    pub answered: u64,
+    /// Reported ignored.
+    pub ignored: u64,
+    /// Failed (outcome unknown to the caller).
+    pub failed: u64,
+    /// Failed before their `T_max` ran out (a caller may only see an error after it).
+    pub failed_early: u64,
+    /// Outcomes that came after `T_max`.
+    pub late: u64,
+}
+
+/// A counter-like unit's final value against the history: each acknowledged operation must
+/// show exactly once; an operation whose outcome the caller never learned may or may not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterCheck {
+    /// Acknowledged operations missing from the final state.
+    pub lost: u64,
+    /// Operations in the final state beyond every one that could have taken effect.
+    pub duplicated: u64,
+}
+
+impl History {
+    /// An empty history.
+    pub fn new() -> std::sync::Arc<History> {
+        std::sync::Arc::new(History::default())
+    }
+
+    /// Records one stimulus: `what`, sent at `sent_at` with budget `t_max`, and its outcome now.
+    pub fn record(
+        &self,
+        what: impl Into<String>,
+        sent_at: std::time::Instant,
+        t_max: std::time::Duration,
+        outcome: Outcome,
+    ) {
+        let record = Record {
+            what: what.into(),
+            sent_at,
+            took: sent_at.elapsed(),
+            t_max,
+            outcome,
+        };
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(record);
+    }
+
+    /// Every record so far, in the order their outcomes came.
+    pub fn records(&self) -> Vec<Record> {
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> HistoryCounts {
+        let mut c = HistoryCounts::default();
+        for r in self.records() {
+            c.sent += 1;
+            if r.took > r.t_max {
+                c.late += 1;
+            }
+            match r.outcome {
+                Outcome::Answered(_) => c.answered += 1,
+                Outcome::Ignored(_) => c.ignored += 1,
+                Outcome::Failed(_) => {
+                    c.failed += 1;
+                    if r.took < r.t_max {
+                        c.failed_early += 1;
+                    }
+                }
+            }
+        }
+        c
+    }
+
+    /// For a counter-like unit that each answered operation moved by one: compares `moved`
+    /// (how far its value moved over the test) with the operations answered (and those whose
+    /// outcome is unknown, which may have taken effect).
+    pub fn check_counter(&self, moved: u64) -> CounterCheck {
+        let c = self.counts();
+        CounterCheck {
+            lost: c.answered.saturating_sub(moved),
+            duplicated: moved.saturating_sub(c.answered + c.failed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_history_counts_outcomes_and_checks_a_counter_against_what_was_acknowledged() {
+        let h = History::new();
+        let t_max = Duration::from_secs(60);
+        let now = Instant::now();
+        for _ in 0..3 {
+            h.record("incr", now, t_max, Outcome::Answered("1".into()));
+        }
+        h.record("incr", now, t_max, Outcome::Failed("link lost".into()));
+        h.record("incr", now, t_max, Outcome::Ignored("no".into()));
+        let c = h.counts();
+        assert_eq!((c.sent, c.answered, c.failed, c.ignored), (5, 3, 1, 1));
+        assert_eq!(c.failed_early, 1, "it failed well before its T_max");
+        assert_eq!(c.late, 0);
+        // 3 answered and 1 unknown: a counter moved by 3 or 4 is consistent.
+        assert_eq!(h.check_counter(3), CounterCheck::default());
+        assert_eq!(h.check_counter(4), CounterCheck::default());
+        assert_eq!(h.check_counter(2).lost, 1);
+        assert_eq!(h.check_counter(6).duplicated, 2);
+    }
 }

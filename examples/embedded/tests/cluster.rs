@@ -3,12 +3,12 @@
 //! killed with `kill -9`, and afterwards the stock equals what was restocked minus the
 //! reservations acknowledged — none lost, none taken twice.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use understudy::cluster::probe::Probe;
 use understudy::runtime::NodeName;
-use understudy::testkit::ProcessCluster;
+use understudy::testkit::{History, Outcome, ProcessCluster};
 
 const COOKIE: &str = "shop-cluster-test";
 const STOCK: u64 = 1_000_000;
@@ -74,29 +74,32 @@ async fn kill_9_of_the_inventorys_primary_node_takes_no_reservation_twice_and_lo
         .await
         .expect("the restock is answered");
 
-    // Eight callers reserve one widget at a time until told to stop.
-    let acked = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
+    // Eight callers reserve one widget at a time until told to stop; the history records
+    // every reservation and its outcome.
+    let history = History::new();
     let stop = Arc::new(AtomicBool::new(false));
     let mut callers = Vec::new();
     for _ in 0..8 {
         let (probe, via) = (probe.clone(), via.clone());
-        let (acked, failed, stop) = (acked.clone(), failed.clone(), stop.clone());
+        let (history, stop) = (history.clone(), stop.clone());
         callers.push(tokio::spawn(async move {
             let reserve = r#"{"Reserve":{"item":"widget","qty":1}}"#;
             while !stop.load(Ordering::SeqCst) {
-                match call(&probe, &via, reserve).await {
-                    Ok(v) if v.get("Left").is_some() => acked.fetch_add(1, Ordering::SeqCst),
-                    _ => failed.fetch_add(1, Ordering::SeqCst),
+                let sent = Instant::now();
+                let outcome = match call(&probe, &via, reserve).await {
+                    Ok(v) if v.get("Left").is_some() => Outcome::Answered(v.to_string()),
+                    Ok(v) => Outcome::Ignored(v.to_string()),
+                    Err(e) => Outcome::Failed(e),
                 };
+                history.record("reserve widget 1", sent, T_MAX, outcome);
             }
         }));
     }
     let wait_for = |n: u64| {
-        let acked = acked.clone();
+        let history = history.clone();
         async move {
             let deadline = Instant::now() + Duration::from_secs(30);
-            while acked.load(Ordering::SeqCst) < n {
+            while history.counts().answered < n {
                 assert!(Instant::now() < deadline, "reservations stalled below {n}");
                 tokio::time::sleep(Duration::from_millis(10)).await; // poll with a deadline
             }
@@ -107,7 +110,7 @@ async fn kill_9_of_the_inventorys_primary_node_takes_no_reservation_twice_and_lo
     cluster.kill9(&victim.0);
     let (new_primary, _) = inventory_primary(&probe, &via, epoch).await;
     let takeover = killed.elapsed();
-    wait_for(acked.load(Ordering::SeqCst) + 200).await;
+    wait_for(history.counts().answered + 200).await;
     stop.store(true, Ordering::SeqCst);
     for c in callers {
         c.await.expect("a caller ends");
@@ -117,16 +120,17 @@ async fn kill_9_of_the_inventorys_primary_node_takes_no_reservation_twice_and_lo
         .await
         .expect("the stock is read");
     let left = stock["Left"].as_u64().expect("a stock count");
-    let acked = acked.load(Ordering::SeqCst);
-    let taken = STOCK - left;
+    let counts = history.counts();
+    let check = history.check_counter(STOCK - left);
     println!(
-        "kill -9 of {victim}: takeover {takeover:?} (new primary {new_primary}), reservations acknowledged {acked}, taken {taken}, failed {}",
-        failed.load(Ordering::SeqCst)
+        "kill -9 of {victim}: takeover {takeover:?} (new primary {new_primary}), {counts:?}, {check:?}"
     );
     assert_ne!(new_primary, victim);
-    assert_eq!(failed.load(Ordering::SeqCst), 0, "a reservation failed");
+    assert_eq!(check.lost, 0, "acknowledged reservations lost");
+    assert_eq!(check.duplicated, 0, "reservations taken twice");
+    assert_eq!(counts.failed, 0, "a reservation failed");
     assert_eq!(
-        taken, acked,
-        "the stock differs from the acknowledged reservations"
+        counts.ignored, 0,
+        "a reservation was refused for lack of stock"
     );
 }
