@@ -36,7 +36,7 @@ use understudy_actors::envelope::ManagerCast;
 use understudy_actors::group_manager::{dispatch, name_update, status, GroupManagerConfig};
 use understudy_actors::{Directory, GroupManagerMsg, LinkError, ManagerLink, Registry, UnitStatus};
 use understudy_runtime::{
-    ControlEntry, ControlInput, GroupInput, GroupTable, Liveness, NodeName, Time, UnitName,
+    ControlEntry, ControlInput, GroupInput, GroupTable, ManagerSession, NodeName, Time, UnitName,
 };
 
 /// A node's copy of its group's table, shared by the Raft state machine that applies the log
@@ -234,9 +234,8 @@ pub struct ControlPlane;
 #[derive(Debug)]
 struct Leading {
     term: u64,
-    liveness: Liveness<NodeName>,
-    /// The incarnation each node last said it runs as.
-    heard: BTreeMap<NodeName, u64>,
+    /// What to propose: the pure part of the manager's session.
+    session: ManagerSession,
     membership_busy: bool,
     last_membership_check: Time,
     last_learner_check: Time,
@@ -248,7 +247,6 @@ pub struct ControlState {
     args: ControlArgs,
     leading: Option<Leading>,
     confirming: bool,
-    pending: Vec<ControlInput>,
     in_flight: bool,
     last_proposed: Time,
     _ticker: Ticker,
@@ -295,7 +293,6 @@ impl Actor for ControlPlane {
             args,
             leading: None,
             confirming: false,
-            pending: Vec::new(),
             in_flight: false,
             last_proposed: Time::ZERO,
             _ticker: ticker,
@@ -367,14 +364,8 @@ impl Actor for ControlPlane {
 
 impl ControlState {
     fn input(&mut self, input: GroupInput) {
-        if self.leading.is_some() {
-            self.push(ControlInput::Core(input));
-        }
-    }
-
-    fn push(&mut self, input: ControlInput) {
-        if !self.pending.contains(&input) {
-            self.pending.push(input);
+        if let Some(leading) = self.leading.as_mut() {
+            leading.session.propose(ControlInput::Core(input));
         }
     }
 
@@ -397,50 +388,30 @@ impl ControlState {
             tracing::trace!(node = %self.args.node, ?cast, "not the group manager; dropped");
             return;
         };
+        let table = lock(&self.args.table);
+        let session = &mut leading.session;
         match cast {
             ManagerCast::NodeUp { node, incarnation } => {
-                leading.heard.insert(node.clone(), incarnation);
-                if !leading.liveness.heard(&node, now) {
-                    leading.liveness.watch(node.clone(), now);
-                }
-                if lock(&self.args.table).needs_node_up(&node, incarnation) {
-                    self.push(ControlInput::NodeRunning { node, incarnation });
-                }
+                session.node_heard(&table, now, node, incarnation, None);
             }
             ManagerCast::NodeAlive {
                 node,
                 incarnation,
                 running,
-            } => {
-                leading.heard.insert(node.clone(), incarnation);
-                if !leading.liveness.heard(&node, now) {
-                    leading.liveness.watch(node.clone(), now);
-                }
-                let table = lock(&self.args.table);
-                if table.needs_node_up(&node, incarnation) {
-                    drop(table);
-                    self.push(ControlInput::NodeRunning { node, incarnation });
-                } else if !table.core().inventory_diff(&node, &running).is_empty() {
-                    drop(table);
-                    self.push(ControlInput::Core(GroupInput::NodeInventory {
-                        node,
-                        running,
-                    }));
-                }
-            }
+            } => session.node_heard(&table, now, node, incarnation, Some(running)),
             ManagerCast::CopyDown {
                 unit,
                 copy,
                 known_dead,
-            } => self.input(GroupInput::CopyDown {
+            } => session.propose(ControlInput::Core(GroupInput::CopyDown {
                 unit,
                 copy,
                 known_dead,
-            }),
+            })),
             ManagerCast::CopyStarted { unit, copy } => {
-                self.input(GroupInput::CopyStarted { unit, copy });
+                session.propose(ControlInput::Core(GroupInput::CopyStarted { unit, copy }));
             }
-            ManagerCast::Report(r) => self.input(GroupInput::Report(r)),
+            ManagerCast::Report(r) => session.propose(ControlInput::Core(GroupInput::Report(r))),
         }
     }
 
@@ -452,27 +423,14 @@ impl ControlState {
             return;
         }
         let table = lock(&self.args.table);
-        let mut inputs = Vec::new();
         let mut check_membership = false;
         let mut check_learners = false;
         if let Some(leading) = self.leading.as_mut() {
-            for node in leading.liveness.expire(now) {
-                if table.core().node_up(&node) {
-                    tracing::warn!(%node, "node missed its heartbeats");
-                    inputs.push(ControlInput::Core(GroupInput::NodeDown {
-                        node,
-                        known_dead: false,
-                    }));
-                }
-            }
-            if table.core().nodes_up().len() >= self.args.expect.max(1) {
-                for unit in &self.args.units {
-                    if table.core().unit(unit).is_none() {
-                        inputs.push(ControlInput::Core(GroupInput::AddUnit {
-                            unit: unit.clone(),
-                        }));
-                    }
-                }
+            let down = leading
+                .session
+                .tick(&table, now, &self.args.units, self.args.expect);
+            for node in down {
+                tracing::warn!(%node, "node missed its heartbeats");
             }
             if !leading.membership_busy
                 && now.since(leading.last_membership_check) >= MEMBERSHIP_CHECK
@@ -487,9 +445,6 @@ impl ControlState {
             }
         }
         drop(table);
-        for input in inputs {
-            self.push(input);
-        }
         if check_membership {
             self.grow_membership(myself);
         }
@@ -522,13 +477,12 @@ impl ControlState {
             return;
         };
         let members = self.args.raft.members();
-        let liveness = &leading.liveness;
         let to_add = leading
-            .heard
-            .iter()
-            .find(|(node, inc)| liveness.is_watched(node) && !members.voters.contains_key(inc));
+            .session
+            .live_nodes()
+            .find(|(_, inc)| !members.voters.contains_key(inc));
         let change = if let Some((node, inc)) = to_add {
-            let (node, inc) = (node.clone(), *inc);
+            let node = node.clone();
             tracing::info!(%node, member = inc, "adding the node to the group's Raft");
             let raft = self.args.raft.clone();
             Some(tokio::spawn(async move {
@@ -540,8 +494,10 @@ impl ControlState {
                 .iter()
                 .chain(members.learners.iter())
                 .find(|(id, name)| {
-                    let current = leading.heard.get(&NodeName::new(name.as_str()));
-                    current.is_some_and(|inc| inc != *id && members.voters.contains_key(inc))
+                    let current = leading
+                        .session
+                        .heard_incarnation(&NodeName::new(name.as_str()));
+                    current.is_some_and(|inc| inc != **id && members.voters.contains_key(&inc))
                 })
                 .map(|(id, name)| (*id, name.clone()));
             stale.map(|(id, name)| {
@@ -575,7 +531,6 @@ impl ControlState {
         if self.leading.take().is_some() {
             tracing::info!(node = %self.args.node, term = leadership.term, "no longer the group manager");
             self.args.executing.store(false, Ordering::SeqCst);
-            self.pending.clear();
         }
         if leadership.role == MemberRole::Leader && !self.confirming {
             self.confirm(myself);
@@ -605,45 +560,34 @@ impl ControlState {
             // Retried at the next tick.
             return;
         }
-        let table = lock(&self.args.table);
-        let mut liveness = Liveness::new(self.args.config.node_heartbeat);
-        for node in table.core().nodes_up() {
-            liveness.watch(node, now);
-        }
-        let heard = table
-            .core()
-            .nodes_up()
-            .into_iter()
-            .filter_map(|n| table.incarnation(&n).map(|inc| (n, inc)))
-            .collect();
-        drop(table);
+        let session = ManagerSession::start(
+            &lock(&self.args.table),
+            self.args.config.node_heartbeat,
+            now,
+        );
         tracing::info!(node = %self.args.node, term, "now the group manager");
         self.leading = Some(Leading {
             term,
-            liveness,
-            heard,
+            session,
             membership_busy: false,
             last_membership_check: now,
             last_learner_check: now,
         });
         self.args.executing.store(true, Ordering::SeqCst);
-        self.pending.clear();
-        self.push(ControlInput::Core(GroupInput::Resume));
     }
 
     /// Proposes what is pending (or an empty entry, to tick, when the log has been idle), one
     /// entry in flight at a time: what arrives meanwhile goes into the next one.
     fn flush(&mut self, myself: &ActorRef<ControlMsg>, now: Time) {
-        if self.leading.is_none() || self.in_flight {
+        let Some(leading) = self.leading.as_mut() else {
             return;
-        }
-        if self.pending.is_empty() && now.since(self.last_proposed) < IDLE_ENTRY {
-            return;
-        }
-        let entry = ControlEntry {
-            at: clock::wall_now(),
-            inputs: std::mem::take(&mut self.pending),
         };
+        if self.in_flight
+            || (!leading.session.has_pending() && now.since(self.last_proposed) < IDLE_ENTRY)
+        {
+            return;
+        }
+        let entry = leading.session.next_entry(clock::wall_now());
         let bytes = match encode("control entry", &entry) {
             Ok(b) => b,
             Err(e) => {

@@ -18,7 +18,7 @@
 //! | [`replication`] | the synchronous strategy with group commit ([`SyncReplicator`]) |
 //! | [`copy`] | one copy and its role machine `Standby → Promoting → Primary → Fenced` |
 //! | [`group`] | the group manager's decisions: placement, leases, takeover |
-//! | [`table`] | the group manager's table as a replicated state machine: the control log's entries |
+//! | [`table`] | the group manager's table as a replicated state machine, and the leader's session deciding what to propose |
 //! | [`sim`] | a seeded simulation of copies, managers and clients over a faulty network |
 //!
 //! ## A takeover, as the core sees it
@@ -50,6 +50,6 @@ pub use ids::{BatchSeq, ClientId, CopyId, Epoch, NodeName, Seq, StimulusId, Unit
 pub use liveness::{HeartbeatConfig, Liveness};
 pub use message::{Directive, Entry, PeerMsg, Refusal, Report};
 pub use replication::{Decision, SyncReplicator};
-pub use table::{ControlEntry, ControlInput, GroupTable};
+pub use table::{ControlEntry, ControlInput, GroupTable, ManagerSession};
 pub use time::Time;
 pub use unit::{Budget, DependencyChange, Handled, Unit};

@@ -8,12 +8,15 @@
 //!                 (names: into this node's name table; the rest: carried out by the leader)
 //! ```
 //!
+//! [`ManagerSession`] is the leader's side: what it hears in, the inputs to propose out.
+//!
 //! Time is part of the entry: the table's clock is the largest stamp applied so far, so a
 //! member that applies the log later, or a new leader with a clock slightly behind, decides
 //! exactly as the leader did.
 
 use crate::group::{GroupCommand, GroupConfig, GroupCore, GroupInput, Phase};
-use crate::ids::NodeName;
+use crate::ids::{CopyId, NodeName, UnitName};
+use crate::liveness::{HeartbeatConfig, Liveness};
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -135,10 +138,134 @@ impl GroupTable {
     }
 }
 
+/// The group manager's session on the Raft leader, as a pure machine: what it hears (node
+/// heartbeats with their inventories, copies' notifications and reports, operator requests,
+/// time) in, the [`ControlInput`]s to propose out. Started from the committed table when the
+/// leader is confirmed; dropped when leadership is lost (nothing in it needs to survive:
+/// liveness starts afresh, giving every node a whole heartbeat window).
+#[derive(Debug)]
+pub struct ManagerSession {
+    liveness: Liveness<NodeName>,
+    heard: BTreeMap<NodeName, u64>,
+    pending: Vec<ControlInput>,
+}
+
+impl ManagerSession {
+    /// A session that starts, at `now`, from `table`: it watches every node the table counts
+    /// up, and its first entry resumes the table ([`GroupInput::Resume`]).
+    pub fn start(table: &GroupTable, heartbeat: HeartbeatConfig, now: Time) -> Self {
+        let mut liveness = Liveness::new(heartbeat);
+        let mut heard = BTreeMap::new();
+        for node in table.core().nodes_up() {
+            if let Some(inc) = table.incarnation(&node) {
+                heard.insert(node.clone(), inc);
+            }
+            liveness.watch(node, now);
+        }
+        ManagerSession {
+            liveness,
+            heard,
+            pending: vec![ControlInput::Core(GroupInput::Resume)],
+        }
+    }
+
+    /// Queues `input` for the next entry (once: a repeat already queued is dropped).
+    pub fn propose(&mut self, input: ControlInput) {
+        if !self.pending.contains(&input) {
+            self.pending.push(input);
+        }
+    }
+
+    /// Node `node` says it runs as `incarnation` (and, with a heartbeat, which copies it runs).
+    /// A node new to the table (or counted down) is proposed up; an inventory that differs
+    /// from the table is proposed for reconciliation.
+    pub fn node_heard(
+        &mut self,
+        table: &GroupTable,
+        now: Time,
+        node: NodeName,
+        incarnation: u64,
+        running: Option<Vec<(UnitName, CopyId)>>,
+    ) {
+        self.heard.insert(node.clone(), incarnation);
+        if !self.liveness.heard(&node, now) {
+            self.liveness.watch(node.clone(), now);
+        }
+        if table.needs_node_up(&node, incarnation) {
+            self.propose(ControlInput::NodeRunning { node, incarnation });
+        } else if let Some(running) = running {
+            if !table.core().inventory_diff(&node, &running).is_empty() {
+                self.propose(ControlInput::Core(GroupInput::NodeInventory {
+                    node,
+                    running,
+                }));
+            }
+        }
+    }
+
+    /// Time passed: nodes silent for the whole heartbeat window are proposed down (not known
+    /// dead), and once `expect` nodes are up the `units` the table lacks are proposed for
+    /// placement. Returns the nodes proposed down.
+    pub fn tick(
+        &mut self,
+        table: &GroupTable,
+        now: Time,
+        units: &[UnitName],
+        expect: usize,
+    ) -> Vec<NodeName> {
+        let mut down = Vec::new();
+        for node in self.liveness.expire(now) {
+            if table.core().node_up(&node) {
+                down.push(node.clone());
+                self.propose(ControlInput::Core(GroupInput::NodeDown {
+                    node,
+                    known_dead: false,
+                }));
+            }
+        }
+        if table.core().nodes_up().len() >= expect.max(1) {
+            for unit in units {
+                if table.core().unit(unit).is_none() {
+                    self.propose(ControlInput::Core(GroupInput::AddUnit {
+                        unit: unit.clone(),
+                    }));
+                }
+            }
+        }
+        down
+    }
+
+    /// Whether anything waits to be proposed.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// The next entry, stamped `at`: everything queued, in order.
+    pub fn next_entry(&mut self, at: Time) -> ControlEntry {
+        ControlEntry {
+            at,
+            inputs: std::mem::take(&mut self.pending),
+        }
+    }
+
+    /// The nodes heard within the heartbeat window, with the incarnation each runs as: the
+    /// members the group's Raft should have.
+    pub fn live_nodes(&self) -> impl Iterator<Item = (&NodeName, u64)> {
+        self.heard
+            .iter()
+            .filter(|(node, _)| self.liveness.is_watched(node))
+            .map(|(node, inc)| (node, *inc))
+    }
+
+    /// The incarnation node `node` last said it runs as.
+    pub fn heard_incarnation(&self, node: &NodeName) -> Option<u64> {
+        self.heard.get(node).copied()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::UnitName;
 
     fn entry(at_ms: u64, inputs: Vec<ControlInput>) -> ControlEntry {
         ControlEntry {
@@ -223,5 +350,78 @@ mod tests {
             &names[0],
             GroupCommand::Bind { .. } | GroupCommand::Unbind { .. }
         ));
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn table_with_three_nodes() -> GroupTable {
+        let mut t = GroupTable::new(GroupConfig::default());
+        let inputs = ["a", "b", "c"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ControlInput::NodeRunning {
+                node: NodeName::new(*n),
+                incarnation: i as u64 + 1,
+            })
+            .collect();
+        t.apply(ControlEntry {
+            at: Time::from_millis(1),
+            inputs,
+        });
+        t
+    }
+
+    #[test]
+    fn a_new_manager_resumes_first_and_gives_every_node_a_whole_heartbeat_window() {
+        let table = table_with_three_nodes();
+        let hb = HeartbeatConfig {
+            interval: Duration::from_millis(50),
+            misses: 4,
+        };
+        let start = Time::from_millis(1_000);
+        let mut s = ManagerSession::start(&table, hb, start);
+        let first = s.next_entry(start);
+        assert_eq!(first.inputs, vec![ControlInput::Core(GroupInput::Resume)]);
+        assert!(s
+            .tick(&table, start.after(hb.deadline() / 2), &[], 9)
+            .is_empty());
+        // Only b speaks; a and c are proposed down once the window has passed.
+        s.node_heard(
+            &table,
+            start.after(hb.deadline() / 2),
+            NodeName::new("b"),
+            2,
+            Some(vec![]),
+        );
+        let down = s.tick(
+            &table,
+            start.after(hb.deadline() + Duration::from_millis(1)),
+            &[],
+            9,
+        );
+        assert_eq!(down, vec![NodeName::new("a"), NodeName::new("c")]);
+    }
+
+    #[test]
+    fn a_node_heard_as_a_new_incarnation_is_proposed_up_and_a_repeat_is_not() {
+        let table = table_with_three_nodes();
+        let mut s = ManagerSession::start(&table, HeartbeatConfig::default(), Time::ZERO);
+        let _ = s.next_entry(Time::ZERO);
+        s.node_heard(&table, Time::ZERO, NodeName::new("a"), 1, None);
+        assert!(!s.has_pending());
+        s.node_heard(&table, Time::ZERO, NodeName::new("a"), 7, None);
+        s.node_heard(&table, Time::ZERO, NodeName::new("a"), 7, None);
+        let entry = s.next_entry(Time::ZERO);
+        assert_eq!(
+            entry.inputs,
+            vec![ControlInput::NodeRunning {
+                node: NodeName::new("a"),
+                incarnation: 7
+            }]
+        );
     }
 }
