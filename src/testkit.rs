@@ -328,6 +328,38 @@ pub async fn heal(
     Ok(())
 }
 
+/// Waits up to `limit` until, in the committed tables node `observer` holds (of its own group
+/// and of the groups it follows), `unit` serves at an epoch above `newer_than` with a ready
+/// standby; returns its status then (primary and standby with their nodes, epoch), or `None`.
+pub async fn wait_for_unit(
+    probe: &understudy_cluster::probe::Probe,
+    observer: &understudy_runtime::NodeName,
+    unit: &str,
+    newer_than: u64,
+    limit: std::time::Duration,
+) -> Option<understudy_actors::UnitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Ok(s) = probe.status(observer).await {
+            let found = std::iter::once(s.control)
+                .chain(s.others)
+                .flat_map(|v| v.units)
+                .find(|u| {
+                    u.unit.0 == unit
+                        && u.serving
+                        && u.standby_ready
+                        && u.epoch.0 > newer_than
+                        && u.primary.is_some()
+                });
+            if found.is_some() {
+                return found;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await; // poll with a deadline
+    }
+    None
+}
+
 /// What came of one stimulus a test sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {

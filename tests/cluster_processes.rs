@@ -16,7 +16,7 @@ use understudy::cluster::probe::Probe;
 use understudy::cluster::wire::{WireAnswer, WireAsk};
 use understudy::demo::load::{verify, IncrLoad, LoadTotals};
 use understudy::runtime::{ClientId, CopyId, NodeName, Seq, StimulusId, UnitName};
-use understudy::testkit::{heal, partition, Direction, ProcessCluster};
+use understudy::testkit::{heal, partition, wait_for_unit, Direction, ProcessCluster};
 use understudy::units::KvRequest;
 
 const COOKIE: &str = "cluster-processes-test";
@@ -28,35 +28,19 @@ const RATE: u32 = 3_000;
 /// The multi-process tests would fight over the cores: they take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// kv's primary node and epoch in the committed tables node `observer` holds (of its own
-/// group, and of the others it follows), once kv serves with a ready standby.
+/// kv's primary (node, copy) and epoch in the committed tables node `observer` holds, once kv
+/// serves with a ready standby at an epoch above `newer_than`.
 async fn kv_placement(
     probe: &Probe,
     observer: &NodeName,
     newer_than: u64,
     limit: Duration,
 ) -> (NodeName, CopyId, u64) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(s) = probe.status(observer).await {
-            let every_unit = std::iter::once(s.control)
-                .chain(s.others)
-                .flat_map(|v| v.units);
-            let kv = every_unit.into_iter().find(|u| {
-                u.unit.0 == "kv" && u.serving && u.standby_ready && u.epoch.0 > newer_than
-            });
-            if let Some(kv) = kv {
-                if let Some((copy, node)) = kv.primary {
-                    return (node, copy, kv.epoch.0);
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "kv did not serve with a ready standby in time"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await; // poll with a deadline
-    }
+    let kv = wait_for_unit(probe, observer, "kv", newer_than, limit)
+        .await
+        .expect("kv did not serve with a ready standby in time");
+    let (copy, node) = kv.primary.expect("a serving unit has a primary");
+    (node, copy, kv.epoch.0)
 }
 
 /// A read of `k0` addressed to kv's copy `copy` on `node` itself (not through the name table):

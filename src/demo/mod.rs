@@ -272,25 +272,13 @@ async fn kv_state(
     newer_than: u64,
     limit: Duration,
 ) -> Option<KvState> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Ok(s) = probe.status(seed).await {
-            let found = s.control.units.into_iter().find(|u| {
-                u.unit.0 == "kv" && u.serving && u.standby_ready && u.epoch.0 > newer_than
-            });
-            if let Some(u) = found {
-                if let Some((copy, node)) = u.primary {
-                    return Some(KvState {
-                        node,
-                        copy,
-                        epoch: u.epoch.0,
-                    });
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await; // poll with a deadline
-    }
-    None
+    let kv = crate::testkit::wait_for_unit(probe, seed, "kv", newer_than, limit).await?;
+    let (copy, node) = kv.primary?;
+    Some(KvState {
+        node,
+        copy,
+        epoch: kv.epoch.0,
+    })
 }
 
 /// Fault kv's primary (its node, or its handler) and measure the failover; bring the node

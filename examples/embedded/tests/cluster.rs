@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use understudy::cluster::probe::Probe;
 use understudy::runtime::NodeName;
-use understudy::testkit::{History, Outcome, ProcessCluster};
+use understudy::testkit::{wait_for_unit, History, Outcome, ProcessCluster};
 
 const COOKIE: &str = "shop-cluster-test";
 const STOCK: u64 = 1_000_000;
@@ -17,22 +17,17 @@ const T_MAX: Duration = Duration::from_secs(3);
 /// The inventory's primary node and epoch, in the table `observer` holds, once it serves with
 /// a ready standby at an epoch above `newer_than`.
 async fn inventory_primary(probe: &Probe, observer: &NodeName, newer_than: u64) -> (NodeName, u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(s) = probe.status(observer).await {
-            let found = s.control.units.into_iter().find(|u| {
-                u.unit.0 == "inventory" && u.serving && u.standby_ready && u.epoch.0 > newer_than
-            });
-            if let Some((_, node)) = found.as_ref().and_then(|u| u.primary.clone()) {
-                return (node, found.map_or(0, |u| u.epoch.0));
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the inventory did not serve in time"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await; // poll with a deadline
-    }
+    let inventory = wait_for_unit(
+        probe,
+        observer,
+        "inventory",
+        newer_than,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("the inventory did not serve in time");
+    let (_, node) = inventory.primary.expect("a serving unit has a primary");
+    (node, inventory.epoch.0)
 }
 
 async fn call(probe: &Probe, via: &NodeName, json: &str) -> Result<serde_json::Value, String> {
