@@ -1,8 +1,9 @@
-//! The `GroupManager`: the availability manager of one group of nodes. It hosts the pure
-//! [`GroupCore`] and carries its commands to the nodes' local managers and name tables.
-//!
-//! In this step one group manager runs per group, in the process that starts it; the next
-//! step runs it on the group's Raft leader and applies its decisions from the committed log.
+//! The `GroupManager`: the availability manager of one group of nodes inside one process
+//! (the in-process cluster). It holds the group's [`GroupTable`] and the pure
+//! [`ManagerSession`] that decides what to apply, applies each entry at once, and carries the
+//! commands to the nodes' local managers and name tables. Across processes the same table and
+//! session run on a group's Raft leader (`understudy_cluster::control`), which applies entries
+//! only once committed; [`hear`], [`dispatch`] and [`name_update`] serve both.
 
 use crate::clock::{self, Ticker};
 use crate::envelope::{ManagerCast, NodeCast};
@@ -13,8 +14,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::time::Duration;
 use understudy_runtime::group::{Phase, StandbyState};
 use understudy_runtime::{
-    CopyId, Directive, Epoch, GroupCommand, GroupConfig, GroupCore, GroupInput, HeartbeatConfig,
-    Liveness, NodeName, StartAs, UnitName,
+    ControlInput, CopyId, Directive, Epoch, GroupCommand, GroupConfig, GroupCore, GroupInput,
+    GroupTable, HeartbeatConfig, ManagerSession, NodeName, StartAs, Time, UnitName,
 };
 
 /// Messages to a `GroupManager`.
@@ -101,13 +102,42 @@ pub struct GroupManagerArgs {
 #[derive(Debug, Default)]
 pub struct GroupManager;
 
-/// A group manager's state.
+/// A group manager's state: the group's table, applied at once (one process, no log), and
+/// the manager's session that decides what to apply.
 #[derive(Debug)]
 pub struct GroupManagerState {
     args: GroupManagerArgs,
-    core: GroupCore,
-    nodes: Liveness<NodeName>,
+    table: GroupTable,
+    session: ManagerSession,
     _ticker: Ticker,
+}
+
+/// Hands what a node or a copy told the group manager to its `session` (which decides what
+/// to propose from it, given the `table`).
+pub fn hear(session: &mut ManagerSession, table: &GroupTable, now: Time, cast: ManagerCast) {
+    match cast {
+        ManagerCast::NodeUp { node, incarnation } => {
+            session.node_heard(table, now, node, incarnation, None);
+        }
+        ManagerCast::NodeAlive {
+            node,
+            incarnation,
+            running,
+        } => session.node_heard(table, now, node, incarnation, Some(running)),
+        ManagerCast::CopyDown {
+            unit,
+            copy,
+            known_dead,
+        } => session.propose(ControlInput::Core(GroupInput::CopyDown {
+            unit,
+            copy,
+            known_dead,
+        })),
+        ManagerCast::CopyStarted { unit, copy } => {
+            session.propose(ControlInput::Core(GroupInput::CopyStarted { unit, copy }));
+        }
+        ManagerCast::Report(r) => session.propose(ControlInput::Core(GroupInput::Report(r))),
+    }
 }
 
 impl Actor for GroupManager {
@@ -121,9 +151,11 @@ impl Actor for GroupManager {
         args: GroupManagerArgs,
     ) -> Result<GroupManagerState, ActorProcessingErr> {
         let ticker = Ticker::start(&myself, args.config.tick, || GroupManagerMsg::Tick);
+        let table = GroupTable::new(args.config.core);
+        let session = ManagerSession::start(&table, args.config.node_heartbeat, clock::now());
         Ok(GroupManagerState {
-            core: GroupCore::new(args.config.core, 0),
-            nodes: Liveness::new(args.config.node_heartbeat),
+            table,
+            session,
             args,
             _ticker: ticker,
         })
@@ -136,64 +168,36 @@ impl Actor for GroupManager {
         state: &mut GroupManagerState,
     ) -> Result<(), ActorProcessingErr> {
         let now = clock::now();
-        let input = match msg {
-            GroupManagerMsg::Cast(ManagerCast::NodeUp { node, .. }) => {
-                state.nodes.watch(node.clone(), now);
-                Some(GroupInput::NodeUp { node })
+        let session = &mut state.session;
+        let mut tick = false;
+        match msg {
+            GroupManagerMsg::Cast(cast) => hear(session, &state.table, now, cast),
+            GroupManagerMsg::AddUnit { unit } => {
+                session.propose(ControlInput::Core(GroupInput::AddUnit { unit }));
             }
-            GroupManagerMsg::Cast(ManagerCast::NodeAlive { node, running, .. }) => {
-                if state.nodes.heard(&node, now) {
-                    let differs = !state.core.inventory_diff(&node, &running).is_empty();
-                    differs.then_some(GroupInput::NodeInventory { node, running })
-                } else {
-                    // A node declared lost that speaks again: its copies were replaced and
-                    // told to stop; it serves as capacity again.
-                    state.nodes.watch(node.clone(), now);
-                    Some(GroupInput::NodeUp { node })
-                }
+            GroupManagerMsg::Switchover { unit } => {
+                session.propose(ControlInput::Core(GroupInput::Switchover { unit }));
             }
-            GroupManagerMsg::AddUnit { unit } => Some(GroupInput::AddUnit { unit }),
-            GroupManagerMsg::Switchover { unit } => Some(GroupInput::Switchover { unit }),
-            GroupManagerMsg::Drain { node } => Some(GroupInput::Drain { node }),
-            GroupManagerMsg::Cast(ManagerCast::CopyDown {
-                unit,
-                copy,
-                known_dead,
-            }) => Some(GroupInput::CopyDown {
-                unit,
-                copy,
-                known_dead,
-            }),
-            GroupManagerMsg::Cast(ManagerCast::CopyStarted { unit, copy }) => {
-                Some(GroupInput::CopyStarted { unit, copy })
+            GroupManagerMsg::Drain { node } => {
+                session.propose(ControlInput::Core(GroupInput::Drain { node }));
             }
-            GroupManagerMsg::Cast(ManagerCast::Report(r)) => Some(GroupInput::Report(r)),
             GroupManagerMsg::Tick => {
-                for node in state.nodes.expire(now) {
+                for node in session.tick(&state.table, now, &[], 0) {
                     tracing::warn!(%node, "node missed its heartbeats");
-                    state.core.step(
-                        now,
-                        GroupInput::NodeDown {
-                            node,
-                            known_dead: false,
-                        },
-                    );
                 }
-                Some(GroupInput::Tick)
+                tick = true;
             }
             GroupManagerMsg::Members(reply) => {
-                let _ = reply.send(state.core.nodes_up());
-                None
+                let _ = reply.send(state.table.core().nodes_up());
             }
             GroupManagerMsg::Status(reply) => {
-                let _ = reply.send(status(&state.core));
-                None
+                let _ = reply.send(status(state.table.core()));
             }
-        };
-        if let Some(input) = input {
-            state.core.step(now, input);
         }
-        carry_out(state);
+        if tick || state.session.has_pending() {
+            let commands = state.table.apply(state.session.next_entry(now));
+            carry_out(&state.args.directory, state.table.core(), commands);
+        }
         Ok(())
     }
 }
@@ -213,13 +217,14 @@ pub fn status(core: &GroupCore) -> Vec<UnitStatus> {
         .collect()
 }
 
-fn carry_out(state: &mut GroupManagerState) {
-    let commands = state.core.drain_commands();
+/// Carries out what applying an entry produced: copies' commands to their nodes, and name
+/// changes to every node's name table.
+fn carry_out(directory: &Directory, core: &GroupCore, commands: Vec<GroupCommand>) {
     let names: Vec<NameUpdate> = commands.iter().filter_map(name_update).collect();
-    dispatch(&state.args.directory, &state.core, commands);
+    dispatch(directory, core, commands);
     if !names.is_empty() {
-        for node in state.args.directory.nodes() {
-            send(&state.args.directory, &node, NodeCast::Names(names.clone()));
+        for node in directory.nodes() {
+            send(directory, &node, NodeCast::Names(names.clone()));
         }
     }
 }

@@ -33,7 +33,7 @@ use std::time::Duration;
 use understudy_actors::clock::{self, Ticker};
 use understudy_actors::codec::{decode, encode};
 use understudy_actors::envelope::ManagerCast;
-use understudy_actors::group_manager::{dispatch, name_update, status, GroupManagerConfig};
+use understudy_actors::group_manager::{dispatch, hear, name_update, status, GroupManagerConfig};
 use understudy_actors::{Directory, GroupManagerMsg, LinkError, ManagerLink, Registry, UnitStatus};
 use understudy_runtime::{
     ControlEntry, ControlInput, GroupInput, GroupTable, ManagerSession, NodeName, Time, UnitName,
@@ -388,31 +388,7 @@ impl ControlState {
             tracing::trace!(node = %self.args.node, ?cast, "not the group manager; dropped");
             return;
         };
-        let table = lock(&self.args.table);
-        let session = &mut leading.session;
-        match cast {
-            ManagerCast::NodeUp { node, incarnation } => {
-                session.node_heard(&table, now, node, incarnation, None);
-            }
-            ManagerCast::NodeAlive {
-                node,
-                incarnation,
-                running,
-            } => session.node_heard(&table, now, node, incarnation, Some(running)),
-            ManagerCast::CopyDown {
-                unit,
-                copy,
-                known_dead,
-            } => session.propose(ControlInput::Core(GroupInput::CopyDown {
-                unit,
-                copy,
-                known_dead,
-            })),
-            ManagerCast::CopyStarted { unit, copy } => {
-                session.propose(ControlInput::Core(GroupInput::CopyStarted { unit, copy }));
-            }
-            ManagerCast::Report(r) => session.propose(ControlInput::Core(GroupInput::Report(r))),
-        }
+        hear(&mut leading.session, &lock(&self.args.table), now, cast);
     }
 
     fn tick(&mut self, myself: &ActorRef<ControlMsg>, now: Time) {
