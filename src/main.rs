@@ -7,7 +7,7 @@ use understudy::cluster::config::ClusterConfig;
 use understudy::cluster::node::Node;
 use understudy::cluster::probe::Probe;
 use understudy::cluster::wire::WireAsk;
-use understudy::runtime::{HeartbeatConfig, NodeName, UnitName};
+use understudy::runtime::{NodeName, UnitName};
 
 /// The cookie nodes present to each other when none is given. Set your own with `--cookie`.
 use understudy::cluster::builder::DEV_COOKIE;
@@ -206,10 +206,7 @@ async fn main() -> std::process::ExitCode {
             heartbeat_ms,
             heartbeat_misses,
         } => {
-            let heartbeat = HeartbeatConfig {
-                interval: Duration::from_millis(heartbeat_ms.max(1)),
-                misses: heartbeat_misses.max(1),
-            };
+            let heartbeat = (Duration::from_millis(heartbeat_ms), heartbeat_misses);
             run_node(
                 name, port, bind, join, cookie, expect, group, config, heartbeat,
             )
@@ -288,7 +285,7 @@ async fn run_node(
     expect: usize,
     group: Option<String>,
     config: Option<std::path::PathBuf>,
-    heartbeat: HeartbeatConfig,
+    (heartbeat_interval, heartbeat_misses): (Duration, u32),
 ) -> Outcome {
     let config = match config {
         Some(path) => ClusterConfig::load(&path, understudy::units::KINDS)?,
@@ -299,7 +296,7 @@ async fn run_node(
         .cookie(cookie)
         .config(config)
         .expect(expect)
-        .heartbeat(heartbeat.interval, heartbeat.misses);
+        .heartbeat(heartbeat_interval, heartbeat_misses);
     for peer in join {
         builder = builder.join(peer);
     }

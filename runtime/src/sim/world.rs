@@ -601,41 +601,15 @@ impl<'a> World<'a> {
                 .unit(unit)
                 .map_or(e, |rec| if e < rec.epoch { rec.epoch } else { e })
         };
-        match report {
-            Report::LeaseRequest {
-                unit,
-                copy,
-                epoch,
-                requested_at,
-            } => Report::LeaseRequest {
-                epoch: current(&unit, epoch),
-                unit,
-                copy,
-                requested_at,
-            },
-            Report::Promoted {
-                unit,
-                copy,
-                epoch,
-                requested_at,
-            } => Report::Promoted {
-                epoch: current(&unit, epoch),
-                unit,
-                copy,
-                requested_at,
-            },
-            Report::StandbyReady { unit, copy, epoch } => Report::StandbyReady {
-                epoch: current(&unit, epoch),
-                unit,
-                copy,
-            },
-            Report::CannotPromote { unit, copy, epoch } => Report::CannotPromote {
-                epoch: current(&unit, epoch),
-                unit,
-                copy,
-            },
-            other => other,
+        let mut report = report;
+        match &mut report {
+            Report::LeaseRequest { unit, epoch, .. }
+            | Report::Promoted { unit, epoch, .. }
+            | Report::StandbyReady { unit, epoch, .. }
+            | Report::CannotPromote { unit, epoch, .. } => *epoch = current(unit, *epoch),
+            _ => {}
         }
+        report
     }
 
     // ---- copies ----------------------------------------------------------------------
