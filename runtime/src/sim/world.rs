@@ -1029,47 +1029,14 @@ fn forge_directive(d: Directive, current: Epoch) -> Directive {
     }
 }
 
-fn forge_peer(msg: PeerMsg<SetUnit>, current: Epoch) -> PeerMsg<SetUnit> {
-    let up = |e: Epoch| e.max(current);
-    match msg {
-        PeerMsg::Replicate {
-            epoch,
-            from,
-            seq,
-            part,
-            parts,
-            entries,
-        } => PeerMsg::Replicate {
-            epoch: up(epoch),
-            from,
-            seq,
-            part,
-            parts,
-            entries,
-        },
-        PeerMsg::Snapshot {
-            epoch,
-            from,
-            seq,
-            state,
-            dedupe,
-        } => PeerMsg::Snapshot {
-            epoch: up(epoch),
-            from,
-            seq,
-            state,
-            dedupe,
-        },
-        PeerMsg::Ack { epoch, from, upto } => PeerMsg::Ack {
-            epoch: up(epoch),
-            from,
-            upto,
-        },
-        PeerMsg::Refuse { current: c, from } => PeerMsg::Refuse {
-            current: up(c),
-            from,
-        },
+fn forge_peer(mut msg: PeerMsg<SetUnit>, current: Epoch) -> PeerMsg<SetUnit> {
+    match &mut msg {
+        PeerMsg::Replicate { epoch, .. }
+        | PeerMsg::Snapshot { epoch, .. }
+        | PeerMsg::Ack { epoch, .. }
+        | PeerMsg::Refuse { current: epoch, .. } => *epoch = (*epoch).max(current),
     }
+    msg
 }
 
 pub(crate) fn describe_input(input: &Input<SetUnit>) -> String {
