@@ -453,6 +453,7 @@ async fn load(
             "ignored": totals.ignored,
             "failed": totals.failed,
             "shed": totals.shed,
+            "primaries": totals.primaries,
             "t_max_ms": t_max.as_millis() as u64,
             "acked_per_key": per_key,
         });
@@ -466,6 +467,11 @@ async fn load(
         println!("  duplicates       {duplicates}");
         println!("  ignored          {}", totals.ignored);
         println!("  failed           {}", totals.failed);
+        println!(
+            "  one primary per epoch  {} ({} epochs answered)",
+            totals.primaries.holds(),
+            totals.primaries.epochs
+        );
         println!("  acknowledged per key:");
         for (k, n) in totals.acked.iter().enumerate() {
             println!("    {:<24} {n}", key(&prefix, k));

@@ -12,10 +12,18 @@
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use understudy::testkit::ProcessCluster;
-//! // In an integration test, the binary is `env!("CARGO_BIN_EXE_understudy")`.
-//! let mut cluster = ProcessCluster::start("target/release/understudy", &["n1", "n2", "n3"], "n3", "secret")
+//! use std::time::Duration;
+//! use understudy::testkit::{partition, heal, Direction, ProcessCluster};
+//! use understudy::runtime::NodeName;
+//! // In an integration test, the binary is `env!("CARGO_BIN_EXE_yourbin")`.
+//! let mut cluster = ProcessCluster::builder("target/release/understudy")
+//!     .nodes(&["n1", "n2", "n3"])
+//!     .start()
 //!     .expect("nodes start");
+//! let probe = cluster.ready(Duration::from_secs(30)).await.expect("the cluster forms");
+//! let (n1, rest) = (NodeName::new("n1"), [NodeName::new("n2"), NodeName::new("n3")]);
+//! partition(&probe, &[n1.clone()], &rest, Direction::Both).await.expect("cut");
+//! heal(&probe, &[n1]).await.expect("healed");
 //! cluster.kill9("n1");
 //! cluster.restart("n1").expect("n1 starts again");
 //! # }
@@ -24,6 +32,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use understudy_actors::{NameState, ServedBy};
+use understudy_cluster::probe::Probe;
+use understudy_runtime::{NodeName, UnitName};
 
 /// Why a node process could not be started or signalled.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +53,18 @@ pub enum ProcessError {
     /// No node of that name was started here.
     #[error("no node named {0}")]
     NoSuchNode(String),
+    /// The builder was given no nodes.
+    #[error("a cluster needs at least one node")]
+    NoNodes,
+    /// The cluster did not become ready in time (read the nodes' logs: see
+    /// [`ProcessClusterBuilder::logs`]).
+    #[error("the cluster was not ready after {waited:?}: {why}")]
+    NotReady {
+        /// How long it waited.
+        waited: std::time::Duration,
+        /// What it was still waiting for.
+        why: String,
+    },
     /// `kill` failed.
     #[error("could not send SIG{signal} to node {node}")]
     Signal {
@@ -55,11 +78,124 @@ pub enum ProcessError {
 #[derive(Debug)]
 struct NodeProcess {
     port: u16,
+    /// Its group, if the cluster names groups (`--group`).
+    group: Option<String>,
     /// `--expect` for this node (the size of its group).
     expect: usize,
-    /// Further arguments (`--config`, `--group`).
-    extra: Vec<String>,
     child: Option<Child>,
+}
+
+/// How a [`ProcessCluster`] starts: the binary, the nodes (in one group or several), the seed,
+/// the cookie, the units file, further arguments, where the logs go. From
+/// [`ProcessCluster::builder`].
+#[derive(Clone, Debug)]
+pub struct ProcessClusterBuilder {
+    binary: PathBuf,
+    groups: Vec<(Option<String>, Vec<String>)>,
+    seed: Option<String>,
+    cookie: String,
+    args: Vec<String>,
+    logs: Option<PathBuf>,
+}
+
+impl ProcessClusterBuilder {
+    /// The nodes of a cluster of one group (the group the units file, or the binary, names).
+    pub fn nodes(mut self, names: &[&str]) -> Self {
+        self.groups = vec![(None, names.iter().map(|n| n.to_string()).collect())];
+        self
+    }
+
+    /// A group and its nodes, started with `--group GROUP`; call once per group (the units
+    /// file, given with [`ProcessClusterBuilder::config`], declares the groups).
+    pub fn group(mut self, group: &str, names: &[&str]) -> Self {
+        self.groups.retain(|(g, _)| g.is_some());
+        self.groups.push((
+            Some(group.to_string()),
+            names.iter().map(|n| n.to_string()).collect(),
+        ));
+        self
+    }
+
+    /// The node that founds the cluster (it joins nobody; the others join it). By default the
+    /// first node named.
+    pub fn seed(mut self, name: &str) -> Self {
+        self.seed = Some(name.to_string());
+        self
+    }
+
+    /// The cluster's cookie (by default one made up for this test process).
+    pub fn cookie(mut self, cookie: &str) -> Self {
+        self.cookie = cookie.to_string();
+        self
+    }
+
+    /// The units file every node starts with (`--config PATH`).
+    pub fn config(self, path: impl AsRef<Path>) -> Self {
+        self.args(["--config".to_string(), path.as_ref().display().to_string()])
+    }
+
+    /// Further arguments for every node, after `node --name --port --cookie --expect
+    /// [--join]`: your binary's own flags.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Write each node's log (stderr, with `RUST_LOG` at info for the cluster layer) to
+    /// `dir/NAME.log`.
+    pub fn logs(mut self, dir: impl AsRef<Path>) -> Self {
+        self.logs = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Start every node, the seed first, each on a free loopback port. It does not wait for
+    /// the cluster to form: [`ProcessCluster::ready`] does.
+    pub fn start(self) -> Result<ProcessCluster, ProcessError> {
+        let seed = match self.seed {
+            Some(seed) => seed,
+            None => self
+                .groups
+                .iter()
+                .flat_map(|(_, names)| names.first())
+                .next()
+                .cloned()
+                .ok_or(ProcessError::NoNodes)?,
+        };
+        let mut cluster = ProcessCluster {
+            binary: self.binary,
+            cookie: self.cookie,
+            seed: seed.clone(),
+            args: self.args,
+            logs: self.logs,
+            nodes: BTreeMap::new(),
+        };
+        for (group, names) in &self.groups {
+            for name in names {
+                let port = free_port().ok_or(ProcessError::NoPort)?;
+                let node = NodeProcess {
+                    port,
+                    group: group.clone(),
+                    expect: names.len(),
+                    child: None,
+                };
+                cluster.nodes.insert(name.clone(), node);
+            }
+        }
+        if !cluster.nodes.contains_key(&seed) {
+            return Err(ProcessError::NoSuchNode(seed));
+        }
+        cluster.restart(&seed)?;
+        for name in cluster.names() {
+            if name != seed {
+                cluster.restart(&name)?;
+            }
+        }
+        Ok(cluster)
+    }
 }
 
 /// Node processes started from one binary; all are killed when this is dropped.
@@ -68,99 +204,115 @@ pub struct ProcessCluster {
     binary: PathBuf,
     cookie: String,
     seed: String,
+    args: Vec<String>,
     logs: Option<PathBuf>,
     nodes: BTreeMap<String, NodeProcess>,
 }
 
 impl ProcessCluster {
-    /// Start one node per name from `binary` (which must take `node --name --port --join
-    /// --cookie --expect`, like `understudy`). `seed` joins nobody; the others join it.
+    /// A cluster of node processes of `binary`, which must take `node --name --port --join
+    /// --cookie --expect` (and `--group`, `--config` if you use them), like `understudy` and
+    /// any binary that passes them to `Node::builder`.
+    pub fn builder(binary: impl AsRef<Path>) -> ProcessClusterBuilder {
+        ProcessClusterBuilder {
+            binary: binary.as_ref().to_path_buf(),
+            groups: Vec::new(),
+            seed: None,
+            cookie: format!("testkit-{}", std::process::id()),
+            args: Vec::new(),
+            logs: None,
+        }
+    }
+
+    /// Start one node per name from `binary`; `seed` joins nobody, the others join it.
     pub fn start(
         binary: impl AsRef<Path>,
         names: &[&str],
         seed: &str,
         cookie: &str,
     ) -> Result<ProcessCluster, ProcessError> {
-        Self::start_logged(binary, names, seed, cookie, None)
+        Self::builder(binary)
+            .nodes(names)
+            .seed(seed)
+            .cookie(cookie)
+            .start()
     }
 
-    /// As [`ProcessCluster::start`], writing each node's log to `logs/NAME.log`.
-    pub fn start_logged(
-        binary: impl AsRef<Path>,
-        names: &[&str],
-        seed: &str,
-        cookie: &str,
-        logs: Option<PathBuf>,
-    ) -> Result<ProcessCluster, ProcessError> {
-        let specs: Vec<(&str, usize, Vec<String>)> = names
-            .iter()
-            .map(|n| (*n, names.len(), Vec::new()))
-            .collect();
-        Self::launch(binary, &specs, seed, cookie, logs)
-    }
-
-    /// A cluster of several groups declared in the units file `config`: `groups` lists each
-    /// group with its nodes' names; every node starts with `--config config --group G
-    /// --expect (nodes of G)`. `seed` (a node of the first group, say) joins nobody, the others
-    /// join it.
-    pub fn start_groups(
-        binary: impl AsRef<Path>,
-        groups: &[(&str, &[&str])],
-        seed: &str,
-        cookie: &str,
-        config: &Path,
-        logs: Option<PathBuf>,
-    ) -> Result<ProcessCluster, ProcessError> {
-        let config = config.display().to_string();
-        let specs: Vec<(&str, usize, Vec<String>)> = groups
-            .iter()
-            .flat_map(|(group, names)| {
-                let config = config.clone();
-                names.iter().map(move |n| {
-                    let extra = vec![
-                        "--config".to_string(),
-                        config.clone(),
-                        "--group".to_string(),
-                        group.to_string(),
-                    ];
-                    (*n, names.len(), extra)
-                })
-            })
-            .collect();
-        Self::launch(binary, &specs, seed, cookie, logs)
-    }
-
-    fn launch(
-        binary: impl AsRef<Path>,
-        specs: &[(&str, usize, Vec<String>)],
-        seed: &str,
-        cookie: &str,
-        logs: Option<PathBuf>,
-    ) -> Result<ProcessCluster, ProcessError> {
-        let mut cluster = ProcessCluster {
-            binary: binary.as_ref().to_path_buf(),
-            cookie: cookie.to_string(),
-            seed: seed.to_string(),
-            logs,
-            nodes: BTreeMap::new(),
-        };
-        let mut ordered: Vec<&(&str, usize, Vec<String>)> =
-            specs.iter().filter(|s| s.0 == seed).collect();
-        ordered.extend(specs.iter().filter(|s| s.0 != seed));
-        for (name, expect, extra) in ordered {
-            let port = free_port().ok_or(ProcessError::NoPort)?;
-            cluster.nodes.insert(
-                name.to_string(),
-                NodeProcess {
-                    port,
-                    expect: *expect,
-                    extra: extra.clone(),
-                    child: None,
-                },
-            );
-            cluster.restart(name)?;
+    /// Connects a probe (through the seed) and waits up to `limit` until the cluster is ready:
+    /// every node reports a Raft leader for its group and counts every node of its group up,
+    /// every unit of its group serves with a ready standby, and its name table binds every
+    /// unit of the cluster. Returns the probe, for faults and calls.
+    pub async fn ready(&self, limit: std::time::Duration) -> Result<Probe, ProcessError> {
+        let deadline = std::time::Instant::now() + limit;
+        let probe = Probe::connect(&self.addr(&self.seed)?, &self.cookie, limit)
+            .await
+            .map_err(|e| ProcessError::NotReady {
+                waited: limit,
+                why: e.to_string(),
+            })?;
+        loop {
+            let why = match self.not_ready(&probe).await {
+                None => return Ok(probe),
+                Some(why) => why,
+            };
+            if std::time::Instant::now() >= deadline {
+                return Err(ProcessError::NotReady { waited: limit, why });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await; // poll with a deadline
         }
-        Ok(cluster)
+    }
+
+    /// What keeps the cluster from being ready, or `None`.
+    async fn not_ready(&self, probe: &Probe) -> Option<String> {
+        let mut statuses = Vec::new();
+        for (name, node) in &self.nodes {
+            match probe.status(&NodeName::new(name)).await {
+                Ok(s) => statuses.push((name, node, s)),
+                Err(e) => return Some(format!("node {name} does not answer: {e}")),
+            }
+        }
+        let declared: std::collections::BTreeSet<&UnitName> = statuses
+            .iter()
+            .flat_map(|(_, _, s)| s.control.strategies.keys())
+            .collect();
+        for (name, node, s) in &statuses {
+            let view = &s.control;
+            if view.leader.is_none() {
+                return Some(format!(
+                    "node {name} knows no leader of group {}",
+                    view.group
+                ));
+            }
+            let peers = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.group == node.group)
+                .map(|(peer, _)| peer);
+            for peer in peers {
+                if !view.nodes_up.iter().any(|up| &up.0 == peer) {
+                    return Some(format!("node {name} does not count {peer} up yet"));
+                }
+            }
+            for unit in view.strategies.keys() {
+                let serving = view
+                    .units
+                    .iter()
+                    .any(|u| &u.unit == unit && u.serving && u.standby_ready);
+                if !serving {
+                    return Some(format!("unit {unit} has no ready primary and standby yet"));
+                }
+            }
+            for unit in &declared {
+                let bound = s
+                    .names
+                    .iter()
+                    .any(|(n, state)| n == *unit && matches!(state, NameState::Bound(_)));
+                if !bound {
+                    return Some(format!("node {name} cannot resolve unit {unit} yet"));
+                }
+            }
+        }
+        None
     }
 
     /// The seed node's name.
@@ -198,7 +350,12 @@ impl ProcessCluster {
                 "--expect",
                 &node.expect.to_string(),
             ])
-            .args(&node.extra)
+            .args(
+                node.group
+                    .iter()
+                    .flat_map(|g| ["--group".to_string(), g.clone()]),
+            )
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -371,7 +528,8 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// One stimulus of a [`History`]: what was asked, when, what came of it and how long it took.
+/// One stimulus of a [`History`]: what was asked, when, what came of it, how long it took and
+/// which copy answered.
 #[derive(Clone, Debug)]
 pub struct Record {
     /// What the stimulus was, in the test's words (say, `reserve widget 1`).
@@ -384,23 +542,33 @@ pub struct Record {
     pub t_max: std::time::Duration,
     /// What came of it.
     pub outcome: Outcome,
+    /// The copy that answered, its epoch and when, if the caller learned it.
+    pub served_by: Option<ServedBy>,
 }
 
 /// Every stimulus a test sent and every outcome, shared by the test's callers; then the counts
 /// a fault test reports and asserts.
 #[derive(Debug, Default)]
 pub struct History {
-    records: std::sync::Mutex<Vec<Record>>,
+    inner: std::sync::Mutex<Recorded>,
+}
+
+#[derive(Debug, Default)]
+struct Recorded {
+    records: Vec<Record>,
+    counts: HistoryCounts,
 }
 
 /// The counts of a [`History`], and for a counter-like unit the comparison of its final state
 /// with the operations acknowledged.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct HistoryCounts {
     /// Stimuli sent.
     pub sent: u64,
     /// Answered.
     pub answered: u64,
+    /// Of those, answered after their `T_max`.
+    pub answered_late: u64,
     /// Reported ignored.
     pub ignored: u64,
     /// Failed (outcome unknown to the caller).
@@ -421,6 +589,28 @@ pub struct CounterCheck {
     pub duplicated: u64,
 }
 
+/// Who answered, against "one primary per epoch": per unit, every answer at one epoch came
+/// from one copy, and no answer came from an older epoch than one a caller had already been
+/// answered at before sending it (an old primary serving on after a newer one had).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PrimaryCheck {
+    /// Answers that said who served them.
+    pub answers: u64,
+    /// Distinct (unit, epoch) pairs they came from.
+    pub epochs: u64,
+    /// Epochs in which more than one copy answered.
+    pub epochs_with_two_primaries: u64,
+    /// Answers from an older epoch than an answer received before they were sent.
+    pub stale_answers: u64,
+}
+
+impl PrimaryCheck {
+    /// Whether it found one primary per epoch, one epoch after another.
+    pub fn holds(&self) -> bool {
+        self.epochs_with_two_primaries == 0 && self.stale_answers == 0
+    }
+}
+
 impl History {
     /// An empty history.
     pub fn new() -> std::sync::Arc<History> {
@@ -435,47 +625,60 @@ impl History {
         t_max: std::time::Duration,
         outcome: Outcome,
     ) {
+        self.record_served(what, sent_at, t_max, outcome, None);
+    }
+
+    /// As [`History::record`], with the copy that answered (from
+    /// [`Probe::call_json_served`](understudy_cluster::probe::Probe::call_json_served) or
+    /// [`UnitClient::call_served`](understudy_actors::UnitClient::call_served)).
+    pub fn record_served(
+        &self,
+        what: impl Into<String>,
+        sent_at: std::time::Instant,
+        t_max: std::time::Duration,
+        outcome: Outcome,
+        served_by: Option<ServedBy>,
+    ) {
         let record = Record {
             what: what.into(),
             sent_at,
             took: sent_at.elapsed(),
             t_max,
             outcome,
+            served_by,
         };
-        self.records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(record);
+        let mut inner = self.lock();
+        let c = &mut inner.counts;
+        let late = record.took > record.t_max;
+        c.sent += 1;
+        c.late += u64::from(late);
+        match record.outcome {
+            Outcome::Answered(_) => {
+                c.answered += 1;
+                c.answered_late += u64::from(late);
+            }
+            Outcome::Ignored(_) => c.ignored += 1,
+            Outcome::Failed(_) => {
+                c.failed += 1;
+                c.failed_early += u64::from(record.took < record.t_max);
+            }
+        }
+        inner.records.push(record);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
+        // A poisoned lock only means a caller panicked while pushing a record.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every record so far, in the order their outcomes came.
     pub fn records(&self) -> Vec<Record> {
-        self.records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.lock().records.clone()
     }
 
     /// The counts so far.
     pub fn counts(&self) -> HistoryCounts {
-        let mut c = HistoryCounts::default();
-        for r in self.records() {
-            c.sent += 1;
-            if r.took > r.t_max {
-                c.late += 1;
-            }
-            match r.outcome {
-                Outcome::Answered(_) => c.answered += 1,
-                Outcome::Ignored(_) => c.ignored += 1,
-                Outcome::Failed(_) => {
-                    c.failed += 1;
-                    if r.took < r.t_max {
-                        c.failed_early += 1;
-                    }
-                }
-            }
-        }
-        c
+        self.lock().counts
     }
 
     /// For a counter-like unit that each answered operation moved by one: compares `moved`
@@ -487,6 +690,51 @@ impl History {
             lost: c.answered.saturating_sub(moved),
             duplicated: moved.saturating_sub(c.answered + c.failed),
         }
+    }
+
+    /// Checks one primary per epoch over every answer that said who served it.
+    pub fn check_primaries(&self) -> PrimaryCheck {
+        use std::collections::{BTreeMap, BTreeSet};
+        let inner = self.lock();
+        // Per unit: (received, sent, epoch, copy) of each answer.
+        let mut per_unit: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+        for r in &inner.records {
+            if let (Outcome::Answered(_), Some(by)) = (&r.outcome, &r.served_by) {
+                per_unit.entry(by.unit.0.as_str()).or_default().push((
+                    r.sent_at + r.took,
+                    r.sent_at,
+                    by.epoch.0,
+                    by.copy,
+                ));
+            }
+        }
+        let mut check = PrimaryCheck::default();
+        for answers in per_unit.values_mut() {
+            check.answers += answers.len() as u64;
+            let mut copies: BTreeMap<u64, BTreeSet<_>> = BTreeMap::new();
+            for (_, _, epoch, copy) in answers.iter() {
+                copies.entry(*epoch).or_default().insert(*copy);
+            }
+            check.epochs += copies.len() as u64;
+            check.epochs_with_two_primaries +=
+                copies.values().filter(|c| c.len() > 1).count() as u64;
+            // The newest epoch among the answers received before each instant.
+            answers.sort_by_key(|a| a.0);
+            let newest_by: Vec<u64> = answers
+                .iter()
+                .scan(0u64, |newest, a| {
+                    *newest = (*newest).max(a.2);
+                    Some(*newest)
+                })
+                .collect();
+            for (_, sent, epoch, _) in answers.iter() {
+                let before = answers.partition_point(|a| a.0 < *sent);
+                if before > 0 && newest_by[before - 1] > *epoch {
+                    check.stale_answers += 1;
+                }
+            }
+        }
+        check
     }
 }
 
@@ -514,5 +762,46 @@ mod tests {
         assert_eq!(h.check_counter(4), CounterCheck::default());
         assert_eq!(h.check_counter(2).lost, 1);
         assert_eq!(h.check_counter(6).duplicated, 2);
+    }
+
+    fn by(copy: u64, epoch: u64) -> Option<ServedBy> {
+        Some(ServedBy {
+            unit: understudy_runtime::UnitName::new("kv"),
+            copy: understudy_runtime::CopyId(copy),
+            node: understudy_runtime::NodeName::new("n1"),
+            epoch: understudy_runtime::Epoch(epoch),
+            at_us: 0,
+        })
+    }
+
+    #[test]
+    fn the_primary_check_finds_two_copies_in_one_epoch_and_an_old_epoch_answering_after_a_newer_one(
+    ) {
+        let t_max = Duration::from_secs(60);
+        let answered = || Outcome::Answered("1".into());
+        let start = Instant::now();
+
+        // Epoch 1 by copy 1, then epoch 2 by copy 2: one primary per epoch.
+        let h = History::new();
+        h.record_served("a", start, t_max, answered(), by(1, 1));
+        h.record_served("b", Instant::now(), t_max, answered(), by(2, 2));
+        // Sent before epoch 2's answer came back, answered at epoch 1: that is allowed.
+        h.record_served("c", start, t_max, answered(), by(1, 1));
+        let check = h.check_primaries();
+        assert_eq!((check.answers, check.epochs), (3, 2));
+        assert!(check.holds(), "{check:?}");
+
+        // Copy 3 answering in epoch 2 too: two primaries in one epoch.
+        h.record_served("d", Instant::now(), t_max, answered(), by(3, 2));
+        assert_eq!(h.check_primaries().epochs_with_two_primaries, 1);
+
+        // Epoch 1 answering a stimulus sent after epoch 2 had answered: stale.
+        let h = History::new();
+        h.record_served("a", start, t_max, answered(), by(2, 2));
+        let later = Instant::now() + Duration::from_millis(1);
+        h.record_served("b", later, t_max, answered(), by(1, 1));
+        let check = h.check_primaries();
+        assert_eq!(check.stale_answers, 1);
+        assert!(!check.holds());
     }
 }

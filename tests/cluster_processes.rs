@@ -86,7 +86,11 @@ async fn lost_and_duplicated(probe: &Probe, via: &NodeName, totals: &LoadTotals)
         .expect("read every key")
 }
 
-/// Start a cluster named `prefix`1..3 with seed `prefix`3, and find kv's primary.
+/// Where the nodes' logs go.
+fn logs_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs")
+}
+
 /// A node of `names` other than `avoid`.
 fn other_than(names: &[NodeName], avoid: &NodeName) -> NodeName {
     names
@@ -111,19 +115,17 @@ async fn cluster_with_kv(
     let names: Vec<String> = (1..=3).map(|i| format!("{prefix}{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let seed = NodeName::new(&names[2]);
-    let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
-    let cluster = ProcessCluster::start_logged(
-        env!("CARGO_BIN_EXE_understudy"),
-        &refs,
-        &seed.0,
-        COOKIE,
-        Some(logs),
-    )
-    .expect("node processes start");
-    let addr = cluster.addr(&seed.0).expect("the seed's address");
-    let probe = Probe::connect(&addr, COOKIE, Duration::from_secs(20))
+    let cluster = ProcessCluster::builder(env!("CARGO_BIN_EXE_understudy"))
+        .nodes(&refs)
+        .seed(&seed.0)
+        .cookie(COOKIE)
+        .logs(logs_dir())
+        .start()
+        .expect("node processes start");
+    let probe = cluster
+        .ready(Duration::from_secs(30))
         .await
-        .expect("the probe reaches the seed");
+        .expect("the cluster is ready");
     let (primary, copy, epoch) = kv_placement(&probe, &seed, 0, Duration::from_secs(30)).await;
     let names = names.iter().map(NodeName::new).collect();
     (cluster, Arc::new(probe), names, (primary, copy), epoch)
@@ -167,18 +169,31 @@ async fn settled_without(
     }
 }
 
+/// Reports what a fault test measured and asserts lost 0, duplicates 0, no error before
+/// `T_max`, and one primary per epoch over every answer; `new_epoch`: kv's primary was among
+/// the copies faulted, so its answers must span at least two epochs.
 fn report_and_check(
     what: &str,
     totals: &LoadTotals,
-    lost: u64,
-    duplicated: u64,
+    (lost, duplicated): (u64, u64),
     takeover: Duration,
+    new_epoch: bool,
 ) {
     println!(
-        "{what}: takeover {takeover:?}, acknowledged {}, lost {lost}, duplicated {duplicated}, errors {} (before T_max: {})",
-        totals.answered_ok, totals.failed, totals.failed_before_t_max
+        "{what}: takeover {takeover:?}, acknowledged {}, lost {lost}, duplicated {duplicated}, errors {} (before T_max: {}), {:?}",
+        totals.answered_ok, totals.failed, totals.failed_before_t_max, totals.primaries
     );
     assert_eq!(lost, 0, "{what}: acknowledged increments lost");
+    assert!(
+        totals.primaries.holds(),
+        "{what}: not one primary per epoch: {:?}",
+        totals.primaries
+    );
+    assert!(
+        !new_epoch || totals.primaries.epochs >= 2,
+        "{what}: the answers did not span the takeover: {:?}",
+        totals.primaries
+    );
     assert_eq!(duplicated, 0, "{what}: increments applied more than once");
     assert_eq!(
         totals.failed_before_t_max, 0,
@@ -209,9 +224,9 @@ async fn kill_9_of_the_primarys_node_loses_and_duplicates_nothing_across_process
     report_and_check(
         &format!("kill -9 of {victim}"),
         &totals,
-        lost,
-        duplicated,
+        (lost, duplicated),
         takeover,
+        true,
     );
 }
 
@@ -256,9 +271,9 @@ async fn sigstop_of_the_primarys_node_past_detection_then_sigcont_and_the_old_pr
     report_and_check(
         &format!("SIGSTOP of {victim}"),
         &totals,
-        lost,
-        duplicated,
+        (lost, duplicated),
         takeover,
+        true,
     );
 }
 
@@ -286,7 +301,13 @@ async fn a_planned_switchover_under_load_loses_and_duplicates_nothing() {
     assert_eq!(new_epoch, epoch + 1);
 
     let (lost, duplicated) = lost_and_duplicated(&probe, &seed, &totals).await;
-    report_and_check("switchover of kv", &totals, lost, duplicated, switched);
+    report_and_check(
+        "switchover of kv",
+        &totals,
+        (lost, duplicated),
+        switched,
+        true,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -337,9 +358,9 @@ async fn draining_the_primarys_node_under_load_moves_every_copy_off_it_and_loses
     report_and_check(
         &format!("drain of {drained}"),
         &totals,
-        lost,
-        duplicated,
+        (lost, duplicated),
         drained_in,
+        true,
     );
 }
 
@@ -371,9 +392,9 @@ async fn kill_9_of_the_group_managers_node_moves_the_manager_and_loses_and_dupli
     report_and_check(
         &format!("kill -9 of the group manager's node {manager}"),
         &totals,
-        lost,
-        duplicated,
+        (lost, duplicated),
         settled,
+        kv_node == manager,
     );
 }
 
@@ -396,24 +417,24 @@ group = "back"
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_two_groups_any_node_resolves_any_unit_and_a_kill_9_in_one_group_loses_nothing() {
     let _turn = SERIAL.lock().await;
-    let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+    let logs = logs_dir();
     std::fs::create_dir_all(&logs).expect("the log directory");
     let config = logs.join("two-groups.toml");
     std::fs::write(&config, TWO_GROUPS).expect("the units file");
-    let mut cluster = ProcessCluster::start_groups(
-        env!("CARGO_BIN_EXE_understudy"),
-        &[("front", &["f1", "f2", "f3"]), ("back", &["b1", "b2"])],
-        "f3",
-        COOKIE,
-        &config,
-        Some(logs),
-    )
-    .expect("node processes start");
-    let addr = cluster.addr("f3").expect("the seed's address");
+    let mut cluster = ProcessCluster::builder(env!("CARGO_BIN_EXE_understudy"))
+        .group("front", &["f1", "f2", "f3"])
+        .group("back", &["b1", "b2"])
+        .seed("f3")
+        .cookie(COOKIE)
+        .config(&config)
+        .logs(&logs)
+        .start()
+        .expect("node processes start");
     let probe = Arc::new(
-        Probe::connect(&addr, COOKIE, Duration::from_secs(20))
+        cluster
+            .ready(Duration::from_secs(30))
             .await
-            .expect("the probe reaches the seed"),
+            .expect("the cluster is ready"),
     );
     // A node of group back holds group front's table (as a learner), and the reverse.
     let back = NodeName::new("b1");
@@ -462,9 +483,9 @@ async fn with_two_groups_any_node_resolves_any_unit_and_a_kill_9_in_one_group_lo
     report_and_check(
         &format!("two groups, kill -9 of {victim} (group front), load through {back} (group back)"),
         &totals,
-        lost,
-        duplicated,
+        (lost, duplicated),
         takeover,
+        true,
     );
 }
 
@@ -510,9 +531,9 @@ async fn cut_off_the_primarys_node(prefix: &str, direction: Direction) {
     report_and_check(
         &format!("{direction:?} cut of kv's primary's node {victim} from the majority"),
         &totals,
-        lost,
-        duplicated,
+        (lost, duplicated),
         takeover,
+        true,
     );
 }
 
@@ -564,9 +585,9 @@ async fn cut_off_the_managers_node(prefix: &str, direction: Direction) {
     report_and_check(
         &format!("{direction:?} cut of the group manager's node {manager} (kv's primary was on {kv_node})"),
         &totals,
-        lost,
-        duplicated,
+        (lost, duplicated),
         settled,
+        kv_node == manager,
     );
 }
 

@@ -36,6 +36,7 @@ fn demo_summary(fault: &str, seconds: &str) -> serde_json::Value {
         "lost",
         "duplicates",
         "ignored",
+        "primaries",
         "failovers",
         "failover_ms",
         "t_max_ms",
@@ -51,6 +52,18 @@ fn demo_summary(fault: &str, seconds: &str) -> serde_json::Value {
     assert_eq!(summary["nodes"], 3);
     assert_eq!(summary["lost"], 0, "lost");
     assert_eq!(summary["duplicates"], 0, "duplicates");
+    assert_eq!(
+        summary["primaries"]["epochs_with_two_primaries"], 0,
+        "two copies answered in one epoch"
+    );
+    assert_eq!(
+        summary["primaries"]["stale_answers"], 0,
+        "an old primary answered after a newer one had"
+    );
+    assert!(
+        summary["primaries"]["epochs"].as_u64().unwrap_or(0) >= 2,
+        "answers came from more than one epoch"
+    );
     assert!(
         summary["answered_ok"].as_u64().unwrap_or(0) > 0,
         "stimuli were answered"

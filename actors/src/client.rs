@@ -7,7 +7,7 @@
 //! `T_max` runs out. The unit's dedupe table makes the resend take effect at most once.
 
 use crate::codec::{decode, encode};
-use crate::copy::StimulusReply;
+use crate::copy::{Answer, ServedBy, StimulusReply};
 use crate::envelope::StimulusAsk;
 use crate::error::{CallError, DeliveryError};
 use crate::link::Directory;
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
-use understudy_runtime::{ClientId, Refusal, Seq, StimulusId, Unit, UnitName};
+use understudy_runtime::{Budget, ClientId, Refusal, Seq, StimulusId, Unit, UnitName};
 
 /// How long to wait before resending after a refusal that says "not yet" (lease lapsed,
 /// overloaded) when no rebinding arrives sooner.
@@ -57,6 +57,15 @@ struct Inner<U: Unit> {
     next_seq: AtomicU64,
     outstanding: Mutex<BTreeSet<u64>>,
     span_freed: tokio::sync::Notify,
+}
+
+/// A response and the copy that gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served<R> {
+    /// The response.
+    pub response: R,
+    /// Which copy answered, at which epoch, and when.
+    pub served_by: ServedBy,
 }
 
 /// A typed handle to one unit. Cheap to clone; clones share one client id, so their stimuli
@@ -111,9 +120,14 @@ impl<U: Unit> UnitClient<U> {
         self.inner.client
     }
 
+    /// The budget the unit gives `stimulus`.
+    pub fn budget(&self, stimulus: &U::Stimulus) -> Budget {
+        self.inner.unit.budget(stimulus)
+    }
+
     /// Send `stimulus` and wait for its answer, within the budget the unit gives it.
     pub async fn call(&self, stimulus: U::Stimulus) -> Result<U::Response, CallError> {
-        let t_max = self.inner.unit.budget(&stimulus).t_max();
+        let t_max = self.budget(&stimulus).t_max();
         self.call_within(stimulus, t_max).await
     }
 
@@ -123,6 +137,16 @@ impl<U: Unit> UnitClient<U> {
         stimulus: U::Stimulus,
         t_max: Duration,
     ) -> Result<U::Response, CallError> {
+        Ok(self.call_served(stimulus, t_max).await?.response)
+    }
+
+    /// As [`UnitClient::call_within`], also saying which copy answered, at which epoch and
+    /// when: what a history checks one primary per epoch with.
+    pub async fn call_served(
+        &self,
+        stimulus: U::Stimulus,
+        t_max: Duration,
+    ) -> Result<Served<U::Response>, CallError> {
         let deadline = Instant::now() + t_max;
         let Some(seq) = self.take_seq(deadline).await else {
             return Err(CallError::DeadlineExceeded {
@@ -197,7 +221,7 @@ impl<U: Unit> UnitClient<U> {
         stimulus: U::Stimulus,
         t_max: Duration,
         deadline: Instant,
-    ) -> Result<U::Response, CallError> {
+    ) -> Result<Served<U::Response>, CallError> {
         let name = &self.inner.name;
         let body = encode("stimulus", &stimulus).map_err(|e| CallError::BadStimulus {
             unit: name.clone(),
@@ -274,7 +298,7 @@ impl<U: Unit> UnitClient<U> {
                     .wait_for_change(name, state.as_ref(), deadline);
                 tokio::select! {
                     answer = rx => match answer {
-                        Ok(Ok(bytes)) => Attempt::Answered(bytes),
+                        Ok(Ok(answer)) => Attempt::Answered(answer),
                         Ok(Err(e)) => self.judge(id, e)?,
                         // The copy dropped the reply port: it died.
                         Err(_) => Attempt::Stale,
@@ -283,13 +307,18 @@ impl<U: Unit> UnitClient<U> {
                 }
             };
             match attempt {
-                Attempt::Answered(bytes) => {
-                    return decode::<U::Response>("response", &bytes).map_err(|e| {
-                        CallError::BadResponse {
-                            unit: name.clone(),
-                            reason: e.to_string(),
-                        }
-                    })
+                Attempt::Answered(answer) => {
+                    let response =
+                        decode::<U::Response>("response", &answer.body).map_err(|e| {
+                            CallError::BadResponse {
+                                unit: name.clone(),
+                                reason: e.to_string(),
+                            }
+                        })?;
+                    return Ok(Served {
+                        response,
+                        served_by: answer.served_by,
+                    });
                 }
                 Attempt::Stale => seen = state,
                 Attempt::Later => {
@@ -305,7 +334,7 @@ impl<U: Unit> UnitClient<U> {
         }
     }
 
-    fn judge(&self, id: StimulusId, e: DeliveryError) -> Result<Attempt<Vec<u8>>, CallError> {
+    fn judge(&self, id: StimulusId, e: DeliveryError) -> Result<Attempt<Answer>, CallError> {
         let name = &self.inner.name;
         match e {
             DeliveryError::Refused(Refusal::NotPrimary { .. })

@@ -21,12 +21,38 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use understudy_runtime::{
-    Command, CopyConfig, CopyCore, CopyId, Directive, Input, NodeName, PeerMsg, ReplyToken, Seq,
-    StartAs, StimulusId, StimulusIn, Unit, UnitName,
+    Command, CopyConfig, CopyCore, CopyId, Directive, Epoch, Input, NodeName, PeerMsg, ReplyToken,
+    Seq, StartAs, StimulusId, StimulusIn, Unit, UnitName,
 };
 
-/// The answer a node gives to a stimulus: the encoded response, or why there is none.
-pub type StimulusReply = Result<Vec<u8>, DeliveryError>;
+/// The answer a node gives to a stimulus: the encoded response and who served it, or why
+/// there is none.
+pub type StimulusReply = Result<Answer, DeliveryError>;
+
+/// Which copy answered a stimulus, at which epoch, and when by the wall clock of its node:
+/// what a caller — or a test's history — needs to check that one primary answered per epoch.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServedBy {
+    /// The unit.
+    pub unit: UnitName,
+    /// The copy that answered.
+    pub copy: CopyId,
+    /// Its node.
+    pub node: NodeName,
+    /// The epoch it answered at.
+    pub epoch: Epoch,
+    /// When it answered: µs since the Unix epoch, by its node's wall clock.
+    pub at_us: u64,
+}
+
+/// An encoded response and the copy that gave it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Answer {
+    /// The encoded response.
+    pub body: Vec<u8>,
+    /// Who answered.
+    pub served_by: ServedBy,
+}
 
 /// Messages to a unit actor.
 #[derive(Debug)]
@@ -259,17 +285,26 @@ impl<U: Unit> Actor for UnitCopy<U> {
 fn carry_out<U: Unit>(state: &mut CopyState<U>) {
     for command in state.core.drain_commands() {
         match command {
-            Command::Reply { to, outcome } => {
+            Command::Reply { to, outcome, epoch } => {
                 let Some(port) = state.waiting.remove(&to) else {
                     continue;
                 };
                 let answer = match outcome {
-                    Ok(response) => {
-                        encode("response", &response).map_err(|e| DeliveryError::Malformed {
+                    Ok(response) => encode("response", &response)
+                        .map(|body| Answer {
+                            body,
+                            served_by: ServedBy {
+                                unit: state.args.unit.clone(),
+                                copy: state.args.copy,
+                                node: state.args.node.clone(),
+                                epoch,
+                                at_us: clock::wall_now().as_micros(),
+                            },
+                        })
+                        .map_err(|e| DeliveryError::Malformed {
                             unit: state.args.unit.clone(),
                             reason: e.to_string(),
-                        })
-                    }
+                        }),
                     Err(refusal) => Err(DeliveryError::Refused(refusal)),
                 };
                 // The caller may have given up; that is its business.
@@ -315,7 +350,16 @@ fn carry_out<U: Unit>(state: &mut CopyState<U>) {
 pub type SpawnFuture = Pin<Box<dyn Future<Output = Result<ActorRef<CopyMsg>, SpawnErr>> + Send>>;
 
 /// A boxed future of a JSON call's outcome.
-pub type JsonFuture = Pin<Box<dyn Future<Output = Result<String, JsonCallError>> + Send>>;
+pub type JsonFuture = Pin<Box<dyn Future<Output = Result<JsonAnswer, JsonCallError>> + Send>>;
+
+/// The answer to a JSON call: the response as JSON, and the copy that gave it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JsonAnswer {
+    /// The response, as JSON.
+    pub json: String,
+    /// Who answered.
+    pub served_by: ServedBy,
+}
 
 /// Why a call with a JSON stimulus gave no JSON answer.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -343,12 +387,17 @@ impl<U: Unit> JsonCaller for UnitClient<U> {
         let client = self.clone();
         Box::pin(async move {
             let stimulus = parsed.map_err(|e| JsonCallError::BadStimulus(e.to_string()))?;
-            let answer = match t_max {
-                Some(t) => client.call_within(stimulus, t).await,
-                None => client.call(stimulus).await,
-            };
-            let response = answer.map_err(|e: CallError| JsonCallError::Call(e.to_string()))?;
-            serde_json::to_string(&response).map_err(|e| JsonCallError::Call(e.to_string()))
+            let t_max = t_max.unwrap_or_else(|| client.budget(&stimulus).t_max());
+            let served = client
+                .call_served(stimulus, t_max)
+                .await
+                .map_err(|e: CallError| JsonCallError::Call(e.to_string()))?;
+            let json = serde_json::to_string(&served.response)
+                .map_err(|e| JsonCallError::Call(e.to_string()))?;
+            Ok(JsonAnswer {
+                json,
+                served_by: served.served_by,
+            })
         })
     }
 }

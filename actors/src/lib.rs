@@ -42,8 +42,8 @@ pub mod link;
 pub mod local_manager;
 pub mod registry;
 
-pub use client::UnitClient;
-pub use copy::{CopyMsg, UnitCopy, UnitKind};
+pub use client::{Served, UnitClient};
+pub use copy::{CopyMsg, JsonAnswer, ServedBy, UnitCopy, UnitKind};
 pub use error::{CallError, DeliveryError};
 pub use group_manager::{GroupManager, GroupManagerConfig, GroupManagerMsg, UnitStatus};
 pub use in_process::{ClusterConfig, InProcessCluster};

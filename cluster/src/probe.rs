@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 use tokio::time::Instant;
 use understudy_actors::codec::{decode, encode};
-use understudy_actors::copy::JsonCallError;
+use understudy_actors::copy::{JsonAnswer, JsonCallError};
 use understudy_actors::envelope::{Envelope, NodeCast};
 use understudy_runtime::{CopyId, NodeName, UnitName};
 
@@ -214,6 +214,17 @@ impl Probe {
         json: &str,
         t_max: Option<Duration>,
     ) -> Result<String, ProbeError> {
+        Ok(self.call_json_served(node, unit, json, t_max).await?.json)
+    }
+
+    /// As [`Probe::call_json`], also saying which copy answered, at which epoch and when.
+    pub async fn call_json_served(
+        &self,
+        node: &NodeName,
+        unit: &str,
+        json: &str,
+        t_max: Option<Duration>,
+    ) -> Result<JsonAnswer, ProbeError> {
         let ask = WireAsk::Call {
             unit: UnitName::new(unit),
             json: json.to_string(),

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use understudy_actors::codec::{decode, encode};
 use understudy_actors::copy::StimulusReply;
-use understudy_actors::copy::{JsonCallError, JsonCaller};
+use understudy_actors::copy::{JsonAnswer, JsonCallError, JsonCaller};
 use understudy_actors::envelope::{Envelope, StimulusAsk};
 use understudy_actors::{
     Catalog, Directory, GroupManagerMsg, LinkError, LocalManagerMsg, ManagerLink, NameState,
@@ -218,7 +218,7 @@ pub enum WireAnswer {
     /// The node's status.
     Status(Box<NodeStatus>),
     /// The JSON answer of a call, or why there is none.
-    Called(Result<String, JsonCallError>),
+    Called(Result<JsonAnswer, JsonCallError>),
     /// An operator request was passed to the group manager, or why it was not.
     Done(Result<(), String>),
     /// The reply of this node's Raft member (an encoded [`RaftReply`](crate::raft::RaftReply)).

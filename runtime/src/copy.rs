@@ -104,6 +104,8 @@ pub enum Command<U: Unit> {
         to: ReplyToken,
         /// The answer or the refusal.
         outcome: Result<U::Response, Refusal>,
+        /// The copy's epoch as it answers: the epoch it served at, for an answer.
+        epoch: Epoch,
     },
     /// Send to the other copy.
     ToPeer {
@@ -329,7 +331,8 @@ impl<U: Unit> CopyCore<U> {
     }
 
     fn reply(&mut self, to: ReplyToken, outcome: Result<U::Response, Refusal>) {
-        self.commands.push(Command::Reply { to, outcome });
+        let epoch = self.epoch;
+        self.commands.push(Command::Reply { to, outcome, epoch });
     }
 
     fn report(&mut self, r: Report) {

@@ -65,7 +65,7 @@ fn step(core: &mut Core, now: Time, input: Input<SetUnit>) -> Cmds {
 fn replies(cmds: &Cmds) -> Vec<(u64, Result<SetResponse, Refusal>)> {
     cmds.iter()
         .filter_map(|c| match c {
-            Command::Reply { to, outcome } => Some((to.0, outcome.clone())),
+            Command::Reply { to, outcome, .. } => Some((to.0, outcome.clone())),
             _ => None,
         })
         .collect()

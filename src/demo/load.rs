@@ -1,7 +1,9 @@
 //! A steady load of `incr` stimuli on a set of keys of a key-value unit, driven through one
-//! node, counting what the callers saw; and the check of the final values against the
-//! acknowledged increments. `understudy demo` and `understudy load` both run it.
+//! node, recording every stimulus and its outcome in a test kit [`History`]; and the check of
+//! the final values against the acknowledged increments. `understudy demo`, `understudy load`
+//! and the process tests run it.
 
+use crate::testkit::{History, Outcome, PrimaryCheck};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,14 +17,8 @@ const MAX_IN_FLIGHT: usize = 512;
 #[derive(Debug, Default)]
 struct Counters {
     sent: AtomicU64,
-    ok: AtomicU64,
-    within: AtomicU64,
-    ignored: AtomicU64,
-    failed: AtomicU64,
     shed: AtomicU64,
     in_flight: AtomicU64,
-    failed_early: AtomicU64,
-    first_failures: Mutex<Vec<String>>,
 }
 
 /// How many failure reasons a load keeps, for the report.
@@ -49,12 +45,15 @@ pub struct LoadTotals {
     pub shed: u64,
     /// Acknowledged increments per key.
     pub acked: Vec<u64>,
+    /// Who answered: one primary per epoch, one epoch after another.
+    pub primaries: PrimaryCheck,
 }
 
 /// A running load.
 #[derive(Debug)]
 pub struct IncrLoad {
     counters: Arc<Counters>,
+    history: Arc<History>,
     acked: Arc<Mutex<Vec<u64>>>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
@@ -78,6 +77,7 @@ impl IncrLoad {
         t_max: Duration,
     ) -> IncrLoad {
         let counters = Arc::new(Counters::default());
+        let history = History::new();
         let acked = Arc::new(Mutex::new(vec![0u64; keys.max(1)]));
         let stop = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(drive(
@@ -89,11 +89,13 @@ impl IncrLoad {
             rate,
             t_max,
             counters.clone(),
+            history.clone(),
             acked.clone(),
             stop.clone(),
         ));
         IncrLoad {
             counters,
+            history,
             acked,
             stop,
             task,
@@ -104,32 +106,44 @@ impl IncrLoad {
     pub async fn finish(self) -> LoadTotals {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.task.await;
-        let c = &self.counters;
+        let c = self.history.counts();
+        let first_failures = self
+            .history
+            .records()
+            .into_iter()
+            .filter_map(|r| match r.outcome {
+                Outcome::Failed(e) => Some(format!("{e} (after {:?})", r.took)),
+                _ => None,
+            })
+            .take(KEPT_FAILURES)
+            .collect();
         LoadTotals {
-            stimuli_sent: c.sent.load(Ordering::SeqCst),
-            answered_ok: c.ok.load(Ordering::SeqCst),
-            within_t_max: c.within.load(Ordering::SeqCst),
-            ignored: c.ignored.load(Ordering::SeqCst),
-            failed: c.failed.load(Ordering::SeqCst),
-            failed_before_t_max: c.failed_early.load(Ordering::SeqCst),
-            first_failures: c
-                .first_failures
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            shed: c.shed.load(Ordering::SeqCst),
+            stimuli_sent: self.counters.sent.load(Ordering::SeqCst),
+            answered_ok: c.answered,
+            within_t_max: c.answered - c.answered_late,
+            ignored: c.ignored,
+            failed: c.failed,
+            failed_before_t_max: c.failed_early,
+            first_failures,
+            shed: self.counters.shed.load(Ordering::SeqCst),
             acked: self.acked.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            primaries: self.history.check_primaries(),
         }
     }
 
     /// Increments acknowledged so far.
     pub fn answered_ok(&self) -> u64 {
-        self.counters.ok.load(Ordering::SeqCst)
+        self.history.counts().answered
+    }
+
+    /// Every stimulus sent so far and its outcome.
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
     }
 
     /// Print the live progress line (to stderr).
     pub fn progress(&self, started: Instant, faults: usize) {
-        progress(&self.counters, started, faults);
+        progress(&self.counters, &self.history, started, faults);
     }
 }
 
@@ -179,6 +193,7 @@ async fn drive(
     rate: u32,
     t_max: Duration,
     counters: Arc<Counters>,
+    history: Arc<History>,
     acked: Arc<Mutex<Vec<u64>>>,
     stop: Arc<AtomicBool>,
 ) {
@@ -199,10 +214,11 @@ async fn drive(
             };
             let key = n % keys;
             n += 1;
-            let (probe, via, counters, acked, unit) = (
+            let (probe, via, counters, history, acked, unit) = (
                 probe.clone(),
                 via.clone(),
                 counters.clone(),
+                history.clone(),
                 acked.clone(),
                 unit.clone(),
             );
@@ -211,37 +227,22 @@ async fn drive(
             counters.in_flight.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let json = format!(r#"{{"Incr":{{"key":"{name}","by":1}}}}"#);
-                let t0 = Instant::now();
-                match probe.call_json(&via, &unit, &json, Some(t_max)).await {
-                    Ok(answer) if answer.contains("Counter") => {
+                let sent = Instant::now();
+                let (outcome, served_by) = match probe
+                    .call_json_served(&via, &unit, &json, Some(t_max))
+                    .await
+                {
+                    Ok(answer) if answer.json.contains("Counter") => {
                         acked.lock().unwrap_or_else(|p| p.into_inner())[key] += 1;
-                        counters.ok.fetch_add(1, Ordering::Relaxed);
-                        if t0.elapsed() <= t_max {
-                            counters.within.fetch_add(1, Ordering::Relaxed);
-                        }
+                        (Outcome::Answered(answer.json), Some(answer.served_by))
                     }
+                    Ok(answer) => (Outcome::Failed(format!("answer {}", answer.json)), None),
                     Err(e) if e.to_string().contains("ignored") => {
-                        counters.ignored.fetch_add(1, Ordering::Relaxed);
+                        (Outcome::Ignored(e.to_string()), None)
                     }
-                    other => {
-                        let took = t0.elapsed();
-                        counters.failed.fetch_add(1, Ordering::Relaxed);
-                        if took < t_max {
-                            counters.failed_early.fetch_add(1, Ordering::Relaxed);
-                        }
-                        let mut kept = counters
-                            .first_failures
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner());
-                        if kept.len() < KEPT_FAILURES {
-                            let what = match other {
-                                Ok(answer) => format!("answer {answer}"),
-                                Err(e) => e.to_string(),
-                            };
-                            kept.push(format!("{what} (after {took:?})"));
-                        }
-                    }
-                }
+                    Err(e) => (Outcome::Failed(e.to_string()), None),
+                };
+                history.record_served(format!("incr {name}"), sent, t_max, outcome, served_by);
                 counters.in_flight.fetch_sub(1, Ordering::Relaxed);
                 drop(permit);
             });
@@ -251,15 +252,16 @@ async fn drive(
     let _ = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
 }
 
-fn progress(c: &Counters, started: Instant, faults: usize) {
+fn progress(c: &Counters, h: &History, started: Instant, faults: usize) {
+    let counts = h.counts();
     use std::io::Write;
     eprint!(
         "\r[{:5.1}s] sent {:>8}  ok {:>8}  in flight {:>4}  failed {:>3}  faults {:>2}",
         started.elapsed().as_secs_f64(),
         c.sent.load(Ordering::Relaxed),
-        c.ok.load(Ordering::Relaxed),
+        counts.answered,
         c.in_flight.load(Ordering::Relaxed),
-        c.failed.load(Ordering::Relaxed),
+        counts.failed,
         faults
     );
     let _ = std::io::stderr().flush();

@@ -126,6 +126,8 @@ pub struct DemoSummary {
     pub failed: u64,
     /// Stimuli not sent because `MAX_IN_FLIGHT` were already waiting.
     pub shed: u64,
+    /// Who answered: one primary per epoch, one epoch after another.
+    pub primaries: crate::testkit::PrimaryCheck,
     /// Failovers measured.
     pub failovers: u64,
     /// Their durations.
@@ -250,6 +252,7 @@ async fn run_inner(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
         ignored: totals.ignored,
         failed: totals.failed,
         shed: totals.shed,
+        primaries: totals.primaries,
         failovers: failover.len() as u64,
         failover_ms: Percentiles::of(failover),
         t_max_ms: u64::try_from(t_max.as_millis()).unwrap_or(u64::MAX),
@@ -371,6 +374,16 @@ pub fn print_summary(opts: &DemoOptions, s: &DemoSummary) {
         ("ignored", s.ignored.to_string()),
         ("failed", s.failed.to_string()),
         ("shed (load limit)", s.shed.to_string()),
+        (
+            "one primary per epoch",
+            format!(
+                "{}  ({} epochs answered; two copies in one epoch {}, older epoch after newer {})",
+                if s.primaries.holds() { "yes" } else { "NO" },
+                s.primaries.epochs,
+                s.primaries.epochs_with_two_primaries,
+                s.primaries.stale_answers
+            ),
+        ),
         (
             "failovers",
             format!(

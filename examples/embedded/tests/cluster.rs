@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use understudy::actors::ServedBy;
 use understudy::cluster::probe::Probe;
 use understudy::runtime::NodeName;
 use understudy::testkit::{wait_for_unit, History, Outcome, ProcessCluster};
@@ -30,32 +31,33 @@ async fn inventory_primary(probe: &Probe, observer: &NodeName, newer_than: u64) 
     (node, inventory.epoch.0)
 }
 
-async fn call(probe: &Probe, via: &NodeName, json: &str) -> Result<serde_json::Value, String> {
+/// Calls the inventory through `via`: its answer, and which copy gave it at which epoch.
+async fn call(
+    probe: &Probe,
+    via: &NodeName,
+    json: &str,
+) -> Result<(serde_json::Value, ServedBy), String> {
     let answer = probe
-        .call_json(via, "inventory", json, Some(T_MAX))
+        .call_json_served(via, "inventory", json, Some(T_MAX))
         .await
         .map_err(|e| e.to_string())?;
-    serde_json::from_str(&answer).map_err(|e| e.to_string())
+    let value = serde_json::from_str(&answer.json).map_err(|e| e.to_string())?;
+    Ok((value, answer.served_by))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_the_inventorys_primary_node_takes_no_reservation_twice_and_loses_none() {
-    let cluster = ProcessCluster::start(
-        env!("CARGO_BIN_EXE_shop"),
-        &["s1", "s2", "s3"],
-        "s3",
-        COOKIE,
-    )
-    .expect("the shop's nodes start");
-    let mut cluster = cluster;
+    let mut cluster = ProcessCluster::builder(env!("CARGO_BIN_EXE_shop"))
+        .nodes(&["s1", "s2", "s3"])
+        .seed("s3")
+        .cookie(COOKIE)
+        .start()
+        .expect("the shop's nodes start");
     let probe = Arc::new(
-        Probe::connect(
-            &cluster.addr("s3").expect("s3's address"),
-            COOKIE,
-            Duration::from_secs(20),
-        )
-        .await
-        .expect("the probe reaches the shop"),
+        cluster
+            .ready(Duration::from_secs(30))
+            .await
+            .expect("the shop's cluster is ready"),
     );
     let seed = NodeName::new("s3");
     let (victim, epoch) = inventory_primary(&probe, &seed, 0).await;
@@ -81,12 +83,14 @@ async fn kill_9_of_the_inventorys_primary_node_takes_no_reservation_twice_and_lo
             let reserve = r#"{"Reserve":{"item":"widget","qty":1}}"#;
             while !stop.load(Ordering::SeqCst) {
                 let sent = Instant::now();
-                let outcome = match call(&probe, &via, reserve).await {
-                    Ok(v) if v.get("Left").is_some() => Outcome::Answered(v.to_string()),
-                    Ok(v) => Outcome::Ignored(v.to_string()),
-                    Err(e) => Outcome::Failed(e),
+                let (outcome, served_by) = match call(&probe, &via, reserve).await {
+                    Ok((v, by)) if v.get("Left").is_some() => {
+                        (Outcome::Answered(v.to_string()), Some(by))
+                    }
+                    Ok((v, _)) => (Outcome::Ignored(v.to_string()), None),
+                    Err(e) => (Outcome::Failed(e), None),
                 };
-                history.record("reserve widget 1", sent, T_MAX, outcome);
+                history.record_served("reserve widget 1", sent, T_MAX, outcome, served_by);
             }
         }));
     }
@@ -114,13 +118,22 @@ async fn kill_9_of_the_inventorys_primary_node_takes_no_reservation_twice_and_lo
     let stock = call(&probe, &via, r#"{"Stock":{"item":"widget"}}"#)
         .await
         .expect("the stock is read");
-    let left = stock["Left"].as_u64().expect("a stock count");
+    let left = stock.0["Left"].as_u64().expect("a stock count");
     let counts = history.counts();
     let check = history.check_counter(STOCK - left);
+    let primaries = history.check_primaries();
     println!(
-        "kill -9 of {victim}: takeover {takeover:?} (new primary {new_primary}), {counts:?}, {check:?}"
+        "kill -9 of {victim}: takeover {takeover:?} (new primary {new_primary}), {counts:?}, {check:?}, {primaries:?}"
     );
     assert_ne!(new_primary, victim);
+    assert!(
+        primaries.holds(),
+        "not one primary per epoch: {primaries:?}"
+    );
+    assert!(
+        primaries.epochs >= 2,
+        "the answers did not span the takeover"
+    );
     assert_eq!(check.lost, 0, "acknowledged reservations lost");
     assert_eq!(check.duplicated, 0, "reservations taken twice");
     assert_eq!(counts.failed, 0, "a reservation failed");

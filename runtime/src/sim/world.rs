@@ -707,7 +707,7 @@ impl<'a> World<'a> {
     fn route_copy_command(&mut self, id: CopyId, node: usize, command: Command<SetUnit>) {
         let from = Endpoint::Node(node);
         match command {
-            Command::Reply { to, outcome } => {
+            Command::Reply { to, outcome, .. } => {
                 self.note(|| {
                     format!(
                         "{id} replies to token {}: {}",
