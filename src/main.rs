@@ -1,10 +1,9 @@
 //! The `understudy` command line.
 
 use clap::{Parser, Subcommand};
-use std::net::IpAddr;
 use std::time::Duration;
+use understudy::cluster::args::NodeArgs;
 use understudy::cluster::config::ClusterConfig;
-use understudy::cluster::node::Node;
 use understudy::cluster::probe::Probe;
 use understudy::cluster::wire::WireAsk;
 use understudy::runtime::{NodeName, UnitName};
@@ -51,42 +50,7 @@ enum Command {
     /// what happened.
     PairDemo,
     /// Run one node of a cluster in this process, until interrupted.
-    Node {
-        /// The node's name, unique in the cluster (letters, digits, '-', '_').
-        #[arg(long)]
-        name: String,
-        /// The port to listen on.
-        #[arg(long)]
-        port: u16,
-        /// The address to listen on.
-        #[arg(long, default_value = "127.0.0.1")]
-        bind: IpAddr,
-        /// A node to join, as HOST:PORT (repeatable). A node that joins nobody is the seed: it
-        /// founds its group's Raft (the group manager then runs on the Raft leader).
-        #[arg(long)]
-        join: Vec<String>,
-        /// The shared secret of the cluster.
-        #[arg(long, default_value = DEV_COOKIE)]
-        cookie: String,
-        /// The group is founded, and its units placed, once this many of its nodes are up.
-        #[arg(long, default_value_t = 1)]
-        expect: usize,
-        /// The node's group, one of those declared in the config (default: the first).
-        #[arg(long)]
-        group: Option<String>,
-        /// The cluster's units and groups (see units.toml); without it, the key-value unit
-        /// `kv` and the ledger unit `ledger` in one group.
-        #[arg(long)]
-        config: Option<std::path::PathBuf>,
-        /// Heartbeat interval (milliseconds), to the copies on this node and from this node
-        /// to its group manager.
-        #[arg(long, default_value_t = 50)]
-        heartbeat_ms: u64,
-        /// Heartbeats that may be missed before a copy or node counts as lost (the default 4 ×
-        /// 50 ms notices a hung node within 250 ms on loopback).
-        #[arg(long, default_value_t = 4)]
-        heartbeat_misses: u32,
-    },
+    Node(NodeArgs),
     /// Print what a node knows: its peers, its name table, and the units if it runs the group
     /// manager.
     Status {
@@ -194,24 +158,7 @@ async fn main() -> std::process::ExitCode {
             .await
         }
         Command::PairDemo => understudy::demo::in_process::pair_failover().await,
-        Command::Node {
-            name,
-            port,
-            bind,
-            join,
-            cookie,
-            expect,
-            group,
-            config,
-            heartbeat_ms,
-            heartbeat_misses,
-        } => {
-            let heartbeat = (Duration::from_millis(heartbeat_ms), heartbeat_misses);
-            run_node(
-                name, port, bind, join, cookie, expect, group, config, heartbeat,
-            )
-            .await
-        }
+        Command::Node(args) => run_node(args).await,
         Command::Status { join, cookie, json } => status(&join, &cookie, json).await,
         Command::Call {
             join,
@@ -275,54 +222,15 @@ async fn main() -> std::process::ExitCode {
 
 type Outcome = Result<(), Box<dyn std::error::Error>>;
 
-#[allow(clippy::too_many_arguments)]
-async fn run_node(
-    name: String,
-    port: u16,
-    bind: IpAddr,
-    join: Vec<String>,
-    cookie: String,
-    expect: usize,
-    group: Option<String>,
-    config: Option<std::path::PathBuf>,
-    (heartbeat_interval, heartbeat_misses): (Duration, u32),
-) -> Outcome {
-    let config = match config {
-        Some(path) => ClusterConfig::load(&path, understudy::units::KINDS)?,
-        None => ClusterConfig::default_embedded(),
-    };
-    let mut builder = understudy::units::register(Node::builder(&name, port))
-        .bind(bind)
-        .cookie(cookie)
-        .config(config)
-        .expect(expect)
-        .heartbeat(heartbeat_interval, heartbeat_misses);
-    for peer in join {
-        builder = builder.join(peer);
-    }
-    if let Some(g) = group {
-        builder = builder.group(g);
-    }
-    let node = builder.start().await?;
-    println!("node {name} listening on {bind}:{port}");
-    wait_for_signal().await;
-    node.stop();
+async fn run_node(args: NodeArgs) -> Outcome {
+    let builder = args.builder(ClusterConfig::default_embedded())?;
+    let node = understudy::units::register(builder).start().await?;
+    println!(
+        "node {} listening on {}:{}",
+        args.name, args.bind, args.port
+    );
+    node.serve_until_signal().await;
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 async fn demo(opts: understudy::demo::DemoOptions) -> Outcome {

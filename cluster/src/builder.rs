@@ -27,7 +27,7 @@
 //! # }
 //! ```
 
-use crate::config::{ClusterConfig, UnitConfig, DEFAULT_GROUP};
+use crate::config::{ClusterConfig, ConfigError, UnitConfig, DEFAULT_GROUP};
 use crate::node::{Node, NodeError, NodeOptions};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -49,6 +49,8 @@ pub struct NodeBuilder {
     join: Vec<String>,
     cookie: String,
     config: ClusterConfig,
+    /// The file `config` was read from, for error messages.
+    config_file: Option<std::path::PathBuf>,
     group: Option<String>,
     expect: usize,
     heartbeat: Option<HeartbeatConfig>,
@@ -81,6 +83,7 @@ impl Node {
             join: Vec::new(),
             cookie: DEV_COOKIE.to_string(),
             config: ClusterConfig::default_embedded(),
+            config_file: None,
             group: None,
             expect: 1,
             heartbeat: None,
@@ -124,7 +127,16 @@ impl NodeBuilder {
     /// the kinds `kv` and `ledger`).
     pub fn config(mut self, config: ClusterConfig) -> Self {
         self.config = config;
+        self.config_file = None;
         self
+    }
+
+    /// The cluster's groups and units from the units file at `path` (its errors, and those
+    /// found when the node starts, name the file).
+    pub fn config_file(mut self, path: &std::path::Path) -> Result<Self, ConfigError> {
+        self.config = ClusterConfig::from_file(path)?;
+        self.config_file = Some(path.to_path_buf());
+        Ok(self)
     }
 
     /// This node's group (by default the first the configuration declares).
@@ -167,7 +179,11 @@ impl NodeBuilder {
     /// registered kinds.
     pub fn options(&self) -> Result<NodeOptions, NodeError> {
         let kinds: Vec<&str> = self.kinds.keys().map(String::as_str).collect();
-        self.config.validate(&kinds).map_err(NodeError::Config)?;
+        match &self.config_file {
+            Some(path) => self.config.validate_file(&kinds, path),
+            None => self.config.validate(&kinds),
+        }
+        .map_err(NodeError::Config)?;
         let mut catalog = Catalog::new();
         for unit in &self.config.units {
             if let Some(make) = self.kinds.get(&unit.kind) {

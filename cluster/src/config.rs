@@ -294,6 +294,14 @@ impl ClusterConfig {
         self.check_kinds(known_kinds, &Origin::Value)
     }
 
+    /// [`ClusterConfig::validate`] for a configuration read from `path`: every error names
+    /// the file.
+    pub fn validate_file(&self, known_kinds: &[&str], path: &Path) -> Result<(), ConfigError> {
+        let origin = Origin::File(path.to_path_buf());
+        self.check_structure(&origin)?;
+        self.check_kinds(known_kinds, &origin)
+    }
+
     /// The unit of the given name.
     pub fn unit(&self, name: &str) -> Option<&UnitConfig> {
         self.units.iter().find(|unit| unit.name == name)

@@ -324,6 +324,24 @@ impl Node {
         self.directory.nodes()
     }
 
+    /// Runs until the process gets SIGTERM or Ctrl-C, then stops the node: the end of a node
+    /// program's `main`.
+    pub async fn serve_until_signal(self) {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        self.stop();
+    }
+
     /// Stop the node's actors and tasks.
     pub fn stop(self) {
         for t in &self.tasks {

@@ -6,14 +6,16 @@
 //! | --- | --- |
 //! | [`Inventory`] | stock per item: restock, reserve (never below zero), read |
 //! | [`Orders`] | the orders taken, each once |
-//! | [`builder`] | a node builder with both kinds registered, from the shop's `units.toml` |
+//! | [`checkout`] | `CheckoutActor`: a ractor actor of the shop's that calls both units |
+//! | [`units`], [`register`] | the shop's `units.toml`, and its kinds registered on a node builder |
+
+pub mod checkout;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use understudy::cluster::builder::NodeBuilder;
 use understudy::cluster::config::{ClusterConfig, ConfigError};
-use understudy::cluster::node::Node;
 use understudy::runtime::{Budget, Handled, Unit};
 
 /// The shop's units file, built into its binary.
@@ -156,21 +158,17 @@ impl Unit for Orders {
     }
 }
 
-/// A builder for shop node `name` on `port`: the shop's units file (or `config`) and both
-/// kinds registered, each unit with the budget its entry gives.
-pub fn builder(
-    name: &str,
-    port: u16,
-    config: Option<ClusterConfig>,
-) -> Result<NodeBuilder, ConfigError> {
-    let config = match config {
-        Some(c) => c,
-        None => ClusterConfig::from_toml_str(UNITS_TOML)?,
-    };
-    Ok(Node::builder(name, port)
-        .config(config)
+/// The shop's own units file, parsed.
+pub fn units() -> Result<ClusterConfig, ConfigError> {
+    ClusterConfig::from_toml_str(UNITS_TOML)
+}
+
+/// Registers the shop's unit kinds on a node builder, each unit with the budget its entry
+/// in the units file gives.
+pub fn register(builder: NodeBuilder) -> NodeBuilder {
+    builder
         .kind("inventory", |u| Inventory { budget: u.budget() })
-        .kind("orders", |u| Orders { budget: u.budget() }))
+        .kind("orders", |u| Orders { budget: u.budget() })
 }
 
 /// The default budget of the shop's requests when its units file gives none.

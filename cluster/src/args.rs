@@ -1,0 +1,143 @@
+//! The flags of a node process — `node --name --port --join --cookie --expect --group
+//! --config --heartbeat-ms --heartbeat-misses` — for any binary that runs Understudy nodes:
+//! the `understudy` binary, the shop, yours. [`NodeArgs::from_env`] parses them as a `node`
+//! subcommand (what the test kit's `ProcessCluster` passes); a program with its own command
+//! line flattens [`NodeArgs`] into it. [`NodeArgs::builder`] turns them into a
+//! [`NodeBuilder`], to which the program adds its unit kinds.
+//!
+//! ```no_run
+//! # use understudy_cluster::args::NodeArgs;
+//! # use understudy_cluster::config::ClusterConfig;
+//! # async fn run<U: understudy_runtime::Unit + Default>() -> Result<(), Box<dyn std::error::Error>> {
+//! let defaults = ClusterConfig::from_toml_str("[[units]]\nname = \"hits\"\nkind = \"counter\"\n")?;
+//! let node = NodeArgs::from_env()
+//!     .builder(defaults)?
+//!     .kind("counter", |_entry| U::default())
+//!     .start()
+//!     .await?;
+//! node.serve_until_signal().await;
+//! # Ok(())
+//! # }
+//! ```
+
+use crate::builder::{NodeBuilder, DEV_COOKIE};
+use crate::config::{ClusterConfig, ConfigError};
+use crate::node::Node;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What a node process is told on its command line.
+#[derive(Clone, Debug, clap::Args)]
+pub struct NodeArgs {
+    /// The node's name, unique in the cluster (letters, digits, '-', '_').
+    #[arg(long)]
+    pub name: String,
+    /// The port to listen on.
+    #[arg(long)]
+    pub port: u16,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// A node to join, as HOST:PORT (repeatable). A node that joins nobody is the seed: it
+    /// founds the groups (each group's manager then runs on its Raft leader).
+    #[arg(long)]
+    pub join: Vec<String>,
+    /// The shared secret of the cluster.
+    #[arg(long, default_value = DEV_COOKIE)]
+    pub cookie: String,
+    /// The group is founded, and its units placed, once this many of its nodes are up.
+    #[arg(long, default_value_t = 1)]
+    pub expect: usize,
+    /// The node's group, one of those the units file declares (default: the first).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// A units file (groups and units) instead of the program's own.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Heartbeat interval (milliseconds), to the copies on this node and from this node to
+    /// its group manager.
+    #[arg(long, default_value_t = 50)]
+    pub heartbeat_ms: u64,
+    /// Heartbeats that may be missed before a copy or node counts as lost (the default 4 ×
+    /// 50 ms notices a hung node within 250 ms on loopback).
+    #[arg(long, default_value_t = 4)]
+    pub heartbeat_misses: u32,
+}
+
+/// `PROGRAM node …`: the command line [`NodeArgs::from_env`] parses.
+#[derive(Debug, clap::Parser)]
+enum NodeCommand {
+    /// Run one node of the cluster until SIGTERM or Ctrl-C.
+    Node(NodeArgs),
+}
+
+impl NodeArgs {
+    /// Parses `PROGRAM node --name … --port …` from the process's arguments; on bad input
+    /// prints what is wrong and the usage, and exits (as a command line does).
+    pub fn from_env() -> NodeArgs {
+        let NodeCommand::Node(args) = <NodeCommand as clap::Parser>::parse();
+        args
+    }
+
+    /// A node builder from these flags, with the units file from `--config` if given, else
+    /// `defaults` (the program's own units). Add the program's unit kinds, then `start` it.
+    pub fn builder(&self, defaults: ClusterConfig) -> Result<NodeBuilder, ConfigError> {
+        let mut builder = Node::builder(&self.name, self.port).config(defaults);
+        if let Some(path) = &self.config {
+            builder = builder.config_file(path)?;
+        }
+        builder = builder
+            .bind(self.bind)
+            .cookie(self.cookie.clone())
+            .expect(self.expect)
+            .heartbeat(
+                Duration::from_millis(self.heartbeat_ms),
+                self.heartbeat_misses,
+            );
+        for peer in &self.join {
+            builder = builder.join(peer.clone());
+        }
+        if let Some(group) = &self.group {
+            builder = builder.group(group.clone());
+        }
+        Ok(builder)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn a_node_command_line_parses_with_defaults_and_refuses_a_missing_name() {
+        let NodeCommand::Node(args) =
+            NodeCommand::try_parse_from(["app", "node", "--name", "a", "--port", "7000"])
+                .expect("a node command line");
+        assert_eq!((args.name.as_str(), args.port, args.expect), ("a", 7000, 1));
+        assert_eq!(args.cookie, DEV_COOKIE);
+        assert!(args.join.is_empty() && args.config.is_none());
+        let missing = NodeCommand::try_parse_from(["app", "node", "--port", "7000"]);
+        assert!(missing.is_err(), "a node needs a name");
+    }
+
+    #[test]
+    fn a_units_file_that_cannot_be_read_is_an_error_naming_it() {
+        let NodeCommand::Node(args) = NodeCommand::try_parse_from([
+            "app",
+            "node",
+            "--name",
+            "a",
+            "--port",
+            "7000",
+            "--config",
+            "/nonexistent/units.toml",
+        ])
+        .expect("a node command line");
+        let err = args
+            .builder(ClusterConfig::default_embedded())
+            .expect_err("no such file");
+        assert!(err.to_string().contains("/nonexistent/units.toml"), "{err}");
+    }
+}
