@@ -356,7 +356,9 @@ impl ProcessCluster {
                     .flat_map(|g| ["--group".to_string(), g.clone()]),
             )
             .args(&self.args)
-            .stdin(Stdio::null())
+            // The node stops when this pipe closes: when the test process ends, however.
+            .env(understudy_cluster::node::STOP_WITH_STDIN, "1")
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if name != self.seed {

@@ -516,6 +516,28 @@ async fn cut_off_the_primarys_node(prefix: &str, direction: Direction) {
         !matches!(answer, WireAnswer::Stimulus(Ok(_))),
         "two primaries: the cut-off one answered for its old epoch: {answer:?}"
     );
+    // A caller on the cut-off side is redirected to the new primary or, cut off from it, gets
+    // a clear error once its T_max has run out: never an answer from the old epoch.
+    let t_max = Duration::from_secs(1);
+    let sent = Instant::now();
+    let incr = r#"{"Incr":{"key":"cut-off-side","by":1}}"#;
+    let minority = probe
+        .call_json_served(&victim, "kv", incr, Some(t_max))
+        .await;
+    println!(
+        "a call through the cut-off node {victim}: {minority:?} after {:?}",
+        sent.elapsed()
+    );
+    match minority {
+        Ok(answer) => assert!(
+            answer.served_by.epoch.0 >= new_epoch,
+            "the cut-off side was answered at an old epoch: {answer:?}"
+        ),
+        Err(e) => assert!(
+            sent.elapsed() >= t_max,
+            "the cut-off side got an error before its T_max: {e}"
+        ),
+    }
     reach(&load, load.answered_ok() + 300).await;
 
     // Healed, the old primary's node learns the new epoch and serves as capacity again.
@@ -601,4 +623,45 @@ async fn a_group_managers_node_cut_off_both_ways_loses_the_manager_and_nothing_e
 async fn a_group_managers_node_that_can_no_longer_send_loses_the_manager_and_nothing_else() {
     let _turn = SERIAL.lock().await;
     cut_off_the_managers_node("o", Direction::FirstToSecond).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_the_test_kit_starts_stops_by_itself_when_its_parent_goes() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let _turn = SERIAL.lock().await;
+    let port = understudy::testkit::free_port().expect("a free port");
+    let mut node = Command::new(env!("CARGO_BIN_EXE_understudy"))
+        .args(["node", "--name", "solo", "--port", &port.to_string()])
+        .env(understudy::cluster::node::STOP_WITH_STDIN, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the node starts");
+    let mut line = String::new();
+    let stdout = node.stdout.take().expect("its output");
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("it says it listens");
+    assert!(line.contains("listening"), "{line}");
+    // The parent going closes the node's standard input, as dropping our end of it does.
+    drop(node.stdin.take());
+    let closed = Instant::now();
+    let deadline = closed + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = node.try_wait().expect("the node's status") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = node.kill();
+            panic!("the node still ran 10 s after its standard input closed");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await; // poll with a deadline
+    };
+    println!(
+        "the node stopped {:?} after its input closed: {status}",
+        closed.elapsed()
+    );
+    assert!(status.success(), "it stopped cleanly: {status}");
 }

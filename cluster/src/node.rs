@@ -325,19 +325,30 @@ impl Node {
     }
 
     /// Runs until the process gets SIGTERM or Ctrl-C, then stops the node: the end of a node
-    /// program's `main`.
+    /// program's `main`. When the environment sets [`STOP_WITH_STDIN`] (the test kit does, for
+    /// the nodes it starts), the node also stops when its standard input closes — when the
+    /// process that started it ends, however it ends — so no node outlives its test.
     pub async fn serve_until_signal(self) {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let term = async {
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    term.recv().await;
                 }
+                Err(_) => std::future::pending().await,
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+        };
+        let stdin_closed = async {
+            if std::env::var_os(STOP_WITH_STDIN).is_some() {
+                stdin_closed().await
+            } else {
+                std::future::pending().await
             }
+        };
+        tokio::select! {
+            _ = term => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = stdin_closed => tracing::info!("standard input closed: the node stops"),
         }
         self.stop();
     }
@@ -354,6 +365,22 @@ impl Node {
         }
         self.server.kill();
     }
+}
+
+/// The environment variable that makes [`Node::serve_until_signal`] stop the node when its
+/// standard input closes.
+pub const STOP_WITH_STDIN: &str = "UNDERSTUDY_STOP_WITH_STDIN";
+
+/// Resolves once standard input reaches its end (or cannot be read): a thread blocks on it.
+async fn stdin_closed() {
+    let (closed, on_close) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 256];
+        while matches!(std::io::stdin().read(&mut buf), Ok(n) if n > 0) {}
+        let _ = closed.send(());
+    });
+    let _ = on_close.await;
 }
 
 /// Keeps a node's directory equal to the peers whose endpoints are advertised to it.
