@@ -56,11 +56,13 @@
 //!
 //! ## Running it inside your own application
 //!
-//! Your binary starts a node with [`Node::builder`](cluster::node::Node::builder): its name and
-//! port, the peers it joins, the cluster's cookie, the units file, and your unit kinds — a
-//! kind name, as `units.toml` spells it, and how to make the unit from its entry. The running
-//! node hands out typed [`UnitClient`]s, usable from any task or ractor actor of yours; they
-//! follow the unit's takeovers until its budget runs out.
+//! Your binary starts a node: [`NodeArgs`](cluster::args::NodeArgs) reads the node's flags
+//! (`node --name --port --join --cookie --expect`, the flags the [`testkit`] passes too),
+//! [`NodeArgs::builder`](cluster::args::NodeArgs::builder) makes a
+//! [`Node::builder`](cluster::node::Node::builder) from them with your units file, and you
+//! register your unit kinds — a kind name, as `units.toml` spells it, and how to make the unit
+//! from its entry. The node that joins nobody is the seed: it founds the cluster once
+//! `--expect` nodes are up.
 //!
 //! ```no_run
 //! # use serde::{Deserialize, Serialize};
@@ -74,34 +76,146 @@
 //! #     }
 //! #     fn apply(&self, s: &mut u64, u: &u64) { *s += u; }
 //! # }
+//! use understudy::cluster::args::NodeArgs;
 //! use understudy::cluster::config::ClusterConfig;
-//! use understudy::cluster::node::Node;
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = ClusterConfig::from_toml_str(
-//!     r#"
-//!     [[units]]
-//!     name = "hits"
-//!     kind = "counter"
-//!     "#,
-//! )?;
-//! // The seed: started without `join`, it founds the group once three nodes are up.
-//! let node = Node::builder("a", 7101)
-//!     .cookie("a shared secret")
-//!     .config(config)
-//!     .kind("counter", |_entry| Counter)
-//!     .expect(3)
-//!     .start()
-//!     .await?;
-//! let hits = node.client("hits", Counter);
-//! let total = hits.call(CounterRequest::Add(1)).await?;
-//! println!("{total} hits");
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // yourbin node --name a --port 7101 --expect 3        (the seed)
+//!     // yourbin node --name b --port 7102 --join 127.0.0.1:7101
+//!     let args = NodeArgs::from_env();
+//!     let units = ClusterConfig::from_toml_str(
+//!         r#"
+//!         [[units]]
+//!         name = "hits"
+//!         kind = "counter"
+//!         t_max_ms = 2000
+//!         "#,
+//!     )?;
+//!     let node = args
+//!         .builder(units)?
+//!         .kind("counter", |_entry| Counter)
+//!         .start()
+//!         .await?;
+//!     // A typed client: it resolves the unit by name and follows its takeovers.
+//!     let hits = node.client("hits", Counter);
+//!     let total = hits.call(CounterRequest::Add(1)).await?;
+//!     println!("{total} hits");
+//!     node.serve_until_signal().await;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## Calling a unit from your own ractor actor
+//!
+//! A [`UnitClient`] is cheap to clone and may live in any actor's state; awaiting a call in
+//! the actor's handler is all it takes (`examples/embedded`'s `CheckoutActor` calls two units
+//! this way).
+//!
+//! ```
+//! # use serde::{Deserialize, Serialize};
+//! # use understudy::{Handled, Unit};
+//! # #[derive(Clone, Debug)] struct Counter;
+//! # #[derive(Clone, Debug, Serialize, Deserialize)] enum CounterRequest { Add(u64), Read }
+//! # impl Unit for Counter {
+//! #     type State = u64; type Stimulus = CounterRequest; type Response = u64; type Update = u64;
+//! #     fn handle(&self, s: &u64, r: &CounterRequest) -> Handled<Self> {
+//! #         match r { CounterRequest::Add(n) => Handled::write(s + n, vec![*n]), CounterRequest::Read => Handled::read(*s) }
+//! #     }
+//! #     fn apply(&self, s: &mut u64, u: &u64) { *s += u; }
+//! # }
+//! use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+//! use understudy::{CallError, UnitClient};
+//!
+//! /// Counts page views in the `hits` unit and answers the new total.
+//! struct PageViews;
+//!
+//! struct View(RpcReplyPort<Result<u64, CallError>>);
+//! impl ractor::Message for View {}
+//!
+//! impl Actor for PageViews {
+//!     type Msg = View;
+//!     type State = UnitClient<Counter>;
+//!     type Arguments = UnitClient<Counter>;
+//!
+//!     async fn pre_start(
+//!         &self,
+//!         _me: ActorRef<View>,
+//!         hits: UnitClient<Counter>,
+//!     ) -> Result<UnitClient<Counter>, ActorProcessingErr> {
+//!         Ok(hits)
+//!     }
+//!
+//!     async fn handle(
+//!         &self,
+//!         _me: ActorRef<View>,
+//!         View(reply): View,
+//!         hits: &mut UnitClient<Counter>,
+//!     ) -> Result<(), ActorProcessingErr> {
+//!         let _ = reply.send(hits.call(CounterRequest::Add(1)).await);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "multi_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use understudy::{Catalog, ClusterConfig, CopyConfig, InProcessCluster, UnitKind};
+//! // Three nodes in this process (a real deployment runs them as processes, as above).
+//! let catalog = Catalog::new().with_unit("hits", UnitKind::new(Counter), CopyConfig::default());
+//! let cluster = InProcessCluster::start(catalog, &["a", "b", "c"], ClusterConfig::default()).await?;
+//! cluster.wait_ready(Duration::from_secs(10)).await?;
+//! let hits = cluster.client("a", "hits", Counter)?;
+//! let (views, _) = Actor::spawn(None, PageViews, hits).await?;
+//! assert_eq!(ractor::call!(views, View)?, Ok(1));
+//! assert_eq!(ractor::call!(views, View)?, Ok(2));
+//! # views.stop(None);
+//! # cluster.shutdown();
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! `examples/embedded` is a whole application built this way (the shop: an inventory and an
-//! orders unit, its own `shop` binary and a cluster test written with [`testkit`]).
+//! ## Testing it under faults
+//!
+//! [`testkit::ProcessCluster`] starts your binary as N node processes on free loopback
+//! ports, waits until the cluster is ready, injects faults — `kill -9`, `SIGSTOP`/`SIGCONT`,
+//! a panic in a unit's handler, partitions one way or both — and stops every node when the
+//! test ends, also when it fails. A [`testkit::History`] records every call and checks lost,
+//! duplicated and late counts, and one primary per epoch.
+//!
+//! ```no_run
+//! use std::time::{Duration, Instant};
+//! use understudy::testkit::{History, Outcome, ProcessCluster};
+//! use understudy::runtime::NodeName;
+//!
+//! # async fn fault_test() {
+//! let mut cluster = ProcessCluster::builder("target/release/yourbin") // env!("CARGO_BIN_EXE_yourbin")
+//!     .nodes(&["a", "b", "c"])
+//!     .start()
+//!     .expect("three nodes start");
+//! let probe = cluster.ready(Duration::from_secs(30)).await.expect("the cluster forms");
+//! let history = History::new();
+//! let t_max = Duration::from_secs(2);
+//! for i in 0..100 {
+//!     if i == 50 {
+//!         cluster.kill9("a");
+//!     }
+//!     let sent = Instant::now();
+//!     let (outcome, served_by) =
+//!         match probe.call_json_served(&NodeName::new("b"), "hits", r#"{"Add":1}"#, Some(t_max)).await {
+//!             Ok(answer) => (Outcome::Answered(answer.json), Some(answer.served_by)),
+//!             Err(e) => (Outcome::Failed(e.to_string()), None),
+//!         };
+//!     history.record_served("add 1", sent, t_max, outcome, served_by);
+//! }
+//! assert!(history.check_primaries().holds());
+//! # }
+//! ```
+//!
+//! `examples/quickstart` is the whole of this — the `hits` service with its fault test — and
+//! the README walks through it from an empty crate; `examples/embedded` is a larger
+//! application (the shop: an inventory and an orders unit, its own binary, a ractor actor
+//! calling both, and a cluster test under concurrent load).
 
 pub mod demo;
 pub mod testkit;
