@@ -10,7 +10,7 @@
 use crate::dedupe::{Answered, DedupeLimits, DedupeTable, Seen};
 use crate::ids::{BatchSeq, CopyId, Epoch, Seq, StimulusId, UnitName};
 use crate::message::{Directive, Entry, PeerMsg, Refusal, Report};
-use crate::replication::{Decision, SyncReplicator};
+use crate::replication::{Decision, Durability, Replicator, Strategy};
 use crate::time::Time;
 use crate::unit::Unit;
 use std::collections::VecDeque;
@@ -39,6 +39,8 @@ pub enum Role {
 /// Tuning of a copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CopyConfig {
+    /// How state changes reach the standby.
+    pub strategy: Strategy,
     /// Batches in flight to the standby at once.
     pub window: usize,
     /// Entries per `Replicate` message; larger batches travel in several parts.
@@ -58,6 +60,7 @@ pub struct CopyConfig {
 impl Default for CopyConfig {
     fn default() -> Self {
         CopyConfig {
+            strategy: Strategy::Synchronous,
             window: 1,
             max_entries_per_part: 256,
             resend_after: Duration::from_millis(50),
@@ -106,6 +109,9 @@ pub enum Command<U: Unit> {
         outcome: Result<U::Response, Refusal>,
         /// The copy's epoch as it answers: the epoch it served at, for an answer.
         epoch: Epoch,
+        /// How far the answer's effects had reached the standby (always durable under the
+        /// synchronous strategy and for refusals).
+        durability: Durability,
     },
     /// Send to the other copy.
     ToPeer {
@@ -152,6 +158,8 @@ struct Parked<U: Unit> {
 struct Waiter<R> {
     to: ReplyToken,
     response: R,
+    /// The batch that completes the state the answer depends on.
+    batch: BatchSeq,
 }
 
 /// One copy of a unit: its state, dedupe table, role and replication.
@@ -182,7 +190,9 @@ pub struct CopyCore<U: Unit> {
     /// `StandbyLink::snapshot`, taken when it was sealed, so a resend carries exactly that
     /// state and not entries served since (those follow in the next batch).
     seed: Option<(U::State, DedupeTable<U::Response>)>,
-    replicator: SyncReplicator<U, Waiter<U::Response>>,
+    replicator: Replicator<U, Waiter<U::Response>>,
+    /// When the oldest entry of the open batch was first seen unsealed (trailing, batched).
+    open_since: Option<Time>,
     /// A planned switchover was asked for: take no new stimuli, hand over once all is acked.
     handing_over: bool,
     /// The standby this copy handed over to, to say so again if the report was lost.
@@ -241,7 +251,8 @@ impl<U: Unit> CopyCore<U> {
             standby: None,
             newest_assigned: CopyId(0),
             seed: None,
-            replicator: SyncReplicator::new(BatchSeq(0), config.window),
+            replicator: Replicator::new(config.strategy, BatchSeq(0), config.window),
+            open_since: None,
             handing_over: false,
             handed_over_to: None,
             parked: VecDeque::new(),
@@ -332,7 +343,25 @@ impl<U: Unit> CopyCore<U> {
 
     fn reply(&mut self, to: ReplyToken, outcome: Result<U::Response, Refusal>) {
         let epoch = self.epoch;
-        self.commands.push(Command::Reply { to, outcome, epoch });
+        let durability = Durability::default();
+        self.commands.push(Command::Reply {
+            to,
+            outcome,
+            epoch,
+            durability,
+        });
+    }
+
+    /// Answer a served stimulus whose effects are complete with the waiter's batch.
+    fn answer(&mut self, w: Waiter<U::Response>) {
+        let epoch = self.epoch;
+        let durability = self.replicator.durability(w.batch);
+        self.commands.push(Command::Reply {
+            to: w.to,
+            outcome: Ok(w.response),
+            epoch,
+            durability,
+        });
     }
 
     fn report(&mut self, r: Report) {
@@ -394,20 +423,22 @@ impl<U: Unit> CopyCore<U> {
             let waiter = Waiter {
                 to: s.reply,
                 response: a.response,
+                batch: a.batch,
             };
             if let Some(w) = self.replicator.hold_until(a.batch, waiter) {
-                self.reply(w.to, Ok(w.response));
+                self.answer(w);
             }
             return;
         }
         let handled = self.unit.handle(&self.state, &s.body);
+        let mut batch = self.replicator.position();
         let entry = if handled.updates.is_empty() {
             None
         } else {
             for u in &handled.updates {
                 self.unit.apply(&mut self.state, u);
             }
-            let batch = self.replicator.sealed().next();
+            batch = self.replicator.sealed().next();
             self.dedupe.record(
                 s.id,
                 s.low_water,
@@ -426,9 +457,10 @@ impl<U: Unit> CopyCore<U> {
         let waiter = Waiter {
             to: s.reply,
             response: handled.response,
+            batch,
         };
         if let (Decision::Reply, Some(w)) = self.replicator.offer(entry, waiter) {
-            self.reply(w.to, Ok(w.response));
+            self.answer(w);
         }
     }
 
@@ -641,7 +673,7 @@ impl<U: Unit> CopyCore<U> {
         }
         let _ = now;
         for w in self.replicator.on_ack(upto) {
-            self.reply(w.to, Ok(w.response));
+            self.answer(w);
         }
     }
 
@@ -754,7 +786,9 @@ impl<U: Unit> CopyCore<U> {
                 self.epoch = epoch;
                 self.primary = None;
                 self.role = Role::Promoting;
-                self.replicator = SyncReplicator::new(self.applied, self.config.window);
+                self.replicator =
+                    Replicator::new(self.config.strategy, self.applied, self.config.window);
+                self.open_since = None;
                 self.ask_promoted(now);
             }
             Role::Promoting | Role::Primary if epoch == self.epoch => self.ask_promoted(now),
@@ -878,7 +912,13 @@ impl<U: Unit> CopyCore<U> {
         if self.role == Role::Fenced {
             return;
         }
+        let trailing = matches!(self.replicator.strategy(), Strategy::Trailing(_));
         let Some(link) = self.standby else {
+            if trailing {
+                // No standby to stream to: the next one starts from a snapshot, which covers
+                // what gathered meanwhile. Number it, and keep nothing.
+                self.replicator.seal_for_snapshot();
+            }
             return;
         };
         let resend = link.last_send == Time::ZERO;
@@ -903,7 +943,16 @@ impl<U: Unit> CopyCore<U> {
             }
             self.mark_sent(now);
         }
+        if self.replicator.open_len() == 0 {
+            self.open_since = None;
+        } else {
+            let since = *self.open_since.get_or_insert(now);
+            if !self.replicator.due(now.since(since)) {
+                return;
+            }
+        }
         if let Some(b) = self.replicator.seal() {
+            self.open_since = None;
             self.send_batch(link.id, b.seq, b.entries);
             self.mark_sent(now);
         }

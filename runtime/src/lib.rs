@@ -15,7 +15,7 @@
 //! | [`liveness`] | heartbeat bookkeeping: who has been silent too long |
 //! | [`dedupe`] | the bounded [`DedupeTable`] that makes retries take effect once |
 //! | [`message`] | what copies, managers and clients say to each other, and [`Refusal`] |
-//! | [`replication`] | the synchronous strategy with group commit ([`SyncReplicator`]) |
+//! | [`replication`] | the primary's side of the synchronous (group commit) and trailing strategies ([`Replicator`]) |
 //! | [`copy`] | one copy and its role machine `Standby → Promoting → Primary → Fenced` |
 //! | [`group`] | the group manager's decisions: placement, leases, takeover |
 //! | [`table`] | the group manager's table as a replicated state machine, and the leader's session deciding what to propose |
@@ -49,7 +49,7 @@ pub use group::{GroupCommand, GroupConfig, GroupCore, GroupInput, StartAs};
 pub use ids::{BatchSeq, ClientId, CopyId, Epoch, NodeName, Seq, StimulusId, UnitName};
 pub use liveness::{HeartbeatConfig, Liveness};
 pub use message::{Directive, Entry, PeerMsg, Refusal, Report};
-pub use replication::{Decision, SyncReplicator};
+pub use replication::{Decision, Durability, Flush, Replicator, Strategy};
 pub use table::{ControlEntry, ControlInput, GroupTable, ManagerSession};
 pub use time::Time;
 pub use unit::{Budget, DependencyChange, Handled, Unit};

@@ -1,9 +1,14 @@
-//! The synchronous strategy's primary side, with group commit: a response leaves only after
-//! the standby acknowledged the batch holding its update, and the updates of concurrent
-//! stimuli share one round trip.
+//! The primary's side of replication, for both strategies a unit may choose.
+//!
+//! - **Synchronous**, with group commit: a response leaves only after the standby acknowledged
+//!   the batch holding its update, and the updates of concurrent stimuli share one round trip.
+//! - **Trailing**: a response leaves at once; its updates follow in the next batch, sealed at
+//!   the end of each stimulus (as soon as the window has room) or once several have gathered.
+//!   Every answer says how far the standby had got ([`Durability`]), so a caller can keep what
+//!   the standby may not have and replay it after a takeover.
 //!
 //! ```text
-//!   handle ──► open batch ──seal──► in flight (≤ window) ──ack──► replies released
+//!   handle ──► open batch ──seal──► in flight (≤ window) ──ack──► replies released (synchronous)
 //!                 ▲                      │
 //!                 └── while a batch is in flight, new entries gather in the open batch
 //! ```
@@ -13,7 +18,56 @@
 use crate::ids::BatchSeq;
 use crate::message::Entry;
 use crate::unit::Unit;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// How a unit's state changes reach its standby.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Strategy {
+    /// An answer leaves only once the standby acknowledged the batch holding its updates: an
+    /// acknowledged stimulus survives the loss of the primary.
+    #[default]
+    Synchronous,
+    /// The primary answers at once; its updates follow, sealed into batches as [`Flush`] says.
+    /// The standby trails: at a takeover it may lack the last answered stimuli, which their
+    /// callers replay to the new primary.
+    Trailing(Flush),
+}
+
+/// When a trailing primary seals the updates gathered since the last batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Flush {
+    /// At the end of each stimulus, as soon as the window has room (updates of stimuli served
+    /// while the window is full share the next batch). A unit's updates are produced at the end
+    /// of its handler, so "as they happen" is this too.
+    #[default]
+    EachStimulus,
+    /// Once `entries` entries have gathered, or the oldest has waited `delay`.
+    Batched {
+        /// Entries that make a batch.
+        entries: usize,
+        /// The longest an entry waits to be sealed.
+        delay: Duration,
+    },
+}
+
+/// How far an answer's effects had reached the standby when the answer left the primary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Durability {
+    /// The batch that holds the stimulus's updates (for a stimulus that only read: the batch
+    /// completing the state it read).
+    pub batch: BatchSeq,
+    /// The newest batch the standby had acknowledged.
+    pub standby_has: BatchSeq,
+}
+
+impl Durability {
+    /// Whether the standby already had everything the answer depends on.
+    pub fn durable(&self) -> bool {
+        self.batch <= self.standby_has
+    }
+}
 
 /// A sealed batch: consecutive entries that the standby applies whole or not at all.
 #[derive(Clone, Debug)]
@@ -33,9 +87,10 @@ pub enum Decision {
     HoldUntilAck(BatchSeq),
 }
 
-/// The primary's side of synchronous replication.
+/// The primary's side of replication.
 #[derive(Debug)]
-pub struct SyncReplicator<U: Unit, W> {
+pub struct Replicator<U: Unit, W> {
+    strategy: Strategy,
     window: usize,
     open: Vec<Entry<U>>,
     sealed: BatchSeq,
@@ -44,11 +99,12 @@ pub struct SyncReplicator<U: Unit, W> {
     waiters: BTreeMap<BatchSeq, Vec<W>>,
 }
 
-impl<U: Unit, W> SyncReplicator<U, W> {
-    /// A replicator whose stream continues after batch `start`, with at most `window` batches
-    /// in flight (at least 1).
-    pub fn new(start: BatchSeq, window: usize) -> Self {
-        SyncReplicator {
+impl<U: Unit, W> Replicator<U, W> {
+    /// A replicator of `strategy` whose stream continues after batch `start`, with at most
+    /// `window` batches in flight (at least 1).
+    pub fn new(strategy: Strategy, start: BatchSeq, window: usize) -> Self {
+        Replicator {
+            strategy,
             window: window.max(1),
             open: Vec::new(),
             sealed: start,
@@ -73,6 +129,40 @@ impl<U: Unit, W> SyncReplicator<U, W> {
         self.open.len()
     }
 
+    /// The strategy.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// The batch that completes the state as it is now: the open batch's number if entries
+    /// wait in it, else the last sealed.
+    pub fn position(&self) -> BatchSeq {
+        if self.open.is_empty() {
+            self.sealed
+        } else {
+            self.sealed.next()
+        }
+    }
+
+    /// An answer's durability, for a stimulus whose effects are complete with batch `batch`.
+    pub fn durability(&self, batch: BatchSeq) -> Durability {
+        Durability {
+            batch,
+            standby_has: self.acked,
+        }
+    }
+
+    /// Whether the open batch should be sealed now (the window permitting), for a trailing
+    /// primary whose oldest open entry has waited `waited`. A synchronous primary always seals.
+    pub fn due(&self, waited: Duration) -> bool {
+        match self.strategy {
+            Strategy::Synchronous | Strategy::Trailing(Flush::EachStimulus) => true,
+            Strategy::Trailing(Flush::Batched { entries, delay }) => {
+                self.open.len() >= entries.max(1) || waited >= delay
+            }
+        }
+    }
+
     /// How many answers are held.
     pub fn held(&self) -> usize {
         self.waiters.values().map(Vec::len).sum()
@@ -84,10 +174,14 @@ impl<U: Unit, W> SyncReplicator<U, W> {
     }
 
     /// Offer a handled stimulus: its entry (`None` for a read) and the answer to hold.
-    /// A read with nothing pending is answered at once; anything else waits for the batch
-    /// that holds it (a read waits for the newest pending batch, so it never reveals a state
-    /// the standby does not have).
+    /// Synchronous: a read with nothing pending is answered at once; anything else waits for
+    /// the batch that holds it (a read waits for the newest pending batch, so it never reveals
+    /// a state the standby does not have). Trailing: every answer leaves at once.
     pub fn offer(&mut self, entry: Option<Entry<U>>, waiter: W) -> (Decision, Option<W>) {
+        if let Strategy::Trailing(_) = self.strategy {
+            self.open.extend(entry);
+            return (Decision::Reply, Some(waiter));
+        }
         match entry {
             None if !self.pending() => (Decision::Reply, Some(waiter)),
             None if self.open.is_empty() => {
@@ -106,9 +200,10 @@ impl<U: Unit, W> SyncReplicator<U, W> {
         }
     }
 
-    /// Hold `waiter` until batch `seq` is acknowledged, or return it if it already is.
+    /// Hold `waiter` until batch `seq` is acknowledged, or return it if it already is (or the
+    /// strategy is trailing, which holds nothing).
     pub fn hold_until(&mut self, seq: BatchSeq, waiter: W) -> Option<W> {
-        if seq <= self.acked {
+        if seq <= self.acked || self.strategy != Strategy::Synchronous {
             return Some(waiter);
         }
         self.waiters.entry(seq).or_default().push(waiter);

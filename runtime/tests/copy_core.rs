@@ -6,8 +6,9 @@
 use std::time::Duration;
 use understudy_runtime::sim::{SetResponse, SetStimulus, SetUnit};
 use understudy_runtime::{
-    BatchSeq, ClientId, Command, CopyConfig, CopyCore, CopyId, Directive, Epoch, Input, PeerMsg,
-    Refusal, ReplyToken, Report, Role, Seq, StimulusId, StimulusIn, Time, UnitName,
+    BatchSeq, ClientId, Command, CopyConfig, CopyCore, CopyId, Directive, Epoch, Flush, Input,
+    PeerMsg, Refusal, ReplyToken, Report, Role, Seq, StimulusId, StimulusIn, Strategy, Time,
+    UnitName,
 };
 
 type Core = CopyCore<SetUnit>;
@@ -66,6 +67,18 @@ fn replies(cmds: &Cmds) -> Vec<(u64, Result<SetResponse, Refusal>)> {
     cmds.iter()
         .filter_map(|c| match c {
             Command::Reply { to, outcome, .. } => Some((to.0, outcome.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (reply token, batch, what the standby had) of every answer in `cmds`.
+fn durabilities(cmds: &Cmds) -> Vec<(u64, u64, u64)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Reply { to, durability, .. } => {
+                Some((to.0, durability.batch.0, durability.standby_has.0))
+            }
             _ => None,
         })
         .collect()
@@ -130,12 +143,17 @@ fn deliver(cmds: &Cmds, to: CopyId, core: &mut Core, now: Time) -> Cmds {
 
 /// A primary (copy 1, epoch 1, leased at 0) with a standby (copy 2) that holds its snapshot.
 fn pair() -> (Core, Core) {
-    let mut p = Core::new_initial(SetUnit, name(), P, Epoch(1), config());
+    pair_with(config())
+}
+
+/// [`pair`] with the given configuration.
+fn pair_with(config: CopyConfig) -> (Core, Core) {
+    let mut p = Core::new_initial(SetUnit, name(), P, Epoch(1), config);
     let asked = step(&mut p, ms(0), Input::Tick);
     assert!(matches!(reports(&asked)[..], [Report::Promoted { .. }]));
     step(&mut p, ms(0), lease(Epoch(1), ms(0)));
     assert_eq!(p.role(), Role::Primary);
-    let mut s = Core::new_standby(SetUnit, name(), S, Epoch(1), P, config());
+    let mut s = Core::new_standby(SetUnit, name(), S, Epoch(1), P, config);
     let snap = step(&mut p, ms(0), assign(Epoch(1), Some(S)));
     let ack = deliver(&snap, S, &mut s, ms(1));
     assert!(matches!(reports(&ack)[..], [Report::StandbyReady { .. }]));
@@ -488,4 +506,113 @@ fn a_primary_handing_over_answers_what_it_served_parks_the_rest_and_stops_once_a
         "the standby holds what was answered"
     );
     assert_eq!(s.state().get(&71), None, "and nothing that was not");
+}
+
+fn trailing(flush: Flush) -> CopyConfig {
+    CopyConfig {
+        strategy: Strategy::Trailing(flush),
+        ..config()
+    }
+}
+
+#[test]
+fn a_trailing_primary_answers_at_once_and_says_how_far_the_standby_has_got() {
+    let (mut p, mut s) = pair_with(trailing(Flush::EachStimulus));
+    let out = step(&mut p, ms(5), add(7, 1, 70, 11));
+    assert_eq!(
+        replies(&out),
+        vec![(11, Ok(SetResponse::Added { tag: 70 }))]
+    );
+    assert_eq!(
+        durabilities(&out),
+        vec![(11, 1, 0)],
+        "batch 1, not on the standby yet"
+    );
+    assert_eq!(replicates(&out), vec![(BatchSeq(1), 0, 1, 1)]);
+    // While batch 1 is in flight (window 1) the next answers leave too; their updates gather.
+    let more = step(&mut p, ms(6), add(9, 1, 71, 12));
+    assert_eq!(durabilities(&more), vec![(12, 2, 0)]);
+    assert!(replicates(&more).is_empty());
+    let ack = deliver(&out, S, &mut s, ms(7));
+    let next = deliver(&ack, P, &mut p, ms(8));
+    assert_eq!(replicates(&next), vec![(BatchSeq(2), 0, 1, 1)]);
+    // The same stimulus again: answered from the table at once, now known durable.
+    let again = step(&mut p, ms(9), add(7, 1, 70, 13));
+    assert_eq!(durabilities(&again), vec![(13, 1, 1)]);
+    assert_eq!(p.state().get(&70), Some(&2), "applied once");
+    // A read sees the primary's state, which the standby may not have yet.
+    let r = step(&mut p, ms(10), read(8, 1, 14));
+    assert_eq!(durabilities(&r), vec![(14, 2, 1)]);
+}
+
+#[test]
+fn a_batched_trailing_primary_seals_once_enough_entries_gathered_or_the_oldest_waited() {
+    let flush = Flush::Batched {
+        entries: 3,
+        delay: Duration::from_millis(10),
+    };
+    let (mut p, _s) = pair_with(trailing(flush));
+    let mut out = Vec::new();
+    for i in 0..2 {
+        out.extend(step(&mut p, ms(5), add(7, i + 1, 70 + i, 20 + i)));
+    }
+    assert_eq!(replies(&out).len(), 2, "answered at once");
+    assert!(replicates(&out).is_empty(), "two entries wait for a third");
+    let third = step(&mut p, ms(6), add(7, 3, 72, 22));
+    assert_eq!(replicates(&third), vec![(BatchSeq(1), 0, 1, 3)]);
+    // One more waits; a tick before its delay seals nothing, one after it does (once the
+    // standby acknowledged batch 1, as the window is 1).
+    step(&mut p, ms(20), add(7, 4, 73, 23));
+    assert!(replicates(&step(&mut p, ms(25), Input::Tick)).is_empty());
+    let ack = PeerMsg::Ack {
+        epoch: Epoch(1),
+        from: S,
+        upto: BatchSeq(1),
+    };
+    step(&mut p, ms(26), Input::Peer(ack));
+    let late = step(&mut p, ms(31), Input::Tick);
+    assert_eq!(replicates(&late), vec![(BatchSeq(2), 0, 1, 1)]);
+}
+
+#[test]
+fn after_a_trailing_takeover_a_replayed_stimulus_takes_effect_once_whether_or_not_the_standby_had_it(
+) {
+    let (mut p, mut s) = pair_with(trailing(Flush::EachStimulus));
+    // Batch 1 (tag 70) reaches the standby; batch 2 (tag 71) is answered but lost with the
+    // primary.
+    let b1 = step(&mut p, ms(5), add(7, 1, 70, 1));
+    let ack = deliver(&b1, S, &mut s, ms(6));
+    let b2 = deliver(&ack, P, &mut p, ms(7));
+    assert!(replicates(&b2).is_empty());
+    let lost = step(&mut p, ms(8), add(7, 2, 71, 2));
+    assert_eq!(durabilities(&lost), vec![(2, 2, 1)]);
+    // The standby is promoted and leased.
+    step(
+        &mut s,
+        ms(10),
+        Input::Directive(Directive::Promote { epoch: Epoch(2) }),
+    );
+    step(&mut s, ms(10), lease(Epoch(2), ms(10)));
+    assert_eq!(s.role(), Role::Primary);
+    // The caller replays both, as their answers were not known durable.
+    let replay1 = step(&mut s, ms(11), add(7, 1, 70, 3));
+    let replay2 = step(&mut s, ms(11), add(7, 2, 71, 4));
+    assert_eq!(
+        replies(&replay1),
+        vec![(3, Ok(SetResponse::Added { tag: 70 }))]
+    );
+    assert_eq!(
+        replies(&replay2),
+        vec![(4, Ok(SetResponse::Added { tag: 71 }))]
+    );
+    assert_eq!(
+        s.state().get(&70),
+        Some(&2),
+        "the one it had: not applied again"
+    );
+    assert_eq!(
+        s.state().get(&71),
+        Some(&2),
+        "the one it lacked: applied once"
+    );
 }
