@@ -100,11 +100,12 @@ fn other_than(names: &[NodeName], avoid: &NodeName) -> NodeName {
         .expect("a cluster of three nodes has another node")
 }
 
-/// Three node processes named `{prefix}1..3` (the third is the seed), once kv serves with a
-/// ready standby: the cluster, a probe, the nodes' names, kv's primary (node and copy) and
-/// its epoch.
+/// Three node processes named `{prefix}1..3` (the third is the seed), started with the units
+/// file `units` if given, once kv serves with a ready standby: the cluster, a probe, the
+/// nodes' names, kv's primary (node and copy) and its epoch.
 async fn cluster_with_kv(
     prefix: &str,
+    units: Option<&str>,
 ) -> (
     ProcessCluster,
     Arc<Probe>,
@@ -115,13 +116,18 @@ async fn cluster_with_kv(
     let names: Vec<String> = (1..=3).map(|i| format!("{prefix}{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let seed = NodeName::new(&names[2]);
-    let cluster = ProcessCluster::builder(env!("CARGO_BIN_EXE_understudy"))
+    let mut builder = ProcessCluster::builder(env!("CARGO_BIN_EXE_understudy"))
         .nodes(&refs)
         .seed(&seed.0)
         .cookie(COOKIE)
-        .logs(logs_dir())
-        .start()
-        .expect("node processes start");
+        .logs(logs_dir());
+    if let Some(units) = units {
+        std::fs::create_dir_all(logs_dir()).expect("the log directory");
+        let path = logs_dir().join(format!("{prefix}-units.toml"));
+        std::fs::write(&path, units).expect("the units file");
+        builder = builder.config(&path);
+    }
+    let cluster = builder.start().expect("node processes start");
     let probe = cluster
         .ready(Duration::from_secs(30))
         .await
@@ -205,24 +211,44 @@ fn report_and_check(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_the_primarys_node_loses_and_duplicates_nothing_across_processes() {
     let _turn = SERIAL.lock().await;
-    let (mut cluster, probe, names, (victim, _), epoch) = cluster_with_kv("k").await;
-    let seed = other_than(&names, &victim);
-    let load = start_load(&probe, &seed);
+    kill_9_of_kvs_primarys_node("k", None, "").await;
+}
+
+/// `kill -9` of kv's primary's node under load through another node (kv from `units`, if
+/// given): the standby takes over, nothing acknowledged is lost, nothing applied twice.
+async fn kill_9_of_kvs_primarys_node(prefix: &str, units: Option<&str>, what: &str) {
+    let (mut cluster, probe, names, (victim, _), epoch) = cluster_with_kv(prefix, units).await;
+    let via = other_than(&names, &victim);
+    let load = start_load(&probe, &via);
     reach(&load, 300).await;
 
     let killed = Instant::now();
     cluster.kill9(&victim.0);
     let (new_primary, _, new_epoch) =
-        kv_placement(&probe, &seed, epoch, Duration::from_secs(30)).await;
+        kv_placement(&probe, &via, epoch, Duration::from_secs(30)).await;
     let takeover = killed.elapsed();
     reach(&load, load.answered_ok() + 300).await;
     let totals = load.finish().await;
     assert_ne!(new_primary, victim);
     assert!(new_epoch > epoch);
 
-    let (lost, duplicated) = lost_and_duplicated(&probe, &seed, &totals).await;
+    // Under the trailing strategy, the caller's client on node `via` replays in the background
+    // the answers the lost standby lacked: read until every acknowledged increment shows, for
+    // at most T_max. (Under the synchronous strategy the first read must show them all.)
+    let replayed = Instant::now();
+    let (lost, duplicated) = loop {
+        let (lost, duplicated) = lost_and_duplicated(&probe, &via, &totals).await;
+        if lost == 0 || replayed.elapsed() > T_MAX {
+            break (lost, duplicated);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await; // poll with a deadline
+    };
+    println!(
+        "{what}every acknowledged increment showed {:?} after the load",
+        replayed.elapsed()
+    );
     report_and_check(
-        &format!("kill -9 of {victim}"),
+        &format!("{what}kill -9 of {victim}"),
         &totals,
         (lost, duplicated),
         takeover,
@@ -234,7 +260,7 @@ async fn kill_9_of_the_primarys_node_loses_and_duplicates_nothing_across_process
 async fn sigstop_of_the_primarys_node_past_detection_then_sigcont_and_the_old_primary_never_answers_for_its_old_epoch(
 ) {
     let _turn = SERIAL.lock().await;
-    let (cluster, probe, names, (victim, old_copy), epoch) = cluster_with_kv("s").await;
+    let (cluster, probe, names, (victim, old_copy), epoch) = cluster_with_kv("s", None).await;
     let seed = other_than(&names, &victim);
     let load = start_load(&probe, &seed);
     reach(&load, 300).await;
@@ -280,7 +306,7 @@ async fn sigstop_of_the_primarys_node_past_detection_then_sigcont_and_the_old_pr
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_planned_switchover_under_load_loses_and_duplicates_nothing() {
     let _turn = SERIAL.lock().await;
-    let (_cluster, probe, names, (old, _), epoch) = cluster_with_kv("w").await;
+    let (_cluster, probe, names, (old, _), epoch) = cluster_with_kv("w", None).await;
     let seed = other_than(&names, &old);
     let load = start_load(&probe, &seed);
     reach(&load, 300).await;
@@ -313,7 +339,7 @@ async fn a_planned_switchover_under_load_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn draining_the_primarys_node_under_load_moves_every_copy_off_it_and_loses_nothing() {
     let _turn = SERIAL.lock().await;
-    let (_cluster, probe, names, (drained, _), epoch) = cluster_with_kv("d").await;
+    let (_cluster, probe, names, (drained, _), epoch) = cluster_with_kv("d", None).await;
     let seed = other_than(&names, &drained);
     let load = start_load(&probe, &seed);
     reach(&load, 300).await;
@@ -367,7 +393,7 @@ async fn draining_the_primarys_node_under_load_moves_every_copy_off_it_and_loses
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_the_group_managers_node_moves_the_manager_and_loses_and_duplicates_nothing() {
     let _turn = SERIAL.lock().await;
-    let (mut cluster, probe, names, (kv_node, _), _) = cluster_with_kv("g").await;
+    let (mut cluster, probe, names, (kv_node, _), _) = cluster_with_kv("g", None).await;
     let manager = probe
         .manager_node()
         .await
@@ -396,6 +422,21 @@ async fn kill_9_of_the_group_managers_node_moves_the_manager_and_loses_and_dupli
         settled,
         kv_node == manager,
     );
+}
+
+/// kv replicated with the trailing strategy.
+const TRAILING_KV: &str = r#"
+[[units]]
+name = "kv"
+kind = "kv"
+strategy = "trailing"
+t_max_ms = 5000
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_a_trailing_primarys_node_loses_nothing_acknowledged_once_callers_replayed() {
+    let _turn = SERIAL.lock().await;
+    kill_9_of_kvs_primarys_node("t", Some(TRAILING_KV), "trailing, ").await;
 }
 
 /// The units file of the two-group test: kv in group `front`, the ledger in group `back`.
@@ -493,7 +534,7 @@ async fn with_two_groups_any_node_resolves_any_unit_and_a_kill_9_in_one_group_lo
 /// them: the old primary must refuse once the majority promoted its standby, and again after
 /// healing; nothing lost or doubled.
 async fn cut_off_the_primarys_node(prefix: &str, direction: Direction) {
-    let (_cluster, probe, names, (victim, old_copy), epoch) = cluster_with_kv(prefix).await;
+    let (_cluster, probe, names, (victim, old_copy), epoch) = cluster_with_kv(prefix, None).await;
     let others: Vec<NodeName> = names.iter().filter(|n| **n != victim).cloned().collect();
     let via = others[0].clone();
     let load = start_load(&probe, &via);
@@ -575,7 +616,7 @@ async fn a_primary_whose_messages_no_longer_arrive_stops_serving_before_its_stan
 /// load through another node; checks that the manager moves, that kv's old primary (if it was
 /// on that node) no longer answers, and that nothing is lost or doubled after healing.
 async fn cut_off_the_managers_node(prefix: &str, direction: Direction) {
-    let (_cluster, probe, names, (kv_node, kv_copy), _) = cluster_with_kv(prefix).await;
+    let (_cluster, probe, names, (kv_node, kv_copy), _) = cluster_with_kv(prefix, None).await;
     let manager = probe
         .manager_node()
         .await

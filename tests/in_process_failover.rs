@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use understudy::actors::{NameState, UnitStatus};
-use understudy::runtime::Epoch;
-use understudy::{Catalog, ClusterConfig, CopyConfig, Handled, InProcessCluster, Unit, UnitKind};
+use understudy::runtime::{Epoch, Flush, Strategy};
+use understudy::{
+    Catalog, ClusterConfig, CopyConfig, Handled, InProcessCluster, Unit, UnitClient, UnitKind,
+};
 
 const T_MAX: Duration = Duration::from_secs(4);
 
@@ -104,15 +106,21 @@ struct Outcome {
     acked: Vec<String>,
     errors: Vec<(String, Duration)>,
     slowest: Duration,
+    /// The callers' client (under the trailing strategy it may still replay what it keeps).
+    client: UnitClient<Tally>,
 }
 
 async fn start(faults: &Arc<Faults>) -> InProcessCluster {
+    start_with(faults, CopyConfig::default()).await
+}
+
+async fn start_with(faults: &Arc<Faults>, config: CopyConfig) -> InProcessCluster {
     let catalog = Catalog::new().with_unit(
         "tally",
         UnitKind::new(Tally {
             faults: faults.clone(),
         }),
-        CopyConfig::default(),
+        config,
     );
     let cluster = InProcessCluster::start(catalog, &["a", "b", "c"], ClusterConfig::default())
         .await
@@ -225,6 +233,7 @@ where
         acked,
         errors,
         slowest,
+        client,
     }
 }
 
@@ -237,6 +246,23 @@ async fn check(
     what: &str,
     takeover: Duration,
 ) {
+    // Under the trailing strategy the callers' client replays, after a takeover, what it was
+    // answered and the lost primary's standby lacked: wait until it kept nothing back.
+    let replayed = Instant::now();
+    while out.client.unconfirmed() > 0 {
+        assert!(
+            replayed.elapsed() < T_MAX,
+            "{what}: {} answered stimuli still unconfirmed",
+            out.client.unconfirmed()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await; // poll with a deadline
+    }
+    let losses = out.client.take_trailing_losses();
+    assert!(losses.is_empty(), "{what}: replays refused: {losses:?}");
+    println!(
+        "{what}: {} answered stimuli replayed to the new primary",
+        out.client.replays()
+    );
     let client = cluster
         .client(
             via,
@@ -316,14 +342,15 @@ fn assert_rebound(cluster: &InProcessCluster, nodes: &[&str], now: &UnitStatus) 
 }
 
 /// Inject `fault` under load from node `via`, measure the takeover (from the fault until the
-/// promoted primary serves and is bound), and check every guarantee.
+/// promoted primary serves and is bound), and check every guarantee. Returns the unit before
+/// and after, and how many answered stimuli the callers replayed.
 async fn fault_under_load<F, Fut>(
     cluster: &InProcessCluster,
     faults: &Arc<Faults>,
     via: &str,
     what: &str,
     fault: F,
-) -> (UnitStatus, UnitStatus)
+) -> (UnitStatus, UnitStatus, u64)
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -341,7 +368,7 @@ where
     let (takeover, after) = measured.lock().expect("lock").clone();
     let after = after.expect("takeover measured");
     check(cluster, faults, via, &out, what, takeover).await;
-    (before, after)
+    (before, after, out.client.replays())
 }
 
 /// Arm a switch that makes the primary misbehave on `trigger`, send `trigger` under load, and
@@ -354,7 +381,7 @@ async fn trip_the_primary(
     let faults = Arc::new(Faults::default());
     let cluster = start(&faults).await;
     let via = "a";
-    let (before, after) = fault_under_load(&cluster, &faults, via, what, || async {
+    let (before, after, _) = fault_under_load(&cluster, &faults, via, what, || async {
         switch(&faults).store(true, Ordering::SeqCst);
         let c = cluster
             .client(
@@ -403,8 +430,42 @@ async fn a_hung_primary_is_noticed_by_heartbeat_and_its_standby_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn losing_a_whole_local_manager_promotes_its_primaries_standbys() {
+    lose_the_primarys_node(CopyConfig::default(), "local manager lost").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trailing_callers_replay_what_the_lost_standby_lacked_and_lose_nothing_acknowledged() {
+    let config = CopyConfig {
+        strategy: Strategy::Trailing(Flush::EachStimulus),
+        ..CopyConfig::default()
+    };
+    lose_the_primarys_node(config, "local manager lost, trailing").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trailing_in_batches_the_new_primary_serves_again_what_its_standby_never_received() {
+    // Updates leave only every 200 ms: when the node goes, the standby lacks every answer of
+    // the last batch period, and the callers' replays are all that brings them back.
+    let config = CopyConfig {
+        strategy: Strategy::Trailing(Flush::Batched {
+            entries: usize::MAX,
+            delay: Duration::from_millis(200),
+        }),
+        ..CopyConfig::default()
+    };
+    let replays = lose_the_primarys_node(config, "local manager lost, trailing in batches").await;
+    assert!(
+        replays > 0,
+        "the standby lacked answered stimuli, which were replayed"
+    );
+}
+
+/// Under load, the loss of the node (its whole `LocalManager`) that runs the primary: its
+/// standby is promoted, every node rebound, a new standby seeded elsewhere, nothing lost.
+/// Returns how many answered stimuli the callers replayed.
+async fn lose_the_primarys_node(config: CopyConfig, what: &str) -> u64 {
     let faults = Arc::new(Faults::default());
-    let cluster = start(&faults).await;
+    let cluster = start_with(&faults, config).await;
     let first = tally_status(&cluster.status().await.expect("status"));
     let victim = first.primary.clone().expect("primary").1 .0;
     let survivors: Vec<&str> = ["a", "b", "c"]
@@ -412,11 +473,10 @@ async fn losing_a_whole_local_manager_promotes_its_primaries_standbys() {
         .filter(|n| *n != victim)
         .collect();
     let via = survivors[0];
-    let (before, after) =
-        fault_under_load(&cluster, &faults, via, "local manager lost", || async {
-            cluster.kill_node(&victim).expect("kill the primary's node");
-        })
-        .await;
+    let (before, after, replays) = fault_under_load(&cluster, &faults, via, what, || async {
+        cluster.kill_node(&victim).expect("kill the primary's node");
+    })
+    .await;
     assert_standby_promoted(&before, &after);
     assert!(after.primary.as_ref().is_some_and(|p| p.1 .0 != victim));
     assert_rebound(&cluster, &survivors, &after);
@@ -435,4 +495,5 @@ async fn losing_a_whole_local_manager_promotes_its_primaries_standbys() {
         "primary and standby on different nodes"
     );
     cluster.shutdown();
+    replays
 }

@@ -5,6 +5,15 @@
 //! primary, or it stops answering while the name is rebound) it waits for the rebinding and
 //! sends the same stimulus, with the same id, to the new primary, until the stimulus's
 //! `T_max` runs out. The unit's dedupe table makes the resend take effect at most once.
+//!
+//! Under the trailing strategy an answer may leave the primary before its standby has the
+//! stimulus's effects (the answer's [`Durability`] says so). The client keeps each such
+//! stimulus — and keeps its number below the low-water mark it advertises, so the unit keeps
+//! its answer — until an answer of the same epoch says the standby has it. If the primary is
+//! lost first, a background task replays the kept stimuli, in order and with their ids, to the
+//! new primary: one the new primary had is answered from its table, one it lacked takes effect
+//! there, once. A replay that is refused is reported ([`UnitClient::take_trailing_losses`]),
+//! never dropped silently.
 
 use crate::codec::{decode, encode};
 use crate::copy::{Answer, ServedBy, StimulusReply};
@@ -13,12 +22,14 @@ use crate::error::{CallError, DeliveryError};
 use crate::link::Directory;
 use crate::local_manager::LocalManagerMsg;
 use crate::registry::{NameState, Registry};
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
-use understudy_runtime::{Budget, ClientId, Refusal, Seq, StimulusId, Unit, UnitName};
+use understudy_runtime::{
+    BatchSeq, Budget, ClientId, Durability, Epoch, Refusal, Seq, StimulusId, Unit, UnitName,
+};
 
 /// How long to wait before resending after a refusal that says "not yet" (lease lapsed,
 /// overloaded) when no rebinding arrives sooner.
@@ -47,6 +58,10 @@ fn fresh_client_id() -> ClientId {
     ClientId((x ^ (x >> 31)) | 1)
 }
 
+/// How often a client with answers its unit's standby may lack asks how far the standby got
+/// (or, after a takeover, replays them).
+const CONFIRM_EVERY: Duration = Duration::from_millis(20);
+
 #[derive(Debug)]
 struct Inner<U: Unit> {
     unit: U,
@@ -57,6 +72,35 @@ struct Inner<U: Unit> {
     next_seq: AtomicU64,
     outstanding: Mutex<BTreeSet<u64>>,
     span_freed: tokio::sync::Notify,
+    /// Answered stimuli whose effects the standby may lack, by sequence number.
+    unconfirmed: Mutex<BTreeMap<u64, Unconfirmed>>,
+    /// Whether the task confirming or replaying them runs.
+    confirming: AtomicBool,
+    /// Replays that failed.
+    losses: Mutex<Vec<TrailingLoss>>,
+    /// Stimuli replayed to a new primary.
+    replays: AtomicU64,
+}
+
+/// An answered stimulus whose effects the standby may lack.
+#[derive(Clone, Debug)]
+struct Unconfirmed {
+    body: Vec<u8>,
+    t_max: Duration,
+    /// The epoch of the primary that last answered it, and the batch of that primary's
+    /// stream that holds its effects.
+    epoch: Epoch,
+    batch: BatchSeq,
+}
+
+/// A stimulus answered under the trailing strategy whose effects the lost primary's standby
+/// did not have, and whose replay to the new primary was refused: its effects are lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrailingLoss {
+    /// The stimulus.
+    pub stimulus: StimulusId,
+    /// Why the replay failed.
+    pub reason: String,
 }
 
 /// A response and the copy that gave it.
@@ -66,6 +110,9 @@ pub struct Served<R> {
     pub response: R,
     /// Which copy answered, at which epoch, and when.
     pub served_by: ServedBy,
+    /// Whether the standby had the answer's effects when it left (under the trailing strategy
+    /// it may not; the client then keeps the stimulus until it does).
+    pub durability: Durability,
 }
 
 /// A typed handle to one unit. Cheap to clone; clones share one client id, so their stimuli
@@ -106,6 +153,10 @@ impl<U: Unit> UnitClient<U> {
                 next_seq: AtomicU64::new(Seq::FIRST.0),
                 outstanding: Mutex::new(BTreeSet::new()),
                 span_freed: tokio::sync::Notify::new(),
+                unconfirmed: Mutex::new(BTreeMap::new()),
+                confirming: AtomicBool::new(false),
+                losses: Mutex::new(Vec::new()),
+                replays: AtomicU64::new(0),
             }),
         }
     }
@@ -159,17 +210,204 @@ impl<U: Unit> UnitClient<U> {
             client: self.inner.client,
             seq: Seq(seq),
         };
-        let result = self.drive(id, stimulus, t_max, deadline).await;
+        let body = match encode("stimulus", &stimulus) {
+            Ok(body) => body,
+            Err(e) => {
+                self.release(&[seq]);
+                return Err(CallError::BadStimulus {
+                    unit: self.inner.name.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let result = self.drive(id, &body, t_max, deadline).await;
+        match &result {
+            Ok(served) if !served.durability.durable() => {
+                // Keep it (and its number awaited) until the standby has it.
+                let kept = Unconfirmed {
+                    body,
+                    t_max,
+                    epoch: served.served_by.epoch,
+                    batch: served.durability.batch,
+                };
+                lock(&self.inner.unconfirmed).insert(seq, kept);
+                self.confirmed(served);
+                self.ensure_confirming();
+            }
+            Ok(served) => {
+                self.confirmed(served);
+                self.release(&[seq]);
+            }
+            Err(_) => self.release(&[seq]),
+        }
+        result
+    }
+
+    /// Stimuli answered under the trailing strategy whose replay after a takeover failed since
+    /// the last call (their effects are lost); empties the list.
+    pub fn take_trailing_losses(&self) -> Vec<TrailingLoss> {
+        std::mem::take(&mut *lock(&self.inner.losses))
+    }
+
+    /// How many answered stimuli this client replayed to a new primary after a takeover.
+    pub fn replays(&self) -> u64 {
+        self.inner.replays.load(Ordering::Relaxed)
+    }
+
+    /// How many answered stimuli this client keeps because the standby may lack them.
+    pub fn unconfirmed(&self) -> usize {
+        lock(&self.inner.unconfirmed).len()
+    }
+
+    /// No longer await these sequence numbers; wake callers waiting for room if the oldest
+    /// went.
+    fn release(&self, seqs: &[u64]) {
+        if seqs.is_empty() {
+            return;
+        }
         let was_oldest = {
             let mut outstanding = self.lock_outstanding();
-            let was_oldest = outstanding.first() == Some(&seq);
-            outstanding.remove(&seq);
-            was_oldest
+            let oldest = outstanding.first().copied();
+            for seq in seqs {
+                outstanding.remove(seq);
+            }
+            oldest.is_some_and(|o| seqs.contains(&o))
         };
         if was_oldest {
             self.inner.span_freed.notify_waiters();
         }
-        result
+    }
+
+    /// An answer says how far the standby of its epoch's primary got: forget every kept
+    /// stimulus of that epoch it has.
+    fn confirmed(&self, served: &Served<U::Response>) {
+        let epoch = served.served_by.epoch;
+        let has = served.durability.standby_has;
+        let done: Vec<u64> = {
+            let mut kept = lock(&self.inner.unconfirmed);
+            let done: Vec<u64> = kept
+                .iter()
+                .filter(|(_, u)| u.epoch == epoch && u.batch <= has)
+                .map(|(seq, _)| *seq)
+                .collect();
+            for seq in &done {
+                kept.remove(seq);
+            }
+            done
+        };
+        self.release(&done);
+    }
+
+    /// Start the task that confirms or replays kept stimuli, unless it runs.
+    fn ensure_confirming(&self) {
+        if self.inner.confirming.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                let client = UnitClient { inner };
+                let name = client.inner.name.clone();
+                let seen = client.inner.registry.resolve(&name);
+                // Poll with a deadline: a rebinding (a takeover) ends the wait early.
+                let until = Instant::now() + CONFIRM_EVERY;
+                let _ = client
+                    .inner
+                    .registry
+                    .wait_for_change(&name, seen.as_ref(), until)
+                    .await;
+                if !client.confirm_round().await {
+                    client.inner.confirming.store(false, Ordering::SeqCst);
+                    // A stimulus kept since the round found none restarts the task.
+                    if client.unconfirmed() == 0
+                        || client.inner.confirming.swap(true, Ordering::SeqCst)
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// One round: replay, in order, every kept stimulus answered at an older epoch than the
+    /// current binding's; then resend the newest kept at the current epoch, whose answer (from
+    /// the unit's table) says how far the standby got. Returns whether any is kept still.
+    async fn confirm_round(&self) -> bool {
+        let kept: Vec<(u64, Unconfirmed)> = lock(&self.inner.unconfirmed)
+            .iter()
+            .map(|(seq, u)| (*seq, u.clone()))
+            .collect();
+        if kept.is_empty() {
+            return false;
+        }
+        let current = match self.inner.registry.resolve(&self.inner.name) {
+            Some(NameState::Bound(b)) => b.epoch,
+            Some(NameState::Unavailable { .. }) => {
+                let seqs: Vec<u64> = kept.iter().map(|(seq, _)| *seq).collect();
+                self.lose(
+                    &seqs,
+                    "the unit is unavailable: no copy holding its state is left",
+                );
+                return false;
+            }
+            // A takeover under way, or not known yet: wait for the binding.
+            _ => return true,
+        };
+        for (seq, u) in kept.iter().filter(|(_, u)| u.epoch < current) {
+            self.inner.replays.fetch_add(1, Ordering::Relaxed);
+            self.resend(*seq, u).await;
+        }
+        if let Some((seq, u)) = kept.iter().rev().find(|(_, u)| u.epoch >= current) {
+            self.resend(*seq, u).await;
+        }
+        self.unconfirmed() > 0
+    }
+
+    /// Send a kept stimulus again, with its id: answered from the unit's table if the primary
+    /// has it, served once if it does not.
+    async fn resend(&self, seq: u64, kept: &Unconfirmed) {
+        let id = StimulusId {
+            client: self.inner.client,
+            seq: Seq(seq),
+        };
+        let deadline = Instant::now() + kept.t_max;
+        match self.drive(id, &kept.body, kept.t_max, deadline).await {
+            Ok(served) => {
+                if let Some(u) = lock(&self.inner.unconfirmed).get_mut(&seq) {
+                    // Its effects now stand in this primary's stream.
+                    u.epoch = served.served_by.epoch;
+                    u.batch = served.durability.batch;
+                }
+                self.confirmed(&served);
+            }
+            // Not answered in time: try again next round.
+            Err(CallError::DeadlineExceeded { .. }) => {}
+            Err(e) => self.lose(&[seq], &e.to_string()),
+        }
+    }
+
+    /// Report kept stimuli as lost and forget them.
+    fn lose(&self, seqs: &[u64], reason: &str) {
+        {
+            let mut kept = lock(&self.inner.unconfirmed);
+            let mut losses = lock(&self.inner.losses);
+            for seq in seqs {
+                if kept.remove(seq).is_some() {
+                    tracing::warn!(unit = %self.inner.name, seq, reason, "an answered stimulus could not be replayed after a takeover");
+                    losses.push(TrailingLoss {
+                        stimulus: StimulusId {
+                            client: self.inner.client,
+                            seq: Seq(*seq),
+                        },
+                        reason: reason.to_string(),
+                    });
+                }
+            }
+        }
+        self.release(seqs);
     }
 
     /// Take the next sequence number and register it as awaited, in one step (so no
@@ -198,12 +436,7 @@ impl<U: Unit> UnitClient<U> {
     }
 
     fn lock_outstanding(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
-        // A poisoned lock only means another caller panicked mid-update of a set of numbers;
-        // the set is still usable.
-        self.inner
-            .outstanding
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner.outstanding)
     }
 
     fn low_water(&self, seq: u64) -> Seq {
@@ -218,15 +451,11 @@ impl<U: Unit> UnitClient<U> {
     async fn drive(
         &self,
         id: StimulusId,
-        stimulus: U::Stimulus,
+        body: &[u8],
         t_max: Duration,
         deadline: Instant,
     ) -> Result<Served<U::Response>, CallError> {
         let name = &self.inner.name;
-        let body = encode("stimulus", &stimulus).map_err(|e| CallError::BadStimulus {
-            unit: name.clone(),
-            reason: e.to_string(),
-        })?;
         let mut attempts = 0u32;
         let mut seen: Option<NameState> = None;
         let exceeded = |attempts| CallError::DeadlineExceeded {
@@ -281,7 +510,7 @@ impl<U: Unit> UnitClient<U> {
                 copy: binding.copy,
                 id,
                 low_water: self.low_water(id.seq.0),
-                body: body.clone(),
+                body: body.to_vec(),
             };
             let sent = self
                 .inner
@@ -318,6 +547,7 @@ impl<U: Unit> UnitClient<U> {
                     return Ok(Served {
                         response,
                         served_by: answer.served_by,
+                        durability: answer.durability,
                     });
                 }
                 Attempt::Stale => seen = state,
@@ -364,4 +594,10 @@ impl<U: Unit> UnitClient<U> {
             }),
         }
     }
+}
+
+/// Locks a mutex of this module; a poisoned one only means another caller panicked while
+/// updating plain bookkeeping, which stays usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

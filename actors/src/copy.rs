@@ -21,8 +21,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use understudy_runtime::{
-    Command, CopyConfig, CopyCore, CopyId, Directive, Epoch, Input, NodeName, PeerMsg, ReplyToken,
-    Seq, StartAs, StimulusId, StimulusIn, Unit, UnitName,
+    Command, CopyConfig, CopyCore, CopyId, Directive, Durability, Epoch, Input, NodeName, PeerMsg,
+    ReplyToken, Seq, StartAs, StimulusId, StimulusIn, Unit, UnitName,
 };
 
 /// The answer a node gives to a stimulus: the encoded response and who served it, or why
@@ -45,13 +45,16 @@ pub struct ServedBy {
     pub at_us: u64,
 }
 
-/// An encoded response and the copy that gave it.
+/// An encoded response, the copy that gave it, and how far its effects had reached the
+/// standby.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Answer {
     /// The encoded response.
     pub body: Vec<u8>,
     /// Who answered.
     pub served_by: ServedBy,
+    /// Whether the standby had the answer's effects (always, under the synchronous strategy).
+    pub durability: Durability,
 }
 
 /// Messages to a unit actor.
@@ -285,7 +288,12 @@ impl<U: Unit> Actor for UnitCopy<U> {
 fn carry_out<U: Unit>(state: &mut CopyState<U>) {
     for command in state.core.drain_commands() {
         match command {
-            Command::Reply { to, outcome, epoch } => {
+            Command::Reply {
+                to,
+                outcome,
+                epoch,
+                durability,
+            } => {
                 let Some(port) = state.waiting.remove(&to) else {
                     continue;
                 };
@@ -300,6 +308,7 @@ fn carry_out<U: Unit>(state: &mut CopyState<U>) {
                                 epoch,
                                 at_us: clock::wall_now().as_micros(),
                             },
+                            durability,
                         })
                         .map_err(|e| DeliveryError::Malformed {
                             unit: state.args.unit.clone(),

@@ -187,7 +187,12 @@ impl NodeBuilder {
         let mut catalog = Catalog::new();
         for unit in &self.config.units {
             if let Some(make) = self.kinds.get(&unit.kind) {
-                catalog = catalog.with_spawner(&unit.name, make(unit), CopyConfig::default());
+                let config = CopyConfig {
+                    // Validated above: every strategy left is available.
+                    strategy: unit.strategy.replication().unwrap_or_default(),
+                    ..CopyConfig::default()
+                };
+                catalog = catalog.with_spawner(&unit.name, make(unit), config);
             }
         }
         let mut opts = NodeOptions::new(&self.name, self.port, &self.cookie, catalog);

@@ -16,7 +16,7 @@
 //! name = "kv"                  # unique in the cluster, same alphabet as group names
 //! kind = "kv"                  # a unit kind registered by the node's binary
 //! group = "main"               # optional, default "main"
-//! strategy = "synchronous"     # optional, default "synchronous" (the only one in this release)
+//! strategy = "synchronous"     # optional, default "synchronous"; or "trailing"
 //! t_max_ms = 2000              # optional, default 2000: T_max of each stimulus, 1..=3600000
 //! split = [1, 1, 2]            # optional, default [1, 1, 2]: normal : contention : recovery
 //! ```
@@ -160,8 +160,8 @@ pub enum Strategy {
     /// acknowledged stimulus is lost (claims 2 and 4).
     #[default]
     Synchronous,
-    /// `trailing`: the primary streams changes and the standby lags; on promotion it
-    /// reconciles with its clients and servers (claims 3 and 5). Not available in this release.
+    /// `trailing`: the primary answers at once and streams changes, the standby lags; after a
+    /// takeover the callers replay what the standby lacked (claims 3 and 5).
     Trailing,
     /// `inflight`: the primary also commits the begin and end of each stimulus, so a promoted
     /// standby knows which stimuli were open (claim 6). Not available in this release.
@@ -171,7 +171,7 @@ pub enum Strategy {
 
 impl Strategy {
     /// The strategies the runtime implements in this release.
-    pub const AVAILABLE: &'static [Strategy] = &[Strategy::Synchronous];
+    pub const AVAILABLE: &'static [Strategy] = &[Strategy::Synchronous, Strategy::Trailing];
 
     /// The name used in `units.toml`.
     pub fn as_str(self) -> &'static str {
@@ -186,6 +186,18 @@ impl Strategy {
     /// [`Strategy::AVAILABLE`]).
     pub fn is_available(self) -> bool {
         Strategy::AVAILABLE.contains(&self)
+    }
+
+    /// The runtime's replication strategy for this one, if this release implements it
+    /// (trailing seals its updates at the end of each stimulus).
+    pub fn replication(self) -> Option<understudy_runtime::Strategy> {
+        match self {
+            Strategy::Synchronous => Some(understudy_runtime::Strategy::Synchronous),
+            Strategy::Trailing => Some(understudy_runtime::Strategy::Trailing(
+                understudy_runtime::Flush::EachStimulus,
+            )),
+            Strategy::InFlight => None,
+        }
     }
 }
 
@@ -417,9 +429,9 @@ impl ClusterConfig {
                     unit: unit.name.clone(),
                 });
             }
-            // Release gate: the runtime implements only the synchronous strategy so far. The
-            // step that implements trailing and in-flight replication adds them to
-            // `Strategy::AVAILABLE`, and then this check and `StrategyUnavailable` can go.
+            // Release gate: the runtime does not implement in-flight replication yet. The step
+            // that does adds it to `Strategy::AVAILABLE`, and then this check and
+            // `StrategyUnavailable` can go.
             if !unit.strategy.is_available() {
                 return Err(ConfigError::StrategyUnavailable {
                     origin: origin.clone(),
@@ -689,7 +701,7 @@ pub enum ConfigError {
         unit: String,
     },
     /// A unit asks for a replication strategy the runtime of this release does not implement.
-    #[error("{origin}: unit \"{unit}\" asks for strategy \"{strategy}\", which is not available in this release (only \"synchronous\" is implemented); set strategy = \"synchronous\" or remove the line")]
+    #[error("{origin}: unit \"{unit}\" asks for strategy \"{strategy}\", which is not available in this release (\"synchronous\" and \"trailing\" are); set strategy = \"synchronous\" or \"trailing\", or remove the line")]
     StrategyUnavailable {
         /// Where the configuration came from.
         origin: Origin,

@@ -360,37 +360,33 @@ fn all_zero_split_is_refused() {
 }
 
 #[test]
-fn trailing_and_inflight_strategies_are_refused_as_unavailable_in_this_release() {
-    for (name, strategy) in [
-        ("trailing", Strategy::Trailing),
-        ("inflight", Strategy::InFlight),
-    ] {
-        let error = parse_err(&format!(
-            "[[units]]\nname = \"kv\"\nkind = \"kv\"\nstrategy = \"{name}\"\n"
-        ));
-        assert!(
-            matches!(&error, ConfigError::StrategyUnavailable { unit, strategy: s, .. }
-                if unit == "kv" && *s == strategy),
-            "{error:?}"
-        );
-        let message = error.to_string();
-        assert!(
-            message.contains("not available in this release"),
-            "{message}"
-        );
-        assert!(message.contains("strategy = \"synchronous\""), "{message}");
-        assert!(!strategy.is_available());
-    }
+fn the_inflight_strategy_is_refused_as_unavailable_in_this_release() {
+    let error = parse_err("[[units]]\nname = \"kv\"\nkind = \"kv\"\nstrategy = \"inflight\"\n");
+    assert!(
+        matches!(&error, ConfigError::StrategyUnavailable { unit, strategy: Strategy::InFlight, .. }
+            if unit == "kv"),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("not available in this release"),
+        "{message}"
+    );
+    assert!(message.contains("strategy = \"synchronous\""), "{message}");
+    assert!(!Strategy::InFlight.is_available());
     assert!(Strategy::Synchronous.is_available());
+    assert!(Strategy::Trailing.is_available());
+    let trailing = parse_ok("[[units]]\nname = \"kv\"\nkind = \"kv\"\nstrategy = \"trailing\"\n");
+    assert_eq!(trailing.units[0].strategy, Strategy::Trailing);
 }
 
 #[test]
 fn validate_also_refuses_an_unavailable_strategy_built_in_code() {
     let mut config = ClusterConfig::default_embedded();
-    config.units[1].strategy = Strategy::Trailing;
+    config.units[1].strategy = Strategy::InFlight;
     let error = config
         .validate(KINDS)
-        .expect_err("trailing is not available");
+        .expect_err("inflight is not available");
     assert!(
         matches!(&error, ConfigError::StrategyUnavailable { origin: Origin::Value, unit, .. } if unit == "ledger"),
         "{error:?}"
