@@ -39,7 +39,7 @@ enum Command {
         /// Seconds between faults.
         #[arg(long, default_value_t = 4)]
         fault_every: u64,
-        /// Replication strategy (this release: sync).
+        /// kv's replication strategy: sync or trailing.
         #[arg(long, default_value = "sync")]
         strategy: String,
         /// Print the summary as one JSON object, the last line of output.
@@ -359,6 +359,7 @@ async fn load(
             "lost": lost,
             "duplicates": duplicates,
             "ignored": totals.ignored,
+            "missed_t_max": totals.missed_t_max,
             "failed": totals.failed,
             "shed": totals.shed,
             "primaries": totals.primaries,

@@ -1,5 +1,5 @@
 //! The operator's commands against real node processes: `understudy demo --json` with crash
-//! faults, and with crash, hang and panic in turn (its last line is one JSON object reporting
+//! faults (kv synchronous, and trailing), and with crash, hang and panic in turn (its last line is one JSON object reporting
 //! lost 0 and duplicates 0 with the failovers measured), and `understudy load --json` against
 //! a running cluster.
 
@@ -9,13 +9,15 @@ use std::sync::Mutex;
 /// These tests start node processes that would fight over the cores: they take turns.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Runs `understudy demo --json` on 3 nodes with `fault` every 3 s for `seconds`, checks the
-/// summary's fields and that nothing was lost or doubled, and returns the summary.
-fn demo_summary(fault: &str, seconds: &str) -> serde_json::Value {
+/// Runs `understudy demo --json` on 3 nodes with kv's `strategy` and `fault` every 3 s for
+/// `seconds`, checks the summary's fields and that nothing was lost or doubled, and returns
+/// the summary.
+fn demo_summary(strategy: &str, fault: &str, seconds: &str) -> serde_json::Value {
     let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let out = Command::new(env!("CARGO_BIN_EXE_understudy"))
         .args(["demo", "--json", "--nodes", "3", "--duration", seconds])
         .args(["--rate", "1000", "--fault", fault, "--fault-every", "3"])
+        .args(["--strategy", strategy])
         .output()
         .expect("run understudy demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -29,6 +31,8 @@ fn demo_summary(fault: &str, seconds: &str) -> serde_json::Value {
     let summary: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
     println!("demo summary ({fault}): {summary}");
     for field in [
+        "strategy",
+        "missed_t_max",
         "nodes",
         "stimuli_sent",
         "answered_ok",
@@ -73,7 +77,18 @@ fn demo_summary(fault: &str, seconds: &str) -> serde_json::Value {
 
 #[test]
 fn demo_json_with_crash_faults_reports_no_loss_and_no_duplicates() {
-    let summary = demo_summary("crash", "8");
+    let summary = demo_summary("sync", "crash", "8");
+    assert_eq!(summary["strategy"], "synchronous");
+    assert!(
+        summary["failovers"].as_u64().unwrap_or(0) >= 1,
+        "a failover was measured"
+    );
+}
+
+#[test]
+fn demo_json_with_the_trailing_strategy_and_crash_faults_reports_no_loss_and_no_duplicates() {
+    let summary = demo_summary("trailing", "crash", "8");
+    assert_eq!(summary["strategy"], "trailing");
     assert!(
         summary["failovers"].as_u64().unwrap_or(0) >= 1,
         "a failover was measured"
@@ -82,7 +97,7 @@ fn demo_json_with_crash_faults_reports_no_loss_and_no_duplicates() {
 
 #[test]
 fn demo_json_with_crash_hang_and_panic_in_turn_reports_no_loss_and_no_duplicates() {
-    let summary = demo_summary("mixed", "11");
+    let summary = demo_summary("sync", "mixed", "11");
     let kinds: Vec<&str> = summary["faults"]
         .as_array()
         .map(|f| f.iter().filter_map(|f| f["kind"].as_str()).collect())

@@ -39,6 +39,8 @@ pub struct LoadTotals {
     pub failed: u64,
     /// Of those, failed before their `T_max` had run out (a caller should never see that).
     pub failed_before_t_max: u64,
+    /// Stimuli whose outcome (answer or error) came after their `T_max`.
+    pub missed_t_max: u64,
     /// The first few failures: what the caller was told, and after how long.
     pub first_failures: Vec<String>,
     /// Not sent because too many were already in flight.
@@ -124,6 +126,7 @@ impl IncrLoad {
             ignored: c.ignored,
             failed: c.failed,
             failed_before_t_max: c.failed_early,
+            missed_t_max: c.late,
             first_failures,
             shed: self.counters.shed.load(Ordering::SeqCst),
             acked: self.acked.lock().unwrap_or_else(|p| p.into_inner()).clone(),

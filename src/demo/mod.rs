@@ -57,7 +57,7 @@ pub struct DemoOptions {
     pub fault: FaultKind,
     /// How often.
     pub fault_every: Duration,
-    /// The replication strategy of the units.
+    /// kv's replication strategy: `sync` (or `synchronous`) or `trailing`.
     pub strategy: String,
     /// Print the summary as one JSON object (the last line) instead of a table.
     pub json: bool,
@@ -108,6 +108,8 @@ pub struct FaultRecord {
 /// What the demo measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct DemoSummary {
+    /// kv's replication strategy.
+    pub strategy: String,
     /// Nodes in the cluster.
     pub nodes: usize,
     /// Stimuli sent.
@@ -124,6 +126,8 @@ pub struct DemoSummary {
     pub ignored: u64,
     /// Stimuli that failed otherwise (their budget ran out, the unit was unavailable).
     pub failed: u64,
+    /// Stimuli whose outcome (an answer or an error) came after their `T_max`.
+    pub missed_t_max: u64,
     /// Stimuli not sent because `MAX_IN_FLIGHT` were already waiting.
     pub shed: u64,
     /// Who answered: one primary per epoch, one epoch after another.
@@ -160,16 +164,39 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
                 .into(),
         ));
     }
-    if !matches!(opts.strategy.as_str(), "sync" | "synchronous") {
-        return Err(DemoError::Options(format!(
-            "--strategy {} is not available in this release; use sync",
-            opts.strategy
-        )));
-    }
+    strategy_of(&opts.strategy)?;
     tokio::select! {
         r = run_inner(&opts) => r,
         _ = tokio::signal::ctrl_c() => Err(DemoError::Interrupted),
     }
+}
+
+/// The `units.toml` spelling of a `--strategy`, or why it cannot be used.
+fn strategy_of(name: &str) -> Result<&'static str, DemoError> {
+    match name {
+        "sync" | "synchronous" => Ok("synchronous"),
+        "trailing" => Ok("trailing"),
+        "inflight" => Err(DemoError::Options(
+            "--strategy inflight is not available in this release; use sync or trailing".into(),
+        )),
+        other => Err(DemoError::Options(format!(
+            "--strategy {other} is not a strategy; use sync or trailing"
+        ))),
+    }
+}
+
+/// The demo's units file: kv with the strategy asked for, and the ledger.
+fn units_file(strategy: &str) -> Result<PathBuf, DemoError> {
+    let dir = std::env::temp_dir().join(format!("understudy-demo-{}", std::process::id()));
+    let path = dir.join("units.toml");
+    let text = format!(
+        "[[units]]\nname = \"kv\"\nkind = \"kv\"\nstrategy = \"{strategy}\"\nt_max_ms = 2000\n\n\
+         [[units]]\nname = \"ledger\"\nkind = \"ledger\"\nt_max_ms = 2000\n"
+    );
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&path, text))
+        .map_err(|e| DemoError::Cluster(format!("cannot write {}: {e}", path.display())))?;
+    Ok(path)
 }
 
 async fn run_inner(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
@@ -178,8 +205,15 @@ async fn run_inner(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
     let seed = names[names.len() - 1].clone();
     let cookie = format!("demo-{}", std::process::id());
     let cluster_err = |e: &dyn std::fmt::Display| DemoError::Cluster(e.to_string());
-    let mut cluster =
-        ProcessCluster::start(&opts.binary, &refs, &seed, &cookie).map_err(|e| cluster_err(&e))?;
+    let strategy = strategy_of(&opts.strategy)?;
+    let units = units_file(strategy)?;
+    let mut cluster = ProcessCluster::builder(&opts.binary)
+        .nodes(&refs)
+        .seed(&seed)
+        .cookie(&cookie)
+        .config(&units)
+        .start()
+        .map_err(|e| cluster_err(&e))?;
     let addr = cluster.addr(&seed).map_err(|e| cluster_err(&e))?;
     let probe = Arc::new(
         Probe::connect(&addr, &cookie, Duration::from_secs(20))
@@ -237,12 +271,23 @@ async fn run_inner(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
     let totals = load.finish().await;
     eprintln!();
 
-    // Compare the final state with what was acknowledged.
-    let (lost, duplicates) = verify(&probe, &seed, "kv", "k", &totals.acked)
-        .await
-        .map_err(|e| cluster_err(&e))?;
+    // Compare the final state with what was acknowledged. Under the trailing strategy the
+    // gateway's client may still be replaying what a lost standby lacked: read again until
+    // every acknowledged increment shows, for at most T_max.
+    let replayed = Instant::now();
+    let (lost, duplicates) = loop {
+        let (lost, duplicates) = verify(&probe, &seed, "kv", "k", &totals.acked)
+            .await
+            .map_err(|e| cluster_err(&e))?;
+        if lost == 0 || replayed.elapsed() > t_max {
+            break (lost, duplicates);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await; // poll with a deadline
+    };
+    let _ = std::fs::remove_file(&units);
     let failover: Vec<f64> = faults.iter().filter_map(|f| f.failover_ms).collect();
     Ok(DemoSummary {
+        strategy: strategy.to_string(),
         nodes: opts.nodes,
         stimuli_sent: totals.stimuli_sent,
         answered_ok: totals.answered_ok,
@@ -250,6 +295,7 @@ async fn run_inner(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
         lost,
         duplicates,
         ignored: totals.ignored,
+        missed_t_max: totals.missed_t_max,
         failed: totals.failed,
         shed: totals.shed,
         primaries: totals.primaries,
@@ -359,8 +405,8 @@ pub fn print_summary(opts: &DemoOptions, s: &DemoSummary) {
         return;
     }
     println!(
-        "Understudy demo: {} nodes, {:?} at {} stimuli/s, fault {:?} every {:?}, synchronous",
-        s.nodes, opts.duration, opts.rate, opts.fault, opts.fault_every
+        "Understudy demo: {} nodes, {:?} at {} stimuli/s, fault {:?} every {:?}, {}",
+        s.nodes, opts.duration, opts.rate, opts.fault, opts.fault_every, s.strategy
     );
     let rows = [
         ("stimuli sent", s.stimuli_sent.to_string()),
@@ -373,6 +419,7 @@ pub fn print_summary(opts: &DemoOptions, s: &DemoSummary) {
         ("duplicates", s.duplicates.to_string()),
         ("ignored", s.ignored.to_string()),
         ("failed", s.failed.to_string()),
+        ("missed T_max", s.missed_t_max.to_string()),
         ("shed (load limit)", s.shed.to_string()),
         (
             "one primary per epoch",
