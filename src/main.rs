@@ -272,6 +272,8 @@ async fn status(join: &str, cookie: &str, json: bool) -> Outcome {
                 ""
             },
         );
+        print_budgets("served", &s.budgets.served, "T_normal");
+        print_budgets("called", &s.budgets.called, "T_normal");
         for view in std::iter::once(c).chain(s.others.iter()) {
             let better = match tables.get(&view.group) {
                 None => true,
@@ -310,6 +312,25 @@ async fn status(join: &str, cookie: &str, json: bool) -> Outcome {
     }
     probe.stop();
     Ok(())
+}
+
+/// One line per unit and stimulus kind: how many, how many over `T_normal` and `T_max`, the
+/// mean and the longest.
+fn print_budgets(what: &str, rows: &[understudy::runtime::BudgetRow], normal: &str) {
+    for r in rows {
+        let t = &r.tally;
+        let mean_us = t.total_us / t.count.max(1);
+        println!(
+            "  {what} {:<10} {:<10} {:>8}  over {normal} {:>6}  over T_max {:>6}  mean {:>7.2} ms  max {:>8.2} ms",
+            r.unit.0,
+            r.kind,
+            t.count,
+            t.over_normal,
+            t.over_max,
+            mean_us as f64 / 1000.0,
+            t.max_us as f64 / 1000.0,
+        );
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

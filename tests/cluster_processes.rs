@@ -247,6 +247,32 @@ async fn kill_9_of_kvs_primarys_node(prefix: &str, units: Option<&str>, what: &s
         "{what}every acknowledged increment showed {:?} after the load",
         replayed.elapsed()
     );
+    // The gateway's book counted every call of the load against its budget, and the new
+    // primary's node every stimulus it served.
+    let via_status = probe.status(&via).await.expect("the gateway's status");
+    let incr = |rows: &[understudy::runtime::BudgetRow]| {
+        rows.iter()
+            .find(|r| r.unit.0 == "kv" && r.kind == "incr")
+            .map(|r| r.tally)
+            .unwrap_or_default()
+    };
+    let called = incr(&via_status.budgets.called);
+    println!("{what}the gateway's book for kv/incr: {called:?}");
+    assert!(
+        called.count >= totals.stimuli_sent,
+        "every call counted: {called:?}"
+    );
+    // Each call the gateway timed lies within the test's own timing of it.
+    assert!(
+        called.over_max <= totals.missed_t_max,
+        "missed T_max: {called:?}"
+    );
+    let primary_status = probe
+        .status(&new_primary)
+        .await
+        .expect("the primary's status");
+    let served = incr(&primary_status.budgets.served);
+    assert!(served.count > 0, "the new primary counted what it served");
     report_and_check(
         &format!("{what}kill -9 of {victim}"),
         &totals,

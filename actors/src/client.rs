@@ -15,6 +15,7 @@
 //! there, once. A replay that is refused is reported ([`UnitClient::take_trailing_losses`]),
 //! never dropped silently.
 
+use crate::budgets::BudgetBook;
 use crate::codec::{decode, encode};
 use crate::copy::{Answer, ServedBy, StimulusReply};
 use crate::envelope::StimulusAsk;
@@ -80,6 +81,8 @@ struct Inner<U: Unit> {
     losses: Mutex<Vec<TrailingLoss>>,
     /// Stimuli replayed to a new primary.
     replays: AtomicU64,
+    /// Where its calls are counted against their budgets, if anywhere.
+    budgets: std::sync::OnceLock<BudgetBook>,
 }
 
 /// An answered stimulus whose effects the standby may lack.
@@ -157,8 +160,16 @@ impl<U: Unit> UnitClient<U> {
                 confirming: AtomicBool::new(false),
                 losses: Mutex::new(Vec::new()),
                 replays: AtomicU64::new(0),
+                budgets: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Counts this client's calls (and its clones') in `book`, the node's book of time spent
+    /// against budgets. A client's book is set once.
+    pub fn with_budgets(self, book: BudgetBook) -> Self {
+        let _ = self.inner.budgets.set(book);
+        self
     }
 
     /// The unit's name.
@@ -198,7 +209,24 @@ impl<U: Unit> UnitClient<U> {
         stimulus: U::Stimulus,
         t_max: Duration,
     ) -> Result<Served<U::Response>, CallError> {
-        let deadline = Instant::now() + t_max;
+        let started = Instant::now();
+        let deadline = started + t_max;
+        if let Some(book) = self.inner.budgets.get() {
+            let (unit, budget) = (&self.inner.unit, self.budget(&stimulus));
+            let kind = unit.stimulus_kind(&stimulus);
+            let outcome = Box::pin(self.call_unbooked(stimulus, t_max, deadline)).await;
+            book.called(&self.inner.name, kind, started.elapsed(), &budget, t_max);
+            return outcome;
+        }
+        self.call_unbooked(stimulus, t_max, deadline).await
+    }
+
+    async fn call_unbooked(
+        &self,
+        stimulus: U::Stimulus,
+        t_max: Duration,
+        deadline: Instant,
+    ) -> Result<Served<U::Response>, CallError> {
         let Some(seq) = self.take_seq(deadline).await else {
             return Err(CallError::DeadlineExceeded {
                 unit: self.inner.name.clone(),

@@ -5,6 +5,7 @@
 //! arrive as bytes and are decoded here; a payload that does not decode is answered with an
 //! error (stimuli) or dropped with a warning (peer messages), never a panic.
 
+use crate::budgets::BudgetBook;
 use crate::client::UnitClient;
 use crate::clock::{self, Ticker};
 use crate::codec::{decode, encode};
@@ -21,8 +22,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use understudy_runtime::{
-    Command, CopyConfig, CopyCore, CopyId, Directive, Durability, Epoch, Input, NodeName, PeerMsg,
-    ReplyToken, Seq, StartAs, StimulusId, StimulusIn, Unit, UnitName,
+    Budget, Command, CopyConfig, CopyCore, CopyId, Directive, Durability, Epoch, Input, NodeName,
+    PeerMsg, ReplyToken, Seq, StartAs, StimulusId, StimulusIn, Unit, UnitName,
 };
 
 /// The answer a node gives to a stimulus: the encoded response and who served it, or why
@@ -119,6 +120,8 @@ pub struct CopyArgs {
     pub config: CopyConfig,
     /// How often the core's clock ticks.
     pub tick: Duration,
+    /// The node's book of time spent against budgets.
+    pub budgets: BudgetBook,
 }
 
 /// The unit actor for units of type `U`.
@@ -134,12 +137,21 @@ impl<U: Unit> UnitCopy<U> {
     }
 }
 
+/// A caller waiting for a copy's answer: where it goes, and what the book needs.
+#[derive(Debug)]
+struct Awaiting {
+    port: RpcReplyPort<StimulusReply>,
+    kind: &'static str,
+    budget: Budget,
+    since: std::time::Instant,
+}
+
 /// A running copy.
 #[derive(Debug)]
 pub struct CopyState<U: Unit> {
     args: CopyArgs,
     core: CopyCore<U>,
-    waiting: HashMap<ReplyToken, RpcReplyPort<StimulusReply>>,
+    waiting: HashMap<ReplyToken, Awaiting>,
     next_token: u64,
     peers: HashMap<CopyId, NodeName>,
     panic_armed: bool,
@@ -221,7 +233,14 @@ impl<U: Unit> Actor for UnitCopy<U> {
                 Ok(body) => {
                     state.next_token += 1;
                     let token = ReplyToken(state.next_token);
-                    state.waiting.insert(token, reply);
+                    let unit = state.core.unit();
+                    let awaiting = Awaiting {
+                        port: reply,
+                        kind: unit.stimulus_kind(&body),
+                        budget: unit.budget(&body),
+                        since: std::time::Instant::now(),
+                    };
+                    state.waiting.insert(token, awaiting);
                     state.core.step(
                         now,
                         Input::Stimulus(StimulusIn {
@@ -294,9 +313,16 @@ fn carry_out<U: Unit>(state: &mut CopyState<U>) {
                 epoch,
                 durability,
             } => {
-                let Some(port) = state.waiting.remove(&to) else {
+                let Some(awaiting) = state.waiting.remove(&to) else {
                     continue;
                 };
+                if outcome.is_ok() {
+                    let took = awaiting.since.elapsed();
+                    let unit = &state.args.unit;
+                    let book = &state.args.budgets;
+                    book.served(unit, awaiting.kind, took, &awaiting.budget);
+                }
+                let port = awaiting.port;
                 let answer = match outcome {
                     Ok(response) => encode("response", &response)
                         .map(|body| Answer {
@@ -416,12 +442,14 @@ pub trait CopySpawner: Send + Sync + std::fmt::Debug {
     /// Start a copy, linked to `supervisor`.
     fn spawn(&self, args: CopyArgs, supervisor: ActorCell) -> SpawnFuture;
 
-    /// A client of the unit `name` (of this kind) that takes JSON stimuli.
+    /// A client of the unit `name` (of this kind) that takes JSON stimuli, counting in
+    /// `budgets`.
     fn json_caller(
         &self,
         name: UnitName,
         registry: Registry,
         directory: Directory,
+        budgets: BudgetBook,
     ) -> Arc<dyn JsonCaller>;
 }
 
@@ -457,12 +485,10 @@ impl<U: Unit> CopySpawner for UnitKind<U> {
         name: UnitName,
         registry: Registry,
         directory: Directory,
+        budgets: BudgetBook,
     ) -> Arc<dyn JsonCaller> {
-        Arc::new(UnitClient::new(
-            self.unit.clone(),
-            name,
-            registry,
-            directory,
-        ))
+        Arc::new(
+            UnitClient::new(self.unit.clone(), name, registry, directory).with_budgets(budgets),
+        )
     }
 }

@@ -3,6 +3,7 @@
 //! except through the directory's endpoints, exactly as it will across processes; it exists
 //! so that the protocol's actors can be exercised (and demonstrated) without sockets.
 
+use crate::budgets::BudgetBook;
 use crate::client::UnitClient;
 use crate::group_manager::{
     GroupManager, GroupManagerArgs, GroupManagerConfig, GroupManagerMsg, UnitStatus,
@@ -49,6 +50,7 @@ pub enum ClusterError {
 struct NodeParts {
     local: ActorRef<LocalManagerMsg>,
     registry: Registry,
+    budgets: BudgetBook,
 }
 
 /// A group manager and its nodes, in this process.
@@ -103,6 +105,7 @@ impl InProcessCluster {
         for (unit, state) in known.unwrap_or_default() {
             registry.apply(crate::registry::NameUpdate { unit, state });
         }
+        let budgets = BudgetBook::default();
         let (local, _) = Actor::spawn(
             None,
             LocalManager,
@@ -114,11 +117,19 @@ impl InProcessCluster {
                 group: Arc::new(self.group.clone()),
                 incarnation: crate::clock::new_incarnation(),
                 config: self.config.local,
+                budgets: budgets.clone(),
             },
         )
         .await?;
         self.directory.insert_local(node.clone(), local.clone());
-        self.nodes().insert(node, NodeParts { local, registry });
+        self.nodes().insert(
+            node,
+            NodeParts {
+                local,
+                registry,
+                budgets,
+            },
+        );
         Ok(())
     }
 
@@ -162,12 +173,23 @@ impl InProcessCluster {
         unit_name: &str,
         unit: U,
     ) -> Result<UnitClient<U>, ClusterError> {
+        let budgets = self.budgets(node)?;
         Ok(UnitClient::new(
             unit,
             UnitName::new(unit_name),
             self.registry(node)?,
             self.directory.clone(),
-        ))
+        )
+        .with_budgets(budgets))
+    }
+
+    /// Node `node`'s book of time spent against budgets.
+    pub fn budgets(&self, node: &str) -> Result<BudgetBook, ClusterError> {
+        let node = NodeName::new(node);
+        self.nodes()
+            .get(&node)
+            .map(|p| p.budgets.clone())
+            .ok_or(ClusterError::NoSuchNode(node))
     }
 
     /// Every unit as the group manager sees it.

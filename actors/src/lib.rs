@@ -14,6 +14,7 @@
 //! | [`link`] | [`Directory`], [`NodeLink`], [`ManagerLink`]: reaching a node or a group manager, here or across the network |
 //! | [`envelope`] | the messages that may cross a node boundary |
 //! | [`registry`] | the [`Registry`], a node's name table: unit → primary and epoch, with waiting for rebinding |
+//! | [`budgets`] | [`BudgetBook`]: the node's time spent against budgets, served and called |
 //! | [`client`] | [`UnitClient`], the typed handle that calls a unit and follows its takeovers |
 //! | [`in_process`] | several nodes in one process, for tests and demonstrations |
 //! | [`codec`], [`clock`], [`error`] | encoding, the clock, and the errors a caller sees |
@@ -30,6 +31,7 @@
 
 #![warn(missing_docs)]
 
+pub mod budgets;
 pub mod client;
 pub mod clock;
 pub mod codec;
@@ -42,7 +44,8 @@ pub mod link;
 pub mod local_manager;
 pub mod registry;
 
-pub use client::{Served, UnitClient};
+pub use budgets::{BudgetBook, BudgetReport};
+pub use client::{Served, TrailingLoss, UnitClient};
 pub use copy::{CopyMsg, JsonAnswer, ServedBy, UnitCopy, UnitKind};
 pub use error::{CallError, DeliveryError};
 pub use group_manager::{GroupManager, GroupManagerConfig, GroupManagerMsg, UnitStatus};

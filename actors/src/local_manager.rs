@@ -144,6 +144,8 @@ pub struct LocalManagerArgs {
     pub incarnation: u64,
     /// Tuning.
     pub config: LocalManagerConfig,
+    /// The node's book of time spent against budgets, for its copies.
+    pub budgets: crate::budgets::BudgetBook,
 }
 
 /// The local manager actor.
@@ -245,6 +247,7 @@ impl Actor for LocalManager {
                     directory: state.args.directory.clone(),
                     config: spec.config,
                     tick: state.args.config.copy_tick,
+                    budgets: state.args.budgets.clone(),
                 };
                 match spec.kind.spawn(args, myself.get_cell()).await {
                     Ok(actor) => {

@@ -100,6 +100,7 @@ impl Node {
             self.registry.clone(),
             self.directory.clone(),
         )
+        .with_budgets(self.budgets.clone())
     }
 }
 

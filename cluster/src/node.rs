@@ -27,6 +27,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use understudy_actors::budgets::BudgetBook;
 use understudy_actors::group_manager::GroupManagerConfig;
 use understudy_actors::local_manager::{LocalManagerArgs, LocalManagerConfig};
 use understudy_actors::{Catalog, Directory, LocalManager, LocalManagerMsg, Registry};
@@ -142,6 +143,8 @@ pub struct Node {
     pub home: ControlHandle,
     /// Its control planes of the other groups (it follows their tables as a Raft learner).
     pub others: Vec<ControlHandle>,
+    /// Its book of time spent against budgets.
+    pub budgets: BudgetBook,
     server: ActorRef<NodeServerMessage>,
     endpoint: ActorRef<crate::wire::WireMsg>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -253,6 +256,7 @@ impl Node {
                 known: opts.groups.keys().cloned().collect(),
             });
         };
+        let budgets = BudgetBook::default();
         let (local, _) = Actor::spawn(
             None,
             LocalManager,
@@ -264,6 +268,7 @@ impl Node {
                 group: Arc::new(ControlLink::new(opts.name.clone(), home.clone())),
                 incarnation,
                 config: opts.local,
+                budgets: budgets.clone(),
             },
         )
         .await
@@ -288,6 +293,7 @@ impl Node {
                     .collect(),
                 seed: opts.is_seed(),
                 group: endpoint_group(&opts.name),
+                budgets: budgets.clone(),
             },
         )
         .await
@@ -313,6 +319,7 @@ impl Node {
             local,
             home,
             others,
+            budgets,
             server,
             endpoint,
             tasks,

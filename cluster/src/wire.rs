@@ -24,6 +24,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use understudy_actors::budgets::{BudgetBook, BudgetReport};
 use understudy_actors::codec::{decode, encode};
 use understudy_actors::copy::StimulusReply;
 use understudy_actors::copy::{JsonAnswer, JsonCallError, JsonCaller};
@@ -203,6 +204,8 @@ pub struct NodeStatus {
     pub control: ControlView,
     /// Its views of the other groups, whose tables it follows as a Raft learner.
     pub others: Vec<ControlView>,
+    /// Time spent against budgets: what its primaries served, what its callers called.
+    pub budgets: BudgetReport,
 }
 
 /// The answer to a [`WireAsk::Stimulus`].
@@ -248,6 +251,8 @@ pub struct EndpointArgs {
     pub seed: bool,
     /// The process group to advertise the endpoint under.
     pub group: String,
+    /// The node's book of time spent against budgets.
+    pub budgets: BudgetBook,
 }
 
 /// A node's endpoint actor.
@@ -473,6 +478,7 @@ impl EndpointState {
             unit.clone(),
             self.args.registry.clone(),
             self.args.directory.clone(),
+            self.args.budgets.clone(),
         );
         self.callers.insert(unit.clone(), caller.clone());
         Some(caller)
@@ -515,6 +521,7 @@ async fn describe(args: &EndpointArgs) -> Result<NodeStatus, String> {
         names: args.registry.snapshot(),
         control,
         others,
+        budgets: args.budgets.report(),
     })
 }
 

@@ -9,6 +9,7 @@
 //!
 //! | module | what it holds |
 //! | --- | --- |
+//! | [`budget`] | time spent against budgets, per unit and stimulus kind |
 //! | [`mod@unit`] | the [`Unit`] trait an application implements, and the [`Budget`] of a stimulus |
 //! | [`ids`] | [`Epoch`], [`StimulusId`], [`CopyId`], node and unit names, batch numbers |
 //! | [`time`] | [`Time`], the value the caller passes in instead of a clock |
@@ -31,6 +32,7 @@
 
 #![warn(missing_docs)]
 
+pub mod budget;
 pub mod copy;
 pub mod dedupe;
 pub mod group;
@@ -43,6 +45,7 @@ pub mod table;
 pub mod time;
 pub mod unit;
 
+pub use budget::{BudgetRow, BudgetTally, KindTally};
 pub use copy::{Command, CopyConfig, CopyCore, Input, ReplyToken, Role, StimulusIn};
 pub use dedupe::{DedupeLimits, DedupeTable};
 pub use group::{GroupCommand, GroupConfig, GroupCore, GroupInput, StartAs};
