@@ -497,3 +497,68 @@ async fn lose_the_primarys_node(config: CopyConfig, what: &str) -> u64 {
     cluster.shutdown();
     replays
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trailing_answers_lost_with_both_copies_are_reported_to_their_caller_not_dropped() {
+    // Updates would leave only every 10 s: during this test nothing reaches the standby.
+    let config = CopyConfig {
+        strategy: Strategy::Trailing(Flush::Batched {
+            entries: usize::MAX,
+            delay: Duration::from_secs(10),
+        }),
+        ..CopyConfig::default()
+    };
+    let faults = Arc::new(Faults::default());
+    let cluster = start_with(&faults, config).await;
+    let t = tally_status(&cluster.status().await.expect("status"));
+    let primary = t.primary.clone().expect("a primary").1 .0;
+    let standby = t.standby.clone().expect("a standby").1 .0;
+    let via = ["a", "b", "c"]
+        .into_iter()
+        .find(|n| *n != primary && *n != standby)
+        .expect("a third node");
+    let client = cluster
+        .client(
+            via,
+            "tally",
+            Tally {
+                faults: faults.clone(),
+            },
+        )
+        .expect("client");
+    for i in 0..10 {
+        let answer = client
+            .call_within(TallyReq::Mark(format!("m{i}")), T_MAX)
+            .await;
+        assert_eq!(answer, Ok(TallyResp::Marked));
+    }
+    assert_eq!(client.unconfirmed(), 10, "the standby has none of them");
+
+    // Both copies go at once: no copy holds the ten marks, and the unit is unavailable.
+    cluster
+        .kill_node(&primary)
+        .expect("the primary's node goes");
+    cluster
+        .kill_node(&standby)
+        .expect("the standby's node goes");
+    let reported = Instant::now();
+    let mut losses = Vec::new();
+    while losses.len() < 10 {
+        assert!(
+            reported.elapsed() < Duration::from_secs(10),
+            "only {} of 10 lost answers were reported: {losses:?}",
+            losses.len()
+        );
+        losses.extend(client.take_trailing_losses());
+        tokio::time::sleep(Duration::from_millis(10)).await; // poll with a deadline
+    }
+    println!(
+        "both copies lost: {} answered marks reported lost after {:?}: {:?}",
+        losses.len(),
+        reported.elapsed(),
+        losses.first()
+    );
+    assert_eq!(client.unconfirmed(), 0, "nothing kept back after reporting");
+    assert!(losses.iter().all(|l| l.reason.contains("unavailable")));
+    cluster.shutdown();
+}
