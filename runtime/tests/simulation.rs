@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 use understudy_runtime::sim::{run, Breakage, Invariant, SimConfig, SimReport, TraceMode};
+use understudy_runtime::{Flush, Strategy};
 
 /// Run `seeds` on `threads` threads and return the aggregate report, or the first failure
 /// (as text, with its replay line) of the lowest failing seed.
@@ -116,6 +117,68 @@ fn sim_one_primary_per_epoch_no_loss_no_duplicates_over_10000_seeds() {
     );
 }
 
+/// `base` with the trailing strategy (each seed of a `vary_tuning` config then picks its flush:
+/// each stimulus, or batches of 1-4 entries or up to 30 ms).
+fn trailing(base: SimConfig) -> SimConfig {
+    let mut config = base;
+    config.copy.strategy = Strategy::Trailing(Flush::EachStimulus);
+    config
+}
+
+#[test]
+fn sim_trailing_callers_replay_and_nothing_acknowledged_is_lost_or_doubled_over_3000_seeds() {
+    // Answers leave before the standby has them; a client acknowledges one only once an answer
+    // of its epoch shows the standby has it, and replays what it keeps after a rebinding. Every
+    // check of the synchronous runs holds for what was acknowledged, and a run ends only when
+    // every client has acknowledged all it was answered (or its unit was declared unavailable,
+    // and the client was told).
+    let config = trailing(SimConfig::default());
+    let started = Instant::now();
+    let total = match run_many(0..3_000, &config, threads()) {
+        Ok(total) => total,
+        Err(failure) => panic!("{failure}"),
+    };
+    println!("3000 trailing seeds in {:?}: {total:#?}", started.elapsed());
+    assert_eq!(total.runs, 3_000);
+    assert!(
+        total.runs_with_takeover >= 2_500,
+        "takeovers: {}",
+        total.runs_with_takeover
+    );
+    assert!(
+        total.replays >= 1_000,
+        "answered stimuli replayed: {}",
+        total.replays
+    );
+    assert!(
+        total.acked * 100 >= total.stimuli_sent * 98,
+        "answered {} of {}",
+        total.acked,
+        total.stimuli_sent
+    );
+}
+
+#[test]
+fn sim_trailing_under_heavy_faults_loses_only_what_an_unavailable_unit_held_over_5000_seeds() {
+    let config = trailing(SimConfig::harsh());
+    let started = Instant::now();
+    let total = match run_many(0..5_000, &config, threads()) {
+        Ok(total) => total,
+        Err(failure) => panic!("{failure}"),
+    };
+    println!(
+        "5000 harsh trailing seeds in {:?}: {total:#?}",
+        started.elapsed()
+    );
+    assert_eq!(total.runs, 5_000);
+    assert!(
+        total.replays >= 5_000,
+        "answered stimuli replayed: {}",
+        total.replays
+    );
+    assert!(total.units_unavailable > 0, "units were lost for good");
+}
+
 #[test]
 fn sim_no_loss_no_duplicates_no_stuck_unit_under_heavy_faults_over_5000_seeds() {
     // 3–8 faults per run and a tenth of all messages lost: both copies of a unit are often
@@ -179,11 +242,14 @@ fn sim_replays_seed_from_env() {
     } else {
         SimConfig::default()
     };
-    let config = SimConfig {
+    let mut config = SimConfig {
         breakage,
         trace: TraceMode::Print,
         ..base
     };
+    if std::env::var("UNDERSTUDY_SIM_TRAILING").is_ok() {
+        config = trailing(config);
+    }
     match run(seed, &config) {
         Ok(report) => println!("seed {seed} passed: {report:#?}"),
         Err(failure) => panic!("{failure}"),
@@ -192,10 +258,13 @@ fn sim_replays_seed_from_env() {
 
 /// The first seed in `seeds` at which `breakage` is caught, and by which invariant.
 fn first_catch(breakage: Breakage, seeds: std::ops::Range<u64>) -> Option<(u64, Invariant)> {
-    let config = SimConfig {
+    let mut config = SimConfig {
         breakage: Some(breakage),
         ..SimConfig::default()
     };
+    if breakage == Breakage::TrailingWithoutReplay {
+        config = trailing(config);
+    }
     seeds
         .into_iter()
         .find_map(|seed| run(seed, &config).err().map(|f| (seed, f.invariant)))
@@ -207,6 +276,15 @@ fn sim_catches_a_lease_overrun_as_two_primaries_at_once() {
     assert!(
         matches!(caught, Some((_, Invariant::OnePrimaryPerEpoch))),
         "LeaseOverrun caught as {caught:?}"
+    );
+}
+
+#[test]
+fn sim_catches_trailing_clients_that_do_not_replay_as_acknowledged_stimuli_lost() {
+    let caught = first_catch(Breakage::TrailingWithoutReplay, 0..500);
+    assert!(
+        matches!(caught, Some((_, Invariant::NoAcknowledgedStimulusLost))),
+        "TrailingWithoutReplay caught as {caught:?}"
     );
 }
 

@@ -2,6 +2,11 @@
 //! some `Read`s), a few at a time, to the copy its cached binding names (possibly stale), and
 //! resends the *same* stimulus id after a timeout or a retryable refusal, re-reading the
 //! registry, until the stimulus's deadline runs out.
+//!
+//! Under the trailing strategy they do what `UnitClient` does: keep each answered stimulus
+//! whose answer said the standby may lack it, confirm it by an answer of the same epoch that
+//! says the standby has it (only then is it acknowledged in the ledger), and after a rebinding
+//! to a newer epoch replay the kept stimuli, in order and with their ids.
 
 use super::checks;
 use super::checks::Violation;
@@ -10,8 +15,9 @@ use super::unit::{SetResponse, SetStimulus};
 use super::world::{is_write, Binding, Endpoint, Event, Packet, TokenOwner, World};
 use super::Breakage;
 use crate::copy::{Input, ReplyToken, StimulusIn};
-use crate::ids::{ClientId, Seq, StimulusId};
+use crate::ids::{BatchSeq, ClientId, Epoch, Seq, StimulusId};
 use crate::message::Refusal;
+use crate::replication::Durability;
 use crate::time::Time;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -63,7 +69,21 @@ struct Pending {
     deadline: Time,
     attempt: u32,
     sends: u32,
+    /// Sent again after its answer (a replay, or a resend to learn how far the standby got):
+    /// its answer is not counted again.
+    again: bool,
 }
+
+/// An answered stimulus whose effects the standby may lack.
+#[derive(Clone, Debug)]
+struct Kept {
+    body: SetStimulus,
+    epoch: Epoch,
+    batch: BatchSeq,
+}
+
+/// How often a client with kept answers confirms or replays them.
+const CONFIRM_EVERY: Duration = Duration::from_millis(20);
 
 /// One client: per unit its own client id and sequence numbers (as a `UnitClient` is per
 /// unit), its plan, what it awaits, and its cached bindings.
@@ -73,19 +93,22 @@ pub(crate) struct SimClient {
     next_seq: Vec<u64>,
     plan: VecDeque<(usize, SetStimulus)>,
     outstanding: BTreeMap<(usize, u64), Pending>,
+    kept: BTreeMap<(usize, u64), Kept>,
+    confirming: bool,
     cache: Vec<Option<Binding>>,
     pub(crate) done_at: Time,
 }
 
 impl SimClient {
     pub(crate) fn done(&self) -> bool {
-        self.plan.is_empty() && self.outstanding.is_empty()
+        self.plan.is_empty() && self.outstanding.is_empty() && self.kept.is_empty()
     }
 
     fn low_water(&self, unit: usize) -> Seq {
         let lowest = self
             .outstanding
             .keys()
+            .chain(self.kept.keys())
             .filter(|(u, _)| *u == unit)
             .map(|(_, s)| *s)
             .min()
@@ -118,6 +141,8 @@ impl World<'_> {
                 next_seq: vec![Seq::FIRST.0; units as usize],
                 plan,
                 outstanding: BTreeMap::new(),
+                kept: BTreeMap::new(),
+                confirming: false,
                 cache: vec![None; units as usize],
                 done_at: Time::ZERO,
             });
@@ -149,6 +174,7 @@ impl World<'_> {
                 deadline: now.after(cfg.t_max),
                 attempt: 0,
                 sends: 0,
+                again: false,
             },
         );
         let more = !client.plan.is_empty();
@@ -302,6 +328,8 @@ impl World<'_> {
         &mut self,
         token: u64,
         outcome: Result<SetResponse, Refusal>,
+        epoch: Epoch,
+        durability: Durability,
     ) -> Result<(), Violation> {
         let now = self.now;
         let Some(owner) = self.tokens.get(&token).copied() else {
@@ -318,8 +346,27 @@ impl World<'_> {
             Ok(response) => {
                 let pending = pending.clone();
                 client.outstanding.remove(&(unit, seq));
+                if !durability.durable() {
+                    let kept = Kept {
+                        body: pending.body.clone(),
+                        epoch,
+                        batch: durability.batch,
+                    };
+                    client.kept.insert((unit, seq), kept);
+                }
+                self.confirm_kept(c, unit, epoch, durability.standby_has);
+                self.start_confirming(c);
+                let Some(client) = self.clients.get_mut(c) else {
+                    return Ok(());
+                };
                 if client.done() {
                     client.done_at = now;
+                }
+                if pending.again {
+                    // It held a slot of the client's outstanding stimuli: the client may go on.
+                    let think = draw(&mut self.rng, self.config.clients.think);
+                    self.schedule(think, Event::ClientWake(c));
+                    return Ok(());
                 }
                 self.report.acked += 1;
                 if is_write(&pending.body) {
@@ -358,5 +405,119 @@ impl World<'_> {
                 format!("client {c}: stimulus u{unit}#{seq}, still awaited,")
             }),
         }
+    }
+
+    /// An answer of `epoch` says its standby has every batch up to `has`: the kept stimuli of
+    /// that epoch it covers are acknowledged now.
+    fn confirm_kept(&mut self, c: usize, unit: usize, epoch: Epoch, has: BatchSeq) {
+        let now = self.now;
+        let Some(client) = self.clients.get_mut(c) else {
+            return;
+        };
+        let covered: Vec<(usize, u64)> = client
+            .kept
+            .iter()
+            .filter(|((u, _), k)| *u == unit && k.epoch == epoch && k.batch <= has)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in covered {
+            if let Some(kept) = client.kept.remove(&key) {
+                if let SetStimulus::Add { tag } = kept.body {
+                    self.ledger.acknowledge(unit, tag, now);
+                }
+            }
+        }
+    }
+
+    fn start_confirming(&mut self, c: usize) {
+        let Some(client) = self.clients.get_mut(c) else {
+            return;
+        };
+        if client.confirming || client.kept.is_empty() {
+            return;
+        }
+        client.confirming = true;
+        self.schedule(CONFIRM_EVERY, Event::ClientConfirm(c));
+    }
+
+    /// Confirm or replay what the client keeps: per unit, every kept stimulus answered at an
+    /// older epoch than the registry's binding is sent again, in order, with its id; else the
+    /// newest kept is sent again to learn how far the standby got.
+    pub(crate) fn client_confirm(&mut self, c: usize) -> Result<(), Violation> {
+        let now = self.now;
+        let t_max = self.config.clients.t_max;
+        let bindings: Vec<Option<Binding>> = self.registry.clone();
+        let unavailable: Vec<bool> = self.unavailable.clone();
+        let Some(client) = self.clients.get_mut(c) else {
+            return Ok(());
+        };
+        client.confirming = false;
+        let mut again: Vec<(usize, u64)> = Vec::new();
+        let mut lost = 0u64;
+        let mut settled: Vec<(usize, SetStimulus)> = Vec::new();
+        let no_replay = self.config.breakage == Some(Breakage::TrailingWithoutReplay);
+        for (unit, binding) in bindings.iter().enumerate() {
+            if unavailable.get(unit).copied().unwrap_or(false) {
+                // No copy holding the unit's state is left: what the client kept is lost, and
+                // it is told so (as `UnitClient::take_trailing_losses` does).
+                let before = client.kept.len();
+                client.kept.retain(|(u, _), _| *u != unit);
+                lost += (before - client.kept.len()) as u64;
+                continue;
+            }
+            let Some(binding) = binding else {
+                continue;
+            };
+            let older: Vec<(usize, u64)> = client
+                .kept
+                .iter()
+                .filter(|((u, _), k)| *u == unit && k.epoch < binding.epoch)
+                .map(|(key, _)| *key)
+                .collect();
+            if older.is_empty() {
+                let newest = client.kept.keys().rev().find(|(u, _)| *u == unit).copied();
+                again.extend(newest);
+            } else if no_replay {
+                // The broken variant: taken as settled, never replayed.
+                for key in older {
+                    settled.extend(client.kept.remove(&key).map(|k| (unit, k.body)));
+                }
+            } else {
+                self.report.replays += older.len() as u64;
+                again.extend(older);
+            }
+        }
+        for key in &again {
+            // Awaited again: its answer will keep or confirm it anew.
+            if let Some(kept) = client.kept.remove(key) {
+                client.outstanding.entry(*key).or_insert(Pending {
+                    body: kept.body,
+                    first_sent: now,
+                    deadline: now.after(t_max),
+                    attempt: 0,
+                    sends: 0,
+                    again: true,
+                });
+            }
+        }
+        if let Some(client) = self.clients.get_mut(c) {
+            if client.done() {
+                client.done_at = now;
+            }
+        }
+        for (unit, body) in settled {
+            if let SetStimulus::Add { tag } = body {
+                self.ledger.acknowledge(unit, tag, now);
+            }
+        }
+        if lost > 0 {
+            self.report.trailing_losses += lost;
+            self.note(|| format!("client {c}: {lost} answered stimuli of unavailable units lost"));
+        }
+        for (unit, seq) in again {
+            self.send_attempt(c, unit, seq);
+        }
+        self.start_confirming(c);
+        Ok(())
     }
 }

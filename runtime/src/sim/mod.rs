@@ -8,6 +8,10 @@
 //! and the last trace lines. The same seed always gives the same run, so a failure is
 //! replayed by running its seed again (see the `sim_replays_seed_from_env` test).
 //!
+//! The copies replicate as `SimConfig::copy.strategy` says: synchronous, or trailing (a
+//! stimulus answered under it counts as acknowledged only once its client learned the standby
+//! has it; the clients replay the rest after a takeover, as `UnitClient` does).
+//!
 //! ```text
 //!  clients ──stimuli──► network ──► CopyCore (primary) ──Replicate──► network ──► CopyCore (standby)
 //!     ▲                    │              │  ▲                                        │
@@ -22,7 +26,7 @@
 //! | [`mod@unit`] | [`SetUnit`], whose `Add` is two updates, so torn and doubled effects show |
 //! | [`network`] | the message fault model ([`NetworkConfig`]) |
 //! | [`faults`] | crashes, hangs, partitions and restarts ([`FaultConfig`]) |
-//! | [`client`] | clients that resend the same stimulus until its deadline ([`ClientConfig`]) |
+//! | [`client`] | clients that resend the same stimulus until its deadline ([`ClientConfig`]); under the trailing strategy they keep, confirm and replay answers the standby may lack |
 //! | [`checks`] | one checker per invariant |
 //! | `world` | the event loop that ties them together |
 //!
@@ -71,14 +75,18 @@ pub enum Breakage {
     /// (never reused) and leases carry safety, and the epoch check only makes stale copies
     /// step down sooner (see the `sim_forged_epochs_*` test).
     ForgeEpoch,
+    /// Trailing-strategy clients, on a rebinding to a newer epoch, take the answers they kept
+    /// as settled instead of replaying them: what the lost standby lacked is lost.
+    TrailingWithoutReplay,
 }
 
 impl Breakage {
     /// Every variant.
-    pub const ALL: [Breakage; 3] = [
+    pub const ALL: [Breakage; 4] = [
         Breakage::LeaseOverrun,
         Breakage::RetryWithNewId,
         Breakage::ForgeEpoch,
+        Breakage::TrailingWithoutReplay,
     ];
 
     /// The variant's name, as accepted by [`Breakage::parse`].
@@ -87,6 +95,7 @@ impl Breakage {
             Breakage::LeaseOverrun => "LeaseOverrun",
             Breakage::RetryWithNewId => "RetryWithNewId",
             Breakage::ForgeEpoch => "ForgeEpoch",
+            Breakage::TrailingWithoutReplay => "TrailingWithoutReplay",
         }
     }
 
@@ -197,6 +206,11 @@ pub struct SimReport {
     pub reads_checked: u64,
     /// Sends of a stimulus after its first.
     pub retries: u64,
+    /// Answered stimuli the clients replayed to a new primary (trailing strategy).
+    pub replays: u64,
+    /// Answered stimuli the clients reported lost: their unit became unavailable before the
+    /// standby had them (trailing strategy).
+    pub trailing_losses: u64,
     /// Stimuli whose deadline ran out (only ever for a unit declared unavailable: anything
     /// else fails the run).
     pub timed_out: u64,
@@ -246,6 +260,8 @@ impl SimReport {
         self.adds_acked += other.adds_acked;
         self.reads_checked += other.reads_checked;
         self.retries += other.retries;
+        self.replays += other.replays;
+        self.trailing_losses += other.trailing_losses;
         self.timed_out += other.timed_out;
         self.takeovers += other.takeovers;
         self.faults += other.faults;

@@ -13,6 +13,7 @@ use crate::copy::{Command, CopyConfig, CopyCore, Input, Role};
 use crate::group::{GroupCommand, GroupCore, GroupInput, Phase, StartAs};
 use crate::ids::{CopyId, Epoch, NodeName, UnitName};
 use crate::message::{Directive, PeerMsg, Refusal, Report};
+use crate::replication::{Durability, Flush, Strategy};
 use crate::time::Time;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -81,6 +82,10 @@ pub(crate) enum Packet {
     Reply {
         token: u64,
         outcome: Result<SetResponse, Refusal>,
+        /// The answering copy's epoch.
+        epoch: Epoch,
+        /// How far the answer's effects had reached the standby.
+        durability: Durability,
     },
 }
 
@@ -110,6 +115,8 @@ pub(crate) enum Event {
     /// A `Bind` or `Unbind` reaching the registry.
     Registry(GroupCommand),
     ClientWake(usize),
+    /// A client with answers the standby may lack confirms or replays them.
+    ClientConfirm(usize),
     ClientRetry {
         client: usize,
         unit: usize,
@@ -165,6 +172,7 @@ impl Event {
             Event::Heal { node, .. } => 14 ^ ((*node as u64) << 8),
             Event::DetectCut { node, .. } => 15 ^ ((*node as u64) << 8),
             Event::Restart { node, .. } => 16 ^ ((*node as u64) << 8),
+            Event::ClientConfirm(c) => 17 ^ ((*c as u64) << 8),
             Event::HeardAgain { node } => 17 ^ ((*node as u64) << 8),
         }
     }
@@ -236,6 +244,16 @@ impl<'a> World<'a> {
         if config.vary_tuning {
             copy_config.window = rng.between(1, 3) as usize;
             copy_config.max_entries_per_part = rng.between(1, 3) as usize;
+            if let Strategy::Trailing(_) = copy_config.strategy {
+                copy_config.strategy = Strategy::Trailing(if rng.chance(0.5) {
+                    Flush::EachStimulus
+                } else {
+                    Flush::Batched {
+                        entries: rng.between(1, 4) as usize,
+                        delay: Duration::from_millis(rng.between(0, 30)),
+                    }
+                });
+            }
         }
         let nodes = config.nodes.max(1);
         let units = config.units.max(1);
@@ -460,6 +478,7 @@ impl<'a> World<'a> {
                 Ok(())
             }
             Event::ClientWake(c) => self.client_wake(c),
+            Event::ClientConfirm(c) => self.client_confirm(c),
             Event::ClientRetry {
                 client,
                 unit,
@@ -561,7 +580,12 @@ impl<'a> World<'a> {
                 self.note(|| format!("manager ⇐ {report:?}"));
                 self.step_manager(GroupInput::Report(report))
             }
-            Packet::Reply { token, outcome } => self.client_reply(token, outcome),
+            Packet::Reply {
+                token,
+                outcome,
+                epoch,
+                durability,
+            } => self.client_reply(token, outcome, epoch, durability),
         }
     }
 
@@ -659,10 +683,13 @@ impl<'a> World<'a> {
                 } => self.ledger.seal(*from, *seq, copy.core.state()),
                 Command::Reply {
                     outcome: Ok(response),
+                    durability,
                     ..
                 } => {
                     checks::one_responder_per_epoch(&mut self.ledger, unit, epoch, id)?;
-                    if let SetResponse::Added { tag } = response {
+                    // A trailing answer the standby may lack counts as acknowledged once its
+                    // caller learns the standby has it (the client tells the ledger).
+                    if let (SetResponse::Added { tag }, true) = (response, durability.durable()) {
                         newly_acked |= self.ledger.acknowledge(unit, *tag, now);
                     }
                 }
@@ -707,12 +734,19 @@ impl<'a> World<'a> {
     fn route_copy_command(&mut self, id: CopyId, node: usize, command: Command<SetUnit>) {
         let from = Endpoint::Node(node);
         match command {
-            Command::Reply { to, outcome, .. } => {
+            Command::Reply {
+                to,
+                outcome,
+                epoch,
+                durability,
+            } => {
                 self.note(|| {
                     format!(
-                        "{id} replies to token {}: {}",
+                        "{id} replies to token {}: {} (batch {}, standby has {})",
                         to.0,
-                        describe_outcome(&outcome)
+                        describe_outcome(&outcome),
+                        durability.batch.0,
+                        durability.standby_has.0
                     )
                 });
                 self.send(
@@ -720,6 +754,8 @@ impl<'a> World<'a> {
                     Packet::Reply {
                         token: to.0,
                         outcome,
+                        epoch,
+                        durability,
                     },
                 );
             }
@@ -1103,7 +1139,7 @@ fn describe_packet(packet: &Packet) -> String {
     match packet {
         Packet::Input { to, input } => format!("→{to} {}", describe_input(input)),
         Packet::Report(r) => format!("→manager {r:?}"),
-        Packet::Reply { token, outcome } => {
+        Packet::Reply { token, outcome, .. } => {
             format!("→client token {token}: {}", describe_outcome(outcome))
         }
     }
