@@ -75,6 +75,18 @@ enum Command {
         /// The unit.
         unit: String,
     },
+    /// Restore a unit declared unavailable (no copy holding its state was left): it starts
+    /// again, empty, at a new epoch.
+    Restore {
+        /// A node of the cluster, as HOST:PORT.
+        #[arg(long)]
+        join: String,
+        /// The cluster's cookie.
+        #[arg(long, default_value = DEV_COOKIE)]
+        cookie: String,
+        /// The unit.
+        unit: String,
+    },
     /// Drain a node for maintenance: its primaries hand over, its standbys move elsewhere,
     /// and nothing new is placed on it until it starts again.
     Drain {
@@ -197,6 +209,11 @@ async fn main() -> std::process::ExitCode {
                 what,
             )
             .await
+        }
+        Command::Restore { join, cookie, unit } => {
+            let what = format!("restore of {unit} asked for");
+            let unit = UnitName::new(unit);
+            operate(&join, &cookie, WireAsk::Restore { unit }, what).await
         }
         Command::Drain { join, cookie, node } => {
             let what = format!("drain of {node} asked for");

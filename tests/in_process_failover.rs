@@ -498,6 +498,21 @@ async fn lose_the_primarys_node(config: CopyConfig, what: &str) -> u64 {
     replays
 }
 
+/// The tally's status, the nodes of its primary and standby, and the third node of the
+/// cluster (a, b, c).
+async fn both_copies_and_a_third_node(
+    cluster: &InProcessCluster,
+) -> (UnitStatus, (String, String), &'static str) {
+    let t = tally_status(&cluster.status().await.expect("status"));
+    let primary = t.primary.clone().expect("a primary").1 .0;
+    let standby = t.standby.clone().expect("a standby").1 .0;
+    let via = ["a", "b", "c"]
+        .into_iter()
+        .find(|n| *n != primary && *n != standby)
+        .expect("a third node");
+    (t, (primary, standby), via)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trailing_answers_lost_with_both_copies_are_reported_to_their_caller_not_dropped() {
     // Updates would leave only every 10 s: during this test nothing reaches the standby.
@@ -510,13 +525,7 @@ async fn trailing_answers_lost_with_both_copies_are_reported_to_their_caller_not
     };
     let faults = Arc::new(Faults::default());
     let cluster = start_with(&faults, config).await;
-    let t = tally_status(&cluster.status().await.expect("status"));
-    let primary = t.primary.clone().expect("a primary").1 .0;
-    let standby = t.standby.clone().expect("a standby").1 .0;
-    let via = ["a", "b", "c"]
-        .into_iter()
-        .find(|n| *n != primary && *n != standby)
-        .expect("a third node");
+    let (_, (primary, standby), via) = both_copies_and_a_third_node(&cluster).await;
     let client = cluster
         .client(
             via,
@@ -535,12 +544,9 @@ async fn trailing_answers_lost_with_both_copies_are_reported_to_their_caller_not
     assert_eq!(client.unconfirmed(), 10, "the standby has none of them");
 
     // Both copies go at once: no copy holds the ten marks, and the unit is unavailable.
-    cluster
-        .kill_node(&primary)
-        .expect("the primary's node goes");
-    cluster
-        .kill_node(&standby)
-        .expect("the standby's node goes");
+    for node in [&primary, &standby] {
+        cluster.kill_node(node).expect("a node of the unit's goes");
+    }
     let reported = Instant::now();
     let mut losses = Vec::new();
     while losses.len() < 10 {
@@ -560,5 +566,62 @@ async fn trailing_answers_lost_with_both_copies_are_reported_to_their_caller_not
     );
     assert_eq!(client.unconfirmed(), 0, "nothing kept back after reporting");
     assert!(losses.iter().all(|l| l.reason.contains("unavailable")));
+    cluster.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_unit_that_lost_both_copies_is_unavailable_until_the_operator_restores_it_empty() {
+    let faults = Arc::new(Faults::default());
+    let cluster = start(&faults).await;
+    let (before, (primary, standby), via) = both_copies_and_a_third_node(&cluster).await;
+    let tally = Tally {
+        faults: faults.clone(),
+    };
+    let client = cluster.client(via, "tally", tally.clone()).expect("client");
+    let marked = client
+        .call_within(TallyReq::Mark("before".into()), T_MAX)
+        .await;
+    assert_eq!(marked, Ok(TallyResp::Marked));
+
+    for node in [&primary, &standby] {
+        cluster.kill_node(node).expect("a node of the unit's goes");
+    }
+    cluster
+        .wait_until(Duration::from_secs(10), "tally unavailable", |units| {
+            tally_status(units).unavailable
+        })
+        .await
+        .expect("the unit is declared unavailable");
+    let refused = client.call_within(TallyReq::Dump, T_MAX).await;
+    assert!(
+        matches!(refused, Err(understudy::CallError::Unavailable { .. })),
+        "{refused:?}"
+    );
+
+    // A node to hold a new standby, and the operator's restore.
+    cluster.start_node("d").await.expect("a fourth node");
+    cluster.restore("tally").expect("the restore is asked for");
+    let restored = cluster
+        .wait_until(Duration::from_secs(10), "tally restored", |units| {
+            let t = tally_status(units);
+            t.serving && t.standby_ready && t.epoch > before.epoch
+        })
+        .await
+        .expect("the unit serves again");
+    let after = tally_status(&restored);
+    let dump = client.call_within(TallyReq::Dump, T_MAX).await;
+    println!(
+        "restored at {:?} (was {:?}): {dump:?}",
+        after.epoch, before.epoch
+    );
+    assert_eq!(
+        dump,
+        Ok(TallyResp::Dump(BTreeMap::new())),
+        "it starts empty"
+    );
+    let marked = client
+        .call_within(TallyReq::Mark("after".into()), T_MAX)
+        .await;
+    assert_eq!(marked, Ok(TallyResp::Marked));
     cluster.shutdown();
 }

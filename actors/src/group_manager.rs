@@ -45,6 +45,11 @@ pub enum GroupManagerMsg {
         /// The node.
         node: NodeName,
     },
+    /// The operator restores a unit declared unavailable: it starts again, empty.
+    Restore {
+        /// The unit.
+        unit: UnitName,
+    },
 }
 
 impl ractor::Message for GroupManagerMsg {}
@@ -180,6 +185,9 @@ impl Actor for GroupManager {
             }
             GroupManagerMsg::Drain { node } => {
                 session.propose(ControlInput::Core(GroupInput::Drain { node }));
+            }
+            GroupManagerMsg::Restore { unit } => {
+                session.propose(ControlInput::Core(GroupInput::Restore { unit }));
             }
             GroupManagerMsg::Tick => {
                 for node in session.tick(&state.table, now, &[], 0) {

@@ -157,6 +157,16 @@ impl InProcessCluster {
         Ok(())
     }
 
+    /// The operator's restore of `unit`, declared unavailable: it starts again, empty, at a
+    /// new epoch.
+    pub fn restore(&self, unit: &str) -> Result<(), ClusterError> {
+        self.group
+            .cast(GroupManagerMsg::Restore {
+                unit: UnitName::new(unit),
+            })
+            .map_err(|e| ClusterError::GroupManager(e.to_string()))
+    }
+
     /// The name table of node `name`.
     pub fn registry(&self, name: &str) -> Result<Registry, ClusterError> {
         let node = NodeName::new(name);

@@ -318,6 +318,9 @@ impl Actor for ControlPlane {
             ControlMsg::Manager(GroupManagerMsg::Drain { node }) => {
                 state.input(GroupInput::Drain { node });
             }
+            ControlMsg::Manager(GroupManagerMsg::Restore { unit }) => {
+                state.input(GroupInput::Restore { unit });
+            }
             ControlMsg::Manager(GroupManagerMsg::Tick) => state.tick(&myself, now),
             ControlMsg::Manager(GroupManagerMsg::Status(reply)) => {
                 let _ = reply.send(status(lock(&state.args.table).core()));

@@ -279,10 +279,13 @@ impl Probe {
         None
     }
 
-    /// Ask the group manager for a planned switchover of `unit`, or to drain `node`.
+    /// Ask the group manager for a planned switchover of `unit`, to drain `node`, or to
+    /// restore an unavailable `unit`.
     pub async fn operate(&self, request: WireAsk) -> Result<(), ProbeError> {
         let group = match &request {
-            WireAsk::Switchover { unit } => self.group_of_unit(unit).await,
+            WireAsk::Switchover { unit } | WireAsk::Restore { unit } => {
+                self.group_of_unit(unit).await
+            }
             WireAsk::Drain { node } => self.status(node).await.ok().map(|s| s.group),
             _ => None,
         };

@@ -152,6 +152,12 @@ pub enum WireAsk {
         /// The node to drain.
         node: NodeName,
     },
+    /// Operator: restore a unit declared unavailable (it starts again, empty), for the node
+    /// that runs its group's manager. Answered with [`WireAnswer::Done`].
+    Restore {
+        /// The unit.
+        unit: UnitName,
+    },
     /// A Raft request for this node's member of `group` (an encoded
     /// [`RaftRequest`](crate::raft::RaftRequest)). Answered with [`WireAnswer::Raft`].
     Raft {
@@ -353,18 +359,12 @@ impl EndpointState {
                 });
             }
             Ok(WireAsk::Switchover { unit }) => {
-                let group = state.args.unit_groups.get(&unit).cloned();
-                let handle = [&state.args.home]
-                    .into_iter()
-                    .chain(state.args.others.iter())
-                    .find(|h| Some(&h.group) == group.as_ref())
-                    .cloned();
-                match handle {
-                    Some(h) => operate(h.control, GroupInput::Switchover { unit }, reply),
-                    None => reply.answer(&WireAnswer::Done(Err(format!(
-                        "unit {unit} is in no group this node knows; check the name"
-                    )))),
-                }
+                let input = GroupInput::Switchover { unit: unit.clone() };
+                operate_on_unit(&state.args, &unit, input, reply);
+            }
+            Ok(WireAsk::Restore { unit }) => {
+                let input = GroupInput::Restore { unit: unit.clone() };
+                operate_on_unit(&state.args, &unit, input, reply);
             }
             Ok(WireAsk::Drain { node }) => {
                 operate(
@@ -482,6 +482,20 @@ impl EndpointState {
         );
         self.callers.insert(unit.clone(), caller.clone());
         Some(caller)
+    }
+}
+
+/// Hands an operator request about `unit` to the control plane of the unit's group.
+fn operate_on_unit(args: &EndpointArgs, unit: &UnitName, input: GroupInput, reply: Reply) {
+    let group = args.unit_groups.get(unit);
+    let handle = std::iter::once(&args.home)
+        .chain(args.others.iter())
+        .find(|h| Some(&h.group) == group);
+    match handle {
+        Some(h) => operate(h.control.clone(), input, reply),
+        None => reply.answer(&WireAnswer::Done(Err(format!(
+            "unit {unit} is in no group this node knows; check the name"
+        )))),
     }
 }
 

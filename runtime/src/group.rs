@@ -88,6 +88,13 @@ pub enum GroupInput {
         /// The node.
         node: NodeName,
     },
+    /// The operator restores `unit`, declared unavailable (no copy holding its state was
+    /// left): it starts again, empty, at a new epoch, as a new unit does. Ignored for a unit
+    /// that is not unavailable.
+    Restore {
+        /// The unit.
+        unit: UnitName,
+    },
     /// The copies `node`'s local manager runs now (it says so with its heartbeats). The
     /// manager reconciles its record with it, which makes up for any lost notification: a
     /// copy it counts on that is not running is lost (known dead: its supervisor does not run
@@ -349,6 +356,7 @@ impl GroupCore {
             GroupInput::Report(r) => self.on_report(now, r),
             GroupInput::Switchover { unit } => self.switchover(now, &unit),
             GroupInput::Drain { node } => self.drain(now, node),
+            GroupInput::Restore { unit } => self.restore(now, unit),
             GroupInput::Tick => self.tick(now),
             GroupInput::Resume => self.resume(now),
             GroupInput::NodeInventory { node, running } => {
@@ -460,11 +468,30 @@ impl GroupCore {
         if self.units.contains_key(&unit) {
             return;
         }
+        self.place_fresh(now, unit, Epoch(1));
+    }
+
+    /// The operator's restore: an unavailable unit starts again, empty, at the next epoch.
+    fn restore(&mut self, now: Time, unit: UnitName) {
+        let Some(rec) = self.units.get(&unit) else {
+            return;
+        };
+        if rec.phase != Phase::Unavailable {
+            return;
+        }
+        let epoch = rec.epoch.next();
+        self.place_fresh(now, unit, epoch);
+    }
+
+    /// Place a unit with no state anywhere: an initial copy at `epoch` on the least loaded
+    /// node (it becomes primary once leased), then its standby; or, with no node up, declare
+    /// it unavailable.
+    fn place_fresh(&mut self, now: Time, unit: UnitName, epoch: Epoch) {
         let Some(node) = self.choose_node(None) else {
             self.units.insert(
                 unit.clone(),
                 UnitRecord {
-                    epoch: Epoch::ZERO,
+                    epoch: Epoch(epoch.0.saturating_sub(1)),
                     primary: None,
                     standby: None,
                     lease_expires: Time::ZERO,
@@ -475,12 +502,11 @@ impl GroupCore {
             );
             self.commands.push(GroupCommand::Unavailable {
                 unit,
-                epoch: Epoch::ZERO,
+                epoch: Epoch(epoch.0.saturating_sub(1)),
             });
             return;
         };
         let copy = self.alloc_copy();
-        let epoch = Epoch(1);
         self.units.insert(
             unit.clone(),
             UnitRecord {

@@ -344,6 +344,38 @@ fn losing_the_standby_while_the_lease_runs_out_declares_the_unit_unavailable() {
 }
 
 #[test]
+fn an_unavailable_unit_restored_by_the_operator_starts_again_empty_at_a_new_epoch() {
+    let mut g = group(3);
+    let p = serving(&mut g, "u", ms(0));
+    // Restoring a unit that serves changes nothing.
+    assert!(step(&mut g, ms(1), GroupInput::Restore { unit: unit("u") }).is_empty());
+    copy_down(&mut g, ms(5), p.primary, true);
+    copy_down(&mut g, ms(6), p.standby, true);
+    assert_eq!(g.unit(&unit("u")).unwrap().phase, Phase::Unavailable);
+    let cmds = step(&mut g, ms(10), GroupInput::Restore { unit: unit("u") });
+    let started: Vec<_> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            GroupCommand::Start { copy, start_as, .. } => Some((*copy, *start_as)),
+            _ => None,
+        })
+        .collect();
+    let epoch = g.unit(&unit("u")).unwrap().epoch;
+    assert!(epoch > Epoch(1), "a new epoch: {epoch:?}");
+    assert!(
+        started.contains(&(
+            g.unit(&unit("u")).unwrap().primary.clone().unwrap().copy,
+            StartAs::Initial { epoch }
+        )),
+        "an initial copy at the new epoch: {cmds:?}"
+    );
+    assert!(matches!(
+        g.unit(&unit("u")).unwrap().phase,
+        Phase::Promoting { .. }
+    ));
+}
+
+#[test]
 fn each_lease_restates_the_ready_standby_to_the_primary() {
     // Regression: an `AssignStandby { None }` that overtook the assignment of the current
     // standby left the primary without one for good.
