@@ -947,7 +947,8 @@ impl<U: Unit> CopyCore<U> {
             self.open_since = None;
         } else {
             let since = *self.open_since.get_or_insert(now);
-            if !self.replicator.due(now.since(since)) {
+            // A primary handing over seals what it has at once: the hand-over waits for it.
+            if !self.handing_over && !self.replicator.due(now.since(since)) {
                 return;
             }
         }

@@ -616,3 +616,31 @@ fn after_a_trailing_takeover_a_replayed_stimulus_takes_effect_once_whether_or_no
         "the one it lacked: applied once"
     );
 }
+
+#[test]
+fn a_batched_trailing_primary_handing_over_seals_at_once_and_hands_over_once_acked() {
+    let flush = Flush::Batched {
+        entries: 100,
+        delay: Duration::from_secs(10),
+    };
+    let (mut p, mut s) = pair_with(trailing(flush));
+    let out = step(&mut p, ms(5), add(7, 1, 70, 11));
+    assert_eq!(replies(&out).len(), 1, "answered at once");
+    assert!(replicates(&out).is_empty(), "the batch waits for more");
+    let sealed = step(
+        &mut p,
+        ms(6),
+        Input::Directive(Directive::HandOver { epoch: Epoch(1) }),
+    );
+    assert_eq!(replicates(&sealed), vec![(BatchSeq(1), 0, 1, 1)]);
+    let ack = deliver(&sealed, S, &mut s, ms(7));
+    let done = deliver(&ack, P, &mut p, ms(8));
+    assert!(reports(&done)
+        .iter()
+        .any(|r| matches!(r, Report::HandedOver { .. })));
+    assert_eq!(
+        s.state().get(&70),
+        Some(&2),
+        "the standby has what was answered"
+    );
+}
