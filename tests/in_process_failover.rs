@@ -110,6 +110,14 @@ struct Outcome {
     client: UnitClient<Tally>,
 }
 
+/// The copies' tuning for the trailing strategy with `flush`.
+fn trailing(flush: Flush) -> CopyConfig {
+    CopyConfig {
+        strategy: Strategy::Trailing(flush),
+        ..CopyConfig::default()
+    }
+}
+
 async fn start(faults: &Arc<Faults>) -> InProcessCluster {
     start_with(faults, CopyConfig::default()).await
 }
@@ -435,10 +443,7 @@ async fn losing_a_whole_local_manager_promotes_its_primaries_standbys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trailing_callers_replay_what_the_lost_standby_lacked_and_lose_nothing_acknowledged() {
-    let config = CopyConfig {
-        strategy: Strategy::Trailing(Flush::EachStimulus),
-        ..CopyConfig::default()
-    };
+    let config = trailing(Flush::EachStimulus);
     lose_the_primarys_node(config, "local manager lost, trailing").await;
 }
 
@@ -446,13 +451,10 @@ async fn trailing_callers_replay_what_the_lost_standby_lacked_and_lose_nothing_a
 async fn trailing_in_batches_the_new_primary_serves_again_what_its_standby_never_received() {
     // Updates leave only every 200 ms: when the node goes, the standby lacks every answer of
     // the last batch period, and the callers' replays are all that brings them back.
-    let config = CopyConfig {
-        strategy: Strategy::Trailing(Flush::Batched {
-            entries: usize::MAX,
-            delay: Duration::from_millis(200),
-        }),
-        ..CopyConfig::default()
-    };
+    let config = trailing(Flush::Batched {
+        entries: usize::MAX,
+        delay: Duration::from_millis(200),
+    });
     let replays = lose_the_primarys_node(config, "local manager lost, trailing in batches").await;
     assert!(
         replays > 0,
@@ -516,13 +518,10 @@ async fn both_copies_and_a_third_node(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trailing_answers_lost_with_both_copies_are_reported_to_their_caller_not_dropped() {
     // Updates would leave only every 10 s: during this test nothing reaches the standby.
-    let config = CopyConfig {
-        strategy: Strategy::Trailing(Flush::Batched {
-            entries: usize::MAX,
-            delay: Duration::from_secs(10),
-        }),
-        ..CopyConfig::default()
-    };
+    let config = trailing(Flush::Batched {
+        entries: usize::MAX,
+        delay: Duration::from_secs(10),
+    });
     let faults = Arc::new(Faults::default());
     let cluster = start_with(&faults, config).await;
     let (_, (primary, standby), via) = both_copies_and_a_third_node(&cluster).await;

@@ -214,7 +214,7 @@ impl<U: Unit> UnitClient<U> {
         if let Some(book) = self.inner.budgets.get() {
             let (unit, budget) = (&self.inner.unit, self.budget(&stimulus));
             let kind = unit.stimulus_kind(&stimulus);
-            let outcome = Box::pin(self.call_unbooked(stimulus, t_max, deadline)).await;
+            let outcome = self.call_unbooked(stimulus, t_max, deadline).await;
             book.called(&self.inner.name, kind, started.elapsed(), &budget, t_max);
             return outcome;
         }

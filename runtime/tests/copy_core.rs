@@ -141,6 +141,13 @@ fn deliver(cmds: &Cmds, to: CopyId, core: &mut Core, now: Time) -> Cmds {
     out
 }
 
+/// Promote standby `s` to `epoch` at `now` and grant its first lease: it serves.
+fn promote_and_lease(s: &mut Core, epoch: Epoch, now: Time) {
+    step(s, now, Input::Directive(Directive::Promote { epoch }));
+    step(s, now, lease(epoch, now));
+    assert_eq!(s.role(), Role::Primary);
+}
+
 /// A primary (copy 1, epoch 1, leased at 0) with a standby (copy 2) that holds its snapshot.
 fn pair() -> (Core, Core) {
     pair_with(config())
@@ -357,13 +364,7 @@ fn a_retried_stimulus_is_answered_from_the_dedupe_table_and_applied_once() {
     );
     assert!(replicates(&third).is_empty());
     // After a takeover the standby's copy of the table answers the retry.
-    step(
-        &mut s,
-        ms(10),
-        Input::Directive(Directive::Promote { epoch: Epoch(2) }),
-    );
-    step(&mut s, ms(10), lease(Epoch(2), ms(10)));
-    assert_eq!(s.role(), Role::Primary);
+    promote_and_lease(&mut s, Epoch(2), ms(10));
     let retry = step(&mut s, ms(11), add(7, 1, 70, 4));
     assert_eq!(
         replies(&retry),
@@ -587,13 +588,7 @@ fn after_a_trailing_takeover_a_replayed_stimulus_takes_effect_once_whether_or_no
     let lost = step(&mut p, ms(8), add(7, 2, 71, 2));
     assert_eq!(durabilities(&lost), vec![(2, 2, 1)]);
     // The standby is promoted and leased.
-    step(
-        &mut s,
-        ms(10),
-        Input::Directive(Directive::Promote { epoch: Epoch(2) }),
-    );
-    step(&mut s, ms(10), lease(Epoch(2), ms(10)));
-    assert_eq!(s.role(), Role::Primary);
+    promote_and_lease(&mut s, Epoch(2), ms(10));
     // The caller replays both, as their answers were not known durable.
     let replay1 = step(&mut s, ms(11), add(7, 1, 70, 3));
     let replay2 = step(&mut s, ms(11), add(7, 2, 71, 4));
