@@ -110,6 +110,14 @@ struct Outcome {
     client: UnitClient<Tally>,
 }
 
+/// A client of the tally on node `via`.
+fn tally_client(cluster: &InProcessCluster, faults: &Arc<Faults>, via: &str) -> UnitClient<Tally> {
+    let tally = Tally {
+        faults: faults.clone(),
+    };
+    cluster.client(via, "tally", tally).expect("a client")
+}
+
 /// The copies' tuning for the trailing strategy with `flush`.
 fn trailing(flush: Flush) -> CopyConfig {
     CopyConfig {
@@ -165,15 +173,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     const WARMUP: usize = 300;
-    let client = cluster
-        .client(
-            via,
-            "tally",
-            Tally {
-                faults: faults.clone(),
-            },
-        )
-        .expect("client");
+    let client = tally_client(cluster, faults, via);
     let acked = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(Mutex::new(Vec::new()));
     let slowest = Arc::new(Mutex::new(Duration::ZERO));
@@ -271,15 +271,7 @@ async fn check(
         "{what}: {} answered stimuli replayed to the new primary",
         out.client.replays()
     );
-    let client = cluster
-        .client(
-            via,
-            "tally",
-            Tally {
-                faults: faults.clone(),
-            },
-        )
-        .expect("client");
+    let client = tally_client(cluster, faults, via);
     let TallyResp::Dump(state) = client
         .call_within(TallyReq::Dump, T_MAX)
         .await
@@ -391,15 +383,7 @@ async fn trip_the_primary(
     let via = "a";
     let (before, after, _) = fault_under_load(&cluster, &faults, via, what, || async {
         switch(&faults).store(true, Ordering::SeqCst);
-        let c = cluster
-            .client(
-                via,
-                "tally",
-                Tally {
-                    faults: faults.clone(),
-                },
-            )
-            .expect("client");
+        let c = tally_client(&cluster, &faults, via);
         // The stimulus that tripped the primary is resent to the new one and answered there.
         assert_eq!(c.call_within(trigger, T_MAX).await, Ok(TallyResp::Fine));
     })
@@ -525,15 +509,7 @@ async fn trailing_answers_lost_with_both_copies_are_reported_to_their_caller_not
     let faults = Arc::new(Faults::default());
     let cluster = start_with(&faults, config).await;
     let (_, (primary, standby), via) = both_copies_and_a_third_node(&cluster).await;
-    let client = cluster
-        .client(
-            via,
-            "tally",
-            Tally {
-                faults: faults.clone(),
-            },
-        )
-        .expect("client");
+    let client = tally_client(&cluster, &faults, via);
     for i in 0..10 {
         let answer = client
             .call_within(TallyReq::Mark(format!("m{i}")), T_MAX)
@@ -573,10 +549,7 @@ async fn a_unit_that_lost_both_copies_is_unavailable_until_the_operator_restores
     let faults = Arc::new(Faults::default());
     let cluster = start(&faults).await;
     let (before, (primary, standby), via) = both_copies_and_a_third_node(&cluster).await;
-    let tally = Tally {
-        faults: faults.clone(),
-    };
-    let client = cluster.client(via, "tally", tally.clone()).expect("client");
+    let client = tally_client(&cluster, &faults, via);
     let marked = client
         .call_within(TallyReq::Mark("before".into()), T_MAX)
         .await;
