@@ -23,13 +23,13 @@ use crate::error::{CallError, DeliveryError};
 use crate::link::Directory;
 use crate::local_manager::LocalManagerMsg;
 use crate::registry::{NameState, Registry};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 use understudy_runtime::{
-    BatchSeq, Budget, ClientId, Durability, Epoch, Refusal, Seq, StimulusId, Unit, UnitName,
+    Budget, ClientId, Durability, Refusal, ReplayBook, Seq, StimulusId, Unit, UnitName,
 };
 
 /// How long to wait before resending after a refusal that says "not yet" (lease lapsed,
@@ -74,7 +74,7 @@ struct Inner<U: Unit> {
     outstanding: Mutex<BTreeSet<u64>>,
     span_freed: tokio::sync::Notify,
     /// Answered stimuli whose effects the standby may lack, by sequence number.
-    unconfirmed: Mutex<BTreeMap<u64, Unconfirmed>>,
+    unconfirmed: Mutex<ReplayBook<u64, Resend>>,
     /// Whether the task confirming or replaying them runs.
     confirming: AtomicBool,
     /// Replays that failed.
@@ -85,15 +85,11 @@ struct Inner<U: Unit> {
     budgets: std::sync::OnceLock<BudgetBook>,
 }
 
-/// An answered stimulus whose effects the standby may lack.
+/// What a client keeps of an answered stimulus the standby may lack, to send it again.
 #[derive(Clone, Debug)]
-struct Unconfirmed {
+struct Resend {
     body: Vec<u8>,
     t_max: Duration,
-    /// The epoch of the primary that last answered it, and the batch of that primary's
-    /// stream that holds its effects.
-    epoch: Epoch,
-    batch: BatchSeq,
 }
 
 /// A stimulus answered under the trailing strategy whose effects the lost primary's standby
@@ -156,7 +152,7 @@ impl<U: Unit> UnitClient<U> {
                 next_seq: AtomicU64::new(Seq::FIRST.0),
                 outstanding: Mutex::new(BTreeSet::new()),
                 span_freed: tokio::sync::Notify::new(),
-                unconfirmed: Mutex::new(BTreeMap::new()),
+                unconfirmed: Mutex::new(ReplayBook::default()),
                 confirming: AtomicBool::new(false),
                 losses: Mutex::new(Vec::new()),
                 replays: AtomicU64::new(0),
@@ -250,21 +246,17 @@ impl<U: Unit> UnitClient<U> {
         };
         let result = self.drive(id, &body, t_max, deadline).await;
         match &result {
-            Ok(served) if !served.durability.durable() => {
-                // Keep it (and its number awaited) until the standby has it.
-                let kept = Unconfirmed {
-                    body,
-                    t_max,
-                    epoch: served.served_by.epoch,
-                    batch: served.durability.batch,
-                };
-                lock(&self.inner.unconfirmed).insert(seq, kept);
-                self.confirmed(served);
-                self.ensure_confirming();
-            }
             Ok(served) => {
+                // Kept (and its number awaited) until the standby has it, if it may not.
+                let (epoch, durability) = (served.served_by.epoch, served.durability);
+                let resend = Resend { body, t_max };
+                let kept = lock(&self.inner.unconfirmed).answered(seq, epoch, durability, resend);
                 self.confirmed(served);
-                self.release(&[seq]);
+                if kept {
+                    self.ensure_confirming();
+                } else {
+                    self.release(&[seq]);
+                }
             }
             Err(_) => self.release(&[seq]),
         }
@@ -309,20 +301,12 @@ impl<U: Unit> UnitClient<U> {
     /// An answer says how far the standby of its epoch's primary got: forget every kept
     /// stimulus of that epoch it has.
     fn confirmed(&self, served: &Served<U::Response>) {
-        let epoch = served.served_by.epoch;
-        let has = served.durability.standby_has;
-        let done: Vec<u64> = {
-            let mut kept = lock(&self.inner.unconfirmed);
-            let done: Vec<u64> = kept
-                .iter()
-                .filter(|(_, u)| u.epoch == epoch && u.batch <= has)
-                .map(|(seq, _)| *seq)
-                .collect();
-            for seq in &done {
-                kept.remove(seq);
-            }
-            done
-        };
+        let (epoch, has) = (served.served_by.epoch, served.durability.standby_has);
+        let done: Vec<u64> = lock(&self.inner.unconfirmed)
+            .confirm(epoch, has)
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
         self.release(&done);
     }
 
@@ -360,21 +344,18 @@ impl<U: Unit> UnitClient<U> {
         });
     }
 
-    /// One round: replay, in order, every kept stimulus answered at an older epoch than the
-    /// current binding's; then resend the newest kept at the current epoch, whose answer (from
-    /// the unit's table) says how far the standby got. Returns whether any is kept still.
+    /// One round, as the book plans it: replay, in order, every kept stimulus answered at an
+    /// older epoch than the current binding's; or resend the newest, whose answer (from the
+    /// unit's table) says how far the standby got. Returns whether any is kept still.
     async fn confirm_round(&self) -> bool {
-        let kept: Vec<(u64, Unconfirmed)> = lock(&self.inner.unconfirmed)
-            .iter()
-            .map(|(seq, u)| (*seq, u.clone()))
-            .collect();
-        if kept.is_empty() {
+        if self.unconfirmed() == 0 {
             return false;
         }
         let current = match self.inner.registry.resolve(&self.inner.name) {
             Some(NameState::Bound(b)) => b.epoch,
             Some(NameState::Unavailable { .. }) => {
-                let seqs: Vec<u64> = kept.iter().map(|(seq, _)| *seq).collect();
+                let all = lock(&self.inner.unconfirmed).take_all();
+                let seqs: Vec<u64> = all.into_iter().map(|(seq, _)| seq).collect();
                 self.lose(
                     &seqs,
                     "the unit is unavailable: no copy holding its state is left",
@@ -384,19 +365,25 @@ impl<U: Unit> UnitClient<U> {
             // A takeover under way, or not known yet: wait for the binding.
             _ => return true,
         };
-        for (seq, u) in kept.iter().filter(|(_, u)| u.epoch < current) {
-            self.inner.replays.fetch_add(1, Ordering::Relaxed);
-            self.resend(*seq, u).await;
-        }
-        if let Some((seq, u)) = kept.iter().rev().find(|(_, u)| u.epoch >= current) {
-            self.resend(*seq, u).await;
+        let round = lock(&self.inner.unconfirmed).round(current);
+        self.inner
+            .replays
+            .fetch_add(round.replay.len() as u64, Ordering::Relaxed);
+        for seq in round.replay.into_iter().chain(round.probe) {
+            self.resend(seq).await;
         }
         self.unconfirmed() > 0
     }
 
     /// Send a kept stimulus again, with its id: answered from the unit's table if the primary
     /// has it, served once if it does not.
-    async fn resend(&self, seq: u64, kept: &Unconfirmed) {
+    async fn resend(&self, seq: u64) {
+        let Some(kept) = lock(&self.inner.unconfirmed)
+            .get(&seq)
+            .map(|k| k.payload.clone())
+        else {
+            return;
+        };
         let id = StimulusId {
             client: self.inner.client,
             seq: Seq(seq),
@@ -404,35 +391,39 @@ impl<U: Unit> UnitClient<U> {
         let deadline = Instant::now() + kept.t_max;
         match self.drive(id, &kept.body, kept.t_max, deadline).await {
             Ok(served) => {
-                if let Some(u) = lock(&self.inner.unconfirmed).get_mut(&seq) {
-                    // Its effects now stand in this primary's stream.
-                    u.epoch = served.served_by.epoch;
-                    u.batch = served.durability.batch;
+                // Its effects now stand in this primary's stream (if still kept).
+                let (epoch, durability) = (served.served_by.epoch, served.durability);
+                let still_kept = {
+                    let mut book = lock(&self.inner.unconfirmed);
+                    book.get(&seq).is_some() && book.answered(seq, epoch, durability, kept)
+                };
+                if !still_kept {
+                    self.release(&[seq]);
                 }
                 self.confirmed(&served);
             }
             // Not answered in time: try again next round.
             Err(CallError::DeadlineExceeded { .. }) => {}
-            Err(e) => self.lose(&[seq], &e.to_string()),
+            Err(e) => {
+                lock(&self.inner.unconfirmed).take(&seq);
+                self.lose(&[seq], &e.to_string());
+            }
         }
     }
 
-    /// Report kept stimuli as lost and forget them.
+    /// Report stimuli taken from the book as lost, and no longer await them.
     fn lose(&self, seqs: &[u64], reason: &str) {
         {
-            let mut kept = lock(&self.inner.unconfirmed);
             let mut losses = lock(&self.inner.losses);
             for seq in seqs {
-                if kept.remove(seq).is_some() {
-                    tracing::warn!(unit = %self.inner.name, seq, reason, "an answered stimulus could not be replayed after a takeover");
-                    losses.push(TrailingLoss {
-                        stimulus: StimulusId {
-                            client: self.inner.client,
-                            seq: Seq(*seq),
-                        },
-                        reason: reason.to_string(),
-                    });
-                }
+                tracing::warn!(unit = %self.inner.name, seq, reason, "an answered stimulus could not be replayed after a takeover");
+                losses.push(TrailingLoss {
+                    stimulus: StimulusId {
+                        client: self.inner.client,
+                        seq: Seq(*seq),
+                    },
+                    reason: reason.to_string(),
+                });
             }
         }
         self.release(seqs);

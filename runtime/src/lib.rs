@@ -16,6 +16,7 @@
 //! | [`liveness`] | heartbeat bookkeeping: who has been silent too long |
 //! | [`dedupe`] | the bounded [`DedupeTable`] that makes retries take effect once |
 //! | [`message`] | what copies, managers and clients say to each other, and [`Refusal`] |
+//! | [`replay`] | a caller's book of trailing answers the standby may lack: kept, confirmed, replayed |
 //! | [`replication`] | the primary's side of the synchronous (group commit) and trailing strategies ([`Replicator`]) |
 //! | [`copy`] | one copy and its role machine `Standby → Promoting → Primary → Fenced` |
 //! | [`group`] | the group manager's decisions: placement, leases, takeover |
@@ -39,6 +40,7 @@ pub mod group;
 pub mod ids;
 pub mod liveness;
 pub mod message;
+pub mod replay;
 pub mod replication;
 pub mod sim;
 pub mod table;
@@ -52,6 +54,7 @@ pub use group::{GroupCommand, GroupConfig, GroupCore, GroupInput, StartAs};
 pub use ids::{BatchSeq, ClientId, CopyId, Epoch, NodeName, Seq, StimulusId, UnitName};
 pub use liveness::{HeartbeatConfig, Liveness};
 pub use message::{Directive, Entry, PeerMsg, Refusal, Report};
+pub use replay::{Kept, ReplayBook, Round};
 pub use replication::{Decision, Durability, Flush, Replicator, Strategy};
 pub use table::{ControlEntry, ControlInput, GroupTable, ManagerSession};
 pub use time::Time;

@@ -17,6 +17,7 @@ use super::Breakage;
 use crate::copy::{Input, ReplyToken, StimulusIn};
 use crate::ids::{BatchSeq, ClientId, Epoch, Seq, StimulusId};
 use crate::message::Refusal;
+use crate::replay::ReplayBook;
 use crate::replication::Durability;
 use crate::time::Time;
 use std::collections::{BTreeMap, VecDeque};
@@ -74,14 +75,6 @@ struct Pending {
     again: bool,
 }
 
-/// An answered stimulus whose effects the standby may lack.
-#[derive(Clone, Debug)]
-struct Kept {
-    body: SetStimulus,
-    epoch: Epoch,
-    batch: BatchSeq,
-}
-
 /// How often a client with kept answers confirms or replays them.
 const CONFIRM_EVERY: Duration = Duration::from_millis(20);
 
@@ -93,7 +86,8 @@ pub(crate) struct SimClient {
     next_seq: Vec<u64>,
     plan: VecDeque<(usize, SetStimulus)>,
     outstanding: BTreeMap<(usize, u64), Pending>,
-    kept: BTreeMap<(usize, u64), Kept>,
+    /// Per unit, the answered stimuli its standby may lack (the book `UnitClient` keeps too).
+    kept: Vec<ReplayBook<u64, SetStimulus>>,
     confirming: bool,
     cache: Vec<Option<Binding>>,
     pub(crate) done_at: Time,
@@ -101,16 +95,19 @@ pub(crate) struct SimClient {
 
 impl SimClient {
     pub(crate) fn done(&self) -> bool {
-        self.plan.is_empty() && self.outstanding.is_empty() && self.kept.is_empty()
+        self.plan.is_empty()
+            && self.outstanding.is_empty()
+            && self.kept.iter().all(|b| b.is_empty())
     }
 
     fn low_water(&self, unit: usize) -> Seq {
+        let kept = self.kept.get(unit).and_then(|b| b.keys().next());
         let lowest = self
             .outstanding
             .keys()
-            .chain(self.kept.keys())
             .filter(|(u, _)| *u == unit)
             .map(|(_, s)| *s)
+            .chain(kept)
             .min()
             .unwrap_or(self.next_seq.get(unit).copied().unwrap_or(1));
         Seq(lowest)
@@ -141,7 +138,7 @@ impl World<'_> {
                 next_seq: vec![Seq::FIRST.0; units as usize],
                 plan,
                 outstanding: BTreeMap::new(),
-                kept: BTreeMap::new(),
+                kept: (0..units).map(|_| ReplayBook::default()).collect(),
                 confirming: false,
                 cache: vec![None; units as usize],
                 done_at: Time::ZERO,
@@ -346,13 +343,8 @@ impl World<'_> {
             Ok(response) => {
                 let pending = pending.clone();
                 client.outstanding.remove(&(unit, seq));
-                if !durability.durable() {
-                    let kept = Kept {
-                        body: pending.body.clone(),
-                        epoch,
-                        batch: durability.batch,
-                    };
-                    client.kept.insert((unit, seq), kept);
+                if let Some(book) = client.kept.get_mut(unit) {
+                    book.answered(seq, epoch, durability, pending.body.clone());
                 }
                 self.confirm_kept(c, unit, epoch, durability.standby_has);
                 self.start_confirming(c);
@@ -414,17 +406,12 @@ impl World<'_> {
         let Some(client) = self.clients.get_mut(c) else {
             return;
         };
-        let covered: Vec<(usize, u64)> = client
-            .kept
-            .iter()
-            .filter(|((u, _), k)| *u == unit && k.epoch == epoch && k.batch <= has)
-            .map(|(key, _)| *key)
-            .collect();
-        for key in covered {
-            if let Some(kept) = client.kept.remove(&key) {
-                if let SetStimulus::Add { tag } = kept.body {
-                    self.ledger.acknowledge(unit, tag, now);
-                }
+        let Some(book) = client.kept.get_mut(unit) else {
+            return;
+        };
+        for (_, body) in book.confirm(epoch, has) {
+            if let SetStimulus::Add { tag } = body {
+                self.ledger.acknowledge(unit, tag, now);
             }
         }
     }
@@ -433,7 +420,7 @@ impl World<'_> {
         let Some(client) = self.clients.get_mut(c) else {
             return;
         };
-        if client.confirming || client.kept.is_empty() {
+        if client.confirming || client.kept.iter().all(|b| b.is_empty()) {
             return;
         }
         client.confirming = true;
@@ -452,53 +439,43 @@ impl World<'_> {
             return Ok(());
         };
         client.confirming = false;
-        let mut again: Vec<(usize, u64)> = Vec::new();
+        let mut again: Vec<(usize, u64, SetStimulus)> = Vec::new();
         let mut lost = 0u64;
         let mut settled: Vec<(usize, SetStimulus)> = Vec::new();
         let no_replay = self.config.breakage == Some(Breakage::TrailingWithoutReplay);
-        for (unit, binding) in bindings.iter().enumerate() {
+        for (unit, book) in client.kept.iter_mut().enumerate() {
             if unavailable.get(unit).copied().unwrap_or(false) {
                 // No copy holding the unit's state is left: what the client kept is lost, and
                 // it is told so (as `UnitClient::take_trailing_losses` does).
-                let before = client.kept.len();
-                client.kept.retain(|(u, _), _| *u != unit);
-                lost += (before - client.kept.len()) as u64;
+                lost += book.take_all().len() as u64;
                 continue;
             }
-            let Some(binding) = binding else {
+            let Some(binding) = bindings.get(unit).copied().flatten() else {
                 continue;
             };
-            let older: Vec<(usize, u64)> = client
-                .kept
-                .iter()
-                .filter(|((u, _), k)| *u == unit && k.epoch < binding.epoch)
-                .map(|(key, _)| *key)
-                .collect();
-            if older.is_empty() {
-                let newest = client.kept.keys().rev().find(|(u, _)| *u == unit).copied();
-                again.extend(newest);
-            } else if no_replay {
+            let round = book.round(binding.epoch);
+            if no_replay && !round.replay.is_empty() {
                 // The broken variant: taken as settled, never replayed.
-                for key in older {
-                    settled.extend(client.kept.remove(&key).map(|k| (unit, k.body)));
+                for seq in round.replay {
+                    settled.extend(book.take(&seq).map(|k| (unit, k.payload)));
                 }
-            } else {
-                self.report.replays += older.len() as u64;
-                again.extend(older);
+                continue;
+            }
+            self.report.replays += round.replay.len() as u64;
+            for seq in round.replay.into_iter().chain(round.probe) {
+                // Awaited again: its answer will keep or confirm it anew.
+                again.extend(book.take(&seq).map(|k| (unit, seq, k.payload)));
             }
         }
-        for key in &again {
-            // Awaited again: its answer will keep or confirm it anew.
-            if let Some(kept) = client.kept.remove(key) {
-                client.outstanding.entry(*key).or_insert(Pending {
-                    body: kept.body,
-                    first_sent: now,
-                    deadline: now.after(t_max),
-                    attempt: 0,
-                    sends: 0,
-                    again: true,
-                });
-            }
+        for (unit, seq, body) in &again {
+            client.outstanding.entry((*unit, *seq)).or_insert(Pending {
+                body: body.clone(),
+                first_sent: now,
+                deadline: now.after(t_max),
+                attempt: 0,
+                sends: 0,
+                again: true,
+            });
         }
         if let Some(client) = self.clients.get_mut(c) {
             if client.done() {
@@ -514,7 +491,7 @@ impl World<'_> {
             self.report.trailing_losses += lost;
             self.note(|| format!("client {c}: {lost} answered stimuli of unavailable units lost"));
         }
-        for (unit, seq) in again {
+        for (unit, seq, _) in again {
             self.send_attempt(c, unit, seq);
         }
         self.start_confirming(c);
