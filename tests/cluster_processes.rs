@@ -465,6 +465,38 @@ async fn kill_9_of_a_trailing_primarys_node_loses_nothing_acknowledged_once_call
     kill_9_of_kvs_primarys_node("t", Some(TRAILING_KV), "trailing, ").await;
 }
 
+/// kv with in-flight knowledge on synchronous replication.
+const IN_FLIGHT_KV: &str = r#"
+[[units]]
+name = "kv"
+kind = "kv"
+strategy = "inflight"
+t_max_ms = 5000
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_an_in_flight_primarys_node_loses_and_duplicates_nothing() {
+    let _turn = SERIAL.lock().await;
+    kill_9_of_kvs_primarys_node("f", Some(IN_FLIGHT_KV), "in-flight, ").await;
+}
+
+/// kv with in-flight knowledge on trailing replication.
+const TRAILING_IN_FLIGHT_KV: &str = r#"
+[[units]]
+name = "kv"
+kind = "kv"
+strategy = "trailing"
+inflight = true
+t_max_ms = 5000
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_a_trailing_in_flight_primarys_node_loses_nothing_acknowledged_and_duplicates_nothing(
+) {
+    let _turn = SERIAL.lock().await;
+    kill_9_of_kvs_primarys_node("g", Some(TRAILING_IN_FLIGHT_KV), "trailing in-flight, ").await;
+}
+
 /// The units file of the two-group test: kv in group `front`, the ledger in group `back`.
 const TWO_GROUPS: &str = r#"
 [[groups]]

@@ -112,6 +112,8 @@ pub struct Served<R> {
     /// Whether the standby had the answer's effects when it left (under the trailing strategy
     /// it may not; the client then keeps the stimulus until it does).
     pub durability: Durability,
+    /// Whether the unit served it in its degraded mode (a unit it calls was unavailable).
+    pub degraded: bool,
 }
 
 /// A typed handle to one unit. Cheap to clone; clones share one client id, so their stimuli
@@ -474,7 +476,50 @@ impl<U: Unit> UnitClient<U> {
         t_max: Duration,
         deadline: Instant,
     ) -> Result<Served<U::Response>, CallError> {
-        let name = &self.inner.name;
+        let low_water = || self.low_water(id.seq.0);
+        let route = Route {
+            registry: &self.inner.registry,
+            directory: &self.inner.directory,
+            name: &self.inner.name,
+        };
+        let answer = route.deliver(id, &low_water, body, t_max, deadline).await?;
+        let response = decode::<U::Response>("response", &answer.body).map_err(|e| {
+            CallError::BadResponse {
+                unit: self.inner.name.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(Served {
+            response,
+            served_by: answer.served_by,
+            durability: answer.durability,
+            degraded: answer.degraded,
+        })
+    }
+}
+
+/// How a stimulus reaches a unit's primary: the name table to resolve it in and the links
+/// to send over. A `UnitClient` uses it, and so does a copy calling another unit.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Route<'a> {
+    pub(crate) registry: &'a Registry,
+    pub(crate) directory: &'a Directory,
+    pub(crate) name: &'a UnitName,
+}
+
+impl Route<'_> {
+    /// Send the stimulus `id` (encoded as `body`) to the unit's primary, following its
+    /// takeovers, until it is answered or refused for good or `deadline` passes. Each attempt
+    /// carries the low-water mark `low_water` gives at that moment.
+    pub(crate) async fn deliver(
+        &self,
+        id: StimulusId,
+        low_water: &(dyn Fn() -> Seq + Sync),
+        body: &[u8],
+        t_max: Duration,
+        deadline: Instant,
+    ) -> Result<Answer, CallError> {
+        let name = self.name;
         let mut attempts = 0u32;
         let mut seen: Option<NameState> = None;
         let exceeded = |attempts| CallError::DeadlineExceeded {
@@ -486,16 +531,11 @@ impl<U: Unit> UnitClient<U> {
             if Instant::now() >= deadline {
                 return Err(exceeded(attempts));
             }
-            let state = self.inner.registry.resolve(name);
+            let state = self.registry.resolve(name);
             let binding = match &state {
                 None if seen.is_none() && attempts == 0 => {
                     // Not known yet: the first bindings may still be on their way.
-                    match self
-                        .inner
-                        .registry
-                        .wait_for_change(name, None, deadline)
-                        .await
-                    {
+                    match self.registry.wait_for_change(name, None, deadline).await {
                         Some(_) => continue,
                         None => return Err(CallError::UnknownUnit { unit: name.clone() }),
                     }
@@ -507,7 +547,6 @@ impl<U: Unit> UnitClient<U> {
                 _ => {
                     // Stale or no binding: wait for the next one.
                     if self
-                        .inner
                         .registry
                         .wait_for_change(name, state.as_ref(), deadline)
                         .await
@@ -518,7 +557,7 @@ impl<U: Unit> UnitClient<U> {
                     continue;
                 }
             };
-            if !self.inner.directory.knows(&binding.node) {
+            if !self.directory.knows(&binding.node) {
                 seen = state;
                 continue;
             }
@@ -528,11 +567,10 @@ impl<U: Unit> UnitClient<U> {
                 unit: name.clone(),
                 copy: binding.copy,
                 id,
-                low_water: self.low_water(id.seq.0),
+                low_water: low_water(),
                 body: body.to_vec(),
             };
             let sent = self
-                .inner
                 .directory
                 .send(&binding.node, LocalManagerMsg::Stimulus(ask, tx.into()));
             let attempt = if sent.is_err() {
@@ -541,7 +579,6 @@ impl<U: Unit> UnitClient<U> {
                 // Wait for the answer, or for the name to be rebound away from this primary
                 // (it may be hung), or for the deadline.
                 let rebound = self
-                    .inner
                     .registry
                     .wait_for_change(name, state.as_ref(), deadline);
                 tokio::select! {
@@ -555,26 +592,12 @@ impl<U: Unit> UnitClient<U> {
                 }
             };
             match attempt {
-                Attempt::Answered(answer) => {
-                    let response =
-                        decode::<U::Response>("response", &answer.body).map_err(|e| {
-                            CallError::BadResponse {
-                                unit: name.clone(),
-                                reason: e.to_string(),
-                            }
-                        })?;
-                    return Ok(Served {
-                        response,
-                        served_by: answer.served_by,
-                        durability: answer.durability,
-                    });
-                }
+                Attempt::Answered(answer) => return Ok(answer),
                 Attempt::Stale => seen = state,
                 Attempt::Later => {
                     let until = (Instant::now() + BACKOFF).min(deadline);
                     // Poll with a deadline: a rebinding ends the wait early.
                     let _ = self
-                        .inner
                         .registry
                         .wait_for_change(name, state.as_ref(), until)
                         .await;
@@ -584,14 +607,18 @@ impl<U: Unit> UnitClient<U> {
     }
 
     fn judge(&self, id: StimulusId, e: DeliveryError) -> Result<Attempt<Answer>, CallError> {
-        let name = &self.inner.name;
+        let name = self.name;
         match e {
             DeliveryError::Refused(Refusal::NotPrimary { .. })
             | DeliveryError::NoSuchCopy { .. } => Ok(Attempt::Stale),
             DeliveryError::Refused(Refusal::LeaseLapsed { .. } | Refusal::Overloaded { .. }) => {
                 Ok(Attempt::Later)
             }
-            DeliveryError::Refused(r @ Refusal::Superseded { .. }) => Err(CallError::Ignored {
+            DeliveryError::Refused(
+                r @ (Refusal::Superseded { .. }
+                | Refusal::SessionExpired { .. }
+                | Refusal::Ignored { .. }),
+            ) => Err(CallError::Ignored {
                 unit: name.clone(),
                 stimulus: id,
                 reason: r.to_string(),
@@ -602,11 +629,6 @@ impl<U: Unit> UnitClient<U> {
                     stimulus: id,
                 })
             }
-            DeliveryError::Refused(r @ Refusal::SessionExpired { .. }) => Err(CallError::Ignored {
-                unit: name.clone(),
-                stimulus: id,
-                reason: r.to_string(),
-            }),
             DeliveryError::Malformed { reason, .. } => Err(CallError::BadStimulus {
                 unit: name.clone(),
                 reason,

@@ -6,7 +6,7 @@
 //! error (stimuli) or dropped with a warning (peer messages), never a panic.
 
 use crate::budgets::BudgetBook;
-use crate::client::UnitClient;
+use crate::client::{Route, UnitClient};
 use crate::clock::{self, Ticker};
 use crate::codec::{decode, encode};
 use crate::envelope::NodeCast;
@@ -22,8 +22,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use understudy_runtime::{
-    Budget, Command, CopyConfig, CopyCore, CopyId, Directive, Durability, Epoch, Input, NodeName,
-    PeerMsg, ReplyToken, Seq, StartAs, StimulusId, StimulusIn, Unit, UnitName,
+    Budget, CallFailure, CallReply, CallToken, Command, CopyConfig, CopyCore, CopyId,
+    DependencyChange, Directive, Durability, Epoch, Input, NodeName, PeerMsg, ReplyToken, Role,
+    Seq, StartAs, StimulusId, StimulusIn, Unit, UnitName,
 };
 
 /// The answer a node gives to a stimulus: the encoded response and who served it, or why
@@ -56,6 +57,9 @@ pub struct Answer {
     pub served_by: ServedBy,
     /// Whether the standby had the answer's effects (always, under the synchronous strategy).
     pub durability: Durability,
+    /// Whether the unit served it in its degraded mode (a unit it calls was unavailable).
+    #[serde(default)]
+    pub degraded: bool,
 }
 
 /// Messages to a unit actor.
@@ -95,6 +99,13 @@ pub enum CopyMsg {
     Tick,
     /// Fault injection: the next stimulus panics inside the handler.
     ArmPanic,
+    /// The outcome of a call this copy made to another unit for the stimulus it serves.
+    CallReply {
+        /// The call.
+        call: CallToken,
+        /// Its outcome.
+        reply: CallReply,
+    },
 }
 
 impl ractor::Message for CopyMsg {}
@@ -116,8 +127,12 @@ pub struct CopyArgs {
     pub local_manager: ActorRef<LocalManagerMsg>,
     /// How to reach other nodes.
     pub directory: Directory,
+    /// The node's name table, to call other units through.
+    pub registry: Registry,
     /// Tuning of the core.
     pub config: CopyConfig,
+    /// The units this one calls, whose availability the primary watches (degraded modes).
+    pub calls: Vec<UnitName>,
     /// How often the core's clock ticks.
     pub tick: Duration,
     /// The node's book of time spent against budgets.
@@ -155,6 +170,7 @@ pub struct CopyState<U: Unit> {
     next_token: u64,
     peers: HashMap<CopyId, NodeName>,
     panic_armed: bool,
+    myself: ActorRef<CopyMsg>,
     _ticker: Ticker,
 }
 
@@ -199,6 +215,7 @@ impl<U: Unit> Actor for UnitCopy<U> {
             next_token: 0,
             peers,
             panic_armed: false,
+            myself: myself.clone(),
             _ticker: ticker,
         })
     }
@@ -295,23 +312,102 @@ impl<U: Unit> Actor for UnitCopy<U> {
                         seq,
                     });
             }
-            CopyMsg::Tick => state.core.step(now, Input::Tick),
+            CopyMsg::Tick => {
+                watch_dependencies(state, now);
+                state.core.step(now, Input::Tick);
+            }
             CopyMsg::ArmPanic => state.panic_armed = true,
+            CopyMsg::CallReply { call, reply } => {
+                state.core.step(now, Input::CallReply { call, reply });
+            }
         }
         carry_out(state);
         Ok(())
     }
 }
 
+/// While primary, tell the core when a unit it calls became indefinitely unavailable or came
+/// back, as this node's name table says (a takeover under way changes nothing).
+fn watch_dependencies<U: Unit>(state: &mut CopyState<U>, now: understudy_runtime::Time) {
+    if !matches!(state.core.role(), Role::Primary | Role::Promoting) {
+        return;
+    }
+    for dep in &state.args.calls {
+        let down = match state.args.registry.resolve(dep) {
+            Some(crate::registry::NameState::Unavailable { .. }) => true,
+            Some(crate::registry::NameState::Bound(_)) => false,
+            _ => continue,
+        };
+        if down == state.core.dependency_down(dep) {
+            continue;
+        }
+        let unit = dep.0.clone();
+        let change = if down {
+            DependencyChange::Unavailable { unit }
+        } else {
+            DependencyChange::Available { unit }
+        };
+        tracing::info!(unit = %state.args.unit, dependency = %dep, ?change, "a unit it calls changed availability");
+        state.core.step(now, Input::Dependency(change));
+    }
+}
+
+/// Make a call the core asked for, in a task of its own; its outcome comes back as a message.
+fn make_call<U: Unit>(
+    state: &CopyState<U>,
+    call: CallToken,
+    unit: UnitName,
+    id: StimulusId,
+    low_water: Seq,
+    body: Vec<u8>,
+    t_max: Duration,
+) {
+    let registry = state.args.registry.clone();
+    let directory = state.args.directory.clone();
+    let myself = state.myself.clone();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + t_max;
+        let route = Route {
+            registry: &registry,
+            directory: &directory,
+            name: &unit,
+        };
+        let low = move || low_water;
+        let outcome = match route.deliver(id, &low, &body, t_max, deadline).await {
+            Ok(answer) => Ok(answer.body),
+            Err(CallError::Unavailable { unit }) => Err(CallFailure::Unavailable { unit }),
+            Err(CallError::DeadlineExceeded { unit, budget, .. }) => {
+                Err(CallFailure::DeadlineExceeded { unit, left: budget })
+            }
+            Err(e) => Err(CallFailure::Refused {
+                unit: unit.clone(),
+                reason: e.to_string(),
+            }),
+        };
+        let reply = CallReply { unit, outcome };
+        // The copy may have stopped meanwhile: then nobody waits for the reply.
+        let _ = myself.cast(CopyMsg::CallReply { call, reply });
+    });
+}
+
 /// Carry out the commands the core produced.
 fn carry_out<U: Unit>(state: &mut CopyState<U>) {
     for command in state.core.drain_commands() {
         match command {
+            Command::Call {
+                call,
+                unit,
+                id,
+                low_water,
+                body,
+                t_max,
+            } => make_call(state, call, unit, id, low_water, body, t_max),
             Command::Reply {
                 to,
                 outcome,
                 epoch,
                 durability,
+                degraded,
             } => {
                 let Some(awaiting) = state.waiting.remove(&to) else {
                     continue;
@@ -335,6 +431,7 @@ fn carry_out<U: Unit>(state: &mut CopyState<U>) {
                                 at_us: clock::wall_now().as_micros(),
                             },
                             durability,
+                            degraded,
                         })
                         .map_err(|e| DeliveryError::Malformed {
                             unit: state.args.unit.clone(),

@@ -28,6 +28,8 @@ pub struct UnitSpec {
     pub kind: Arc<dyn CopySpawner>,
     /// Tuning of its copies.
     pub config: CopyConfig,
+    /// The units it calls, whose availability its primary watches (degraded modes).
+    pub calls: Vec<UnitName>,
 }
 
 /// The units a node can run, by name.
@@ -54,6 +56,7 @@ impl Catalog {
             UnitSpec {
                 kind: Arc::new(kind),
                 config,
+                calls: Vec::new(),
             },
         );
         self
@@ -67,8 +70,25 @@ impl Catalog {
         kind: Arc<dyn CopySpawner>,
         config: CopyConfig,
     ) -> Self {
-        self.units
-            .insert(UnitName::new(name), UnitSpec { kind, config });
+        let calls = Vec::new();
+        self.units.insert(
+            UnitName::new(name),
+            UnitSpec {
+                kind,
+                config,
+                calls,
+            },
+        );
+        self
+    }
+
+    /// Declare the units that unit `name` calls: while one of them is indefinitely
+    /// unavailable, the unit serves in its degraded mode. A unit not in the catalog is left
+    /// as it is.
+    pub fn with_calls(mut self, name: &str, calls: Vec<UnitName>) -> Self {
+        if let Some(spec) = self.units.get_mut(&UnitName::new(name)) {
+            spec.calls = calls;
+        }
         self
     }
 
@@ -245,7 +265,9 @@ impl Actor for LocalManager {
                     peer_node,
                     local_manager: myself.clone(),
                     directory: state.args.directory.clone(),
+                    registry: state.args.registry.clone(),
                     config: spec.config,
+                    calls: spec.calls.clone(),
                     tick: state.args.config.copy_tick,
                     budgets: state.args.budgets.clone(),
                 };

@@ -188,12 +188,10 @@ impl NodeBuilder {
         let mut catalog = Catalog::new();
         for unit in &self.config.units {
             if let Some(make) = self.kinds.get(&unit.kind) {
-                let config = CopyConfig {
-                    // Validated above: every strategy left is available.
-                    strategy: unit.strategy.replication().unwrap_or_default(),
-                    ..CopyConfig::default()
-                };
-                catalog = catalog.with_spawner(&unit.name, make(unit), config);
+                let config: CopyConfig = unit.copy_config();
+                catalog = catalog
+                    .with_spawner(&unit.name, make(unit), config)
+                    .with_calls(&unit.name, unit.calls());
             }
         }
         let mut opts = NodeOptions::new(&self.name, self.port, &self.cookie, catalog);

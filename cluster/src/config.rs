@@ -1,5 +1,6 @@
 //! The cluster configuration file, `units.toml`: which groups the cluster has and which units
-//! each group houses, with their kind, replication strategy and response-time budget.
+//! each group houses, with their kind, replication strategy, response-time budget and the
+//! units each one calls.
 //!
 //! A file is read in two steps. [`ClusterConfig::from_file`] (or
 //! [`ClusterConfig::from_toml_str`]) parses it and checks everything that needs no knowledge
@@ -16,9 +17,11 @@
 //! name = "kv"                  # unique in the cluster, same alphabet as group names
 //! kind = "kv"                  # a unit kind registered by the node's binary
 //! group = "main"               # optional, default "main"
-//! strategy = "synchronous"     # optional, default "synchronous"; or "trailing"
+//! strategy = "synchronous"     # optional, default "synchronous"; or "trailing", "inflight"
+//! inflight = false             # optional, default false: add in-flight knowledge
 //! t_max_ms = 2000              # optional, default 2000: T_max of each stimulus, 1..=3600000
 //! split = [1, 1, 2]            # optional, default [1, 1, 2]: normal : contention : recovery
+//! calls = []                   # optional, default none: the declared units this unit calls
 //! ```
 //!
 //! ```
@@ -42,11 +45,11 @@
 //! ```
 
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use understudy_runtime::Budget;
+use understudy_runtime::{Budget, CopyConfig, UnitName};
 
 /// The group a unit belongs to when its `group` is not given, and the one group of a file
 /// that declares no `[[groups]]`.
@@ -91,15 +94,24 @@ kind = "kv"
 group = "main"
 # How state changes reach the standby (optional, default "synchronous"):
 #   "synchronous"  the primary answers after the standby has the change (nothing is lost);
-#   "trailing"     the standby lags behind the primary (not available in this release);
-#   "inflight"     the standby also knows which stimuli were open (not available in this release).
+#   "trailing"     the primary answers at once and the standby lags behind; after a
+#                  takeover the callers replay what the standby lacked;
+#   "inflight"     "synchronous" with in-flight knowledge (see inflight below).
 strategy = "synchronous"
+# In-flight knowledge (optional, default false; implied by strategy = "inflight"): the
+# primary also commits the begin and end of each stimulus to the standby, so a promoted
+# standby knows exactly which stimuli were open. Combines with "synchronous" or "trailing".
+# inflight = true
 # T_max, the response-time budget of each stimulus in milliseconds, 1 to 3600000
 # (optional, default 2000). A caller sees an error only once it has run out.
 t_max_ms = 2000
 # How T_max is split, as proportions normal : contention : recovery (optional,
 # default [1, 1, 2]: a quarter, a quarter and a half). Not all parts may be 0.
 # split = [1, 1, 2]
+# The units this unit calls (optional, default none), each declared in this file and not
+# the unit itself. The runtime tells the unit when one of them becomes indefinitely
+# unavailable and when it is back, so that it can run degraded meanwhile.
+# calls = ["ledger"]
 
 [[units]]
 name = "ledger"
@@ -143,6 +155,12 @@ pub struct UnitConfig {
     /// How its state changes reach the standby. Defaults to [`Strategy::Synchronous`].
     #[serde(default)]
     pub strategy: Strategy,
+    /// The `inflight` key: whether the standby also gets in-flight knowledge. `None` (no
+    /// key) means only what the strategy implies ([`Strategy::InFlight`] does, the others do
+    /// not); `Some(false)` with [`Strategy::InFlight`] is refused as a contradiction. See
+    /// [`UnitConfig::in_flight`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inflight: Option<bool>,
     /// `T_max` of each stimulus, in milliseconds. Defaults to [`DEFAULT_T_MAX_MS`].
     #[serde(default = "default_t_max_ms")]
     pub t_max_ms: u64,
@@ -150,6 +168,11 @@ pub struct UnitConfig {
     /// [`DEFAULT_SPLIT`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<[u32; 3]>,
+    /// The units this unit calls, each declared and none twice or the unit itself. The
+    /// runtime tells the unit when one of them becomes indefinitely unavailable and when it
+    /// is back (degraded modes). Defaults to none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<String>,
 }
 
 /// How a unit's primary passes its state changes to its standby (DESIGN.md §3).
@@ -163,15 +186,20 @@ pub enum Strategy {
     /// `trailing`: the primary answers at once and streams changes, the standby lags; after a
     /// takeover the callers replay what the standby lacked (claims 3 and 5).
     Trailing,
-    /// `inflight`: the primary also commits the begin and end of each stimulus, so a promoted
-    /// standby knows which stimuli were open (claim 6). Not available in this release.
+    /// `inflight`: synchronous replication with in-flight knowledge: the primary also
+    /// commits the begin and end of each stimulus, so a promoted standby knows exactly which
+    /// stimuli were open (claim 6). The same as `synchronous` with `inflight = true`.
     #[serde(rename = "inflight")]
     InFlight,
 }
 
 impl Strategy {
-    /// The strategies the runtime implements in this release.
-    pub const AVAILABLE: &'static [Strategy] = &[Strategy::Synchronous, Strategy::Trailing];
+    /// The strategies the runtime implements in this release: all of them.
+    pub const AVAILABLE: &'static [Strategy] = &[
+        Strategy::Synchronous,
+        Strategy::Trailing,
+        Strategy::InFlight,
+    ];
 
     /// The name used in `units.toml`.
     pub fn as_str(self) -> &'static str {
@@ -188,16 +216,20 @@ impl Strategy {
         Strategy::AVAILABLE.contains(&self)
     }
 
-    /// The runtime's replication strategy for this one, if this release implements it
-    /// (trailing seals its updates at the end of each stimulus).
-    pub fn replication(self) -> Option<understudy_runtime::Strategy> {
+    /// The runtime's replication strategy for this one: [`Strategy::InFlight`] replicates
+    /// synchronously, trailing seals its updates at the end of each stimulus.
+    pub fn replication(self) -> understudy_runtime::Strategy {
         match self {
-            Strategy::Synchronous => Some(understudy_runtime::Strategy::Synchronous),
-            Strategy::Trailing => Some(understudy_runtime::Strategy::Trailing(
-                understudy_runtime::Flush::EachStimulus,
-            )),
-            Strategy::InFlight => None,
+            Strategy::Synchronous | Strategy::InFlight => understudy_runtime::Strategy::Synchronous,
+            Strategy::Trailing => {
+                understudy_runtime::Strategy::Trailing(understudy_runtime::Flush::EachStimulus)
+            }
         }
+    }
+
+    /// Whether the strategy itself implies in-flight knowledge (only [`Strategy::InFlight`]).
+    pub fn implies_in_flight(self) -> bool {
+        self == Strategy::InFlight
     }
 }
 
@@ -223,16 +255,41 @@ impl GroupConfig {
 
 impl UnitConfig {
     /// A unit of the given name and kind, with every other field at its default: group
-    /// [`DEFAULT_GROUP`], synchronous, `T_max` [`DEFAULT_T_MAX_MS`], split [`DEFAULT_SPLIT`].
+    /// [`DEFAULT_GROUP`], synchronous without in-flight knowledge, `T_max`
+    /// [`DEFAULT_T_MAX_MS`], split [`DEFAULT_SPLIT`], calling no unit.
     pub fn new(name: impl Into<String>, kind: impl Into<String>) -> UnitConfig {
         UnitConfig {
             name: name.into(),
             kind: kind.into(),
             group: default_group_name(),
             strategy: Strategy::default(),
+            inflight: None,
             t_max_ms: DEFAULT_T_MAX_MS,
             split: None,
+            calls: Vec::new(),
         }
+    }
+
+    /// Whether the standby gets in-flight knowledge: the `inflight` key if given, else what
+    /// the strategy implies. (A validated configuration never has `inflight = false` with
+    /// [`Strategy::InFlight`]; should an unvalidated one, the strategy wins.)
+    pub fn in_flight(&self) -> bool {
+        self.strategy.implies_in_flight() || self.inflight.unwrap_or(false)
+    }
+
+    /// How the runtime replicates the unit's copies: its strategy and in-flight knowledge,
+    /// every other setting at [`CopyConfig::default`].
+    pub fn copy_config(&self) -> CopyConfig {
+        CopyConfig {
+            strategy: self.strategy.replication(),
+            in_flight: self.in_flight(),
+            ..CopyConfig::default()
+        }
+    }
+
+    /// The units this unit calls, in file order.
+    pub fn calls(&self) -> Vec<UnitName> {
+        self.calls.iter().map(UnitName::new).collect()
     }
 
     /// `T_max` of each stimulus of the unit.
@@ -299,7 +356,8 @@ impl ClusterConfig {
 
     /// Check the whole configuration: its structure (at least one group; group and unit names
     /// valid and unique; each unit's group declared; `t_max_ms` in `1..=3600000`; a split not
-    /// all zero; a strategy available in this release) and that each unit's kind is one of
+    /// all zero; no `inflight = false` with strategy `inflight`; each unit's `calls` naming
+    /// declared units, not itself, none twice) and that each unit's kind is one of
     /// `known_kinds`. Returns the first problem in file order.
     pub fn validate(&self, known_kinds: &[&str]) -> Result<(), ConfigError> {
         self.check_structure(&Origin::Value)?;
@@ -397,6 +455,8 @@ impl ClusterConfig {
                 });
             }
         }
+        // Every declared name, so that a unit may call one declared after it.
+        let declared: HashSet<&str> = self.units.iter().map(|u| u.name.as_str()).collect();
         let mut units: HashMap<&str, usize> = HashMap::new();
         for (index, unit) in self.units.iter().enumerate() {
             check_name(&unit.name, Entity::Unit, index, origin)?;
@@ -429,14 +489,51 @@ impl ClusterConfig {
                     unit: unit.name.clone(),
                 });
             }
-            // Release gate: the runtime does not implement in-flight replication yet. The step
-            // that does adds it to `Strategy::AVAILABLE`, and then this check and
-            // `StrategyUnavailable` can go.
-            if !unit.strategy.is_available() {
-                return Err(ConfigError::StrategyUnavailable {
+            if unit.strategy.implies_in_flight() && unit.inflight == Some(false) {
+                return Err(ConfigError::InFlightContradiction {
                     origin: origin.clone(),
                     unit: unit.name.clone(),
-                    strategy: unit.strategy,
+                });
+            }
+            self.check_calls(unit, &declared, origin)?;
+        }
+        Ok(())
+    }
+
+    fn check_calls(
+        &self,
+        unit: &UnitConfig,
+        declared: &HashSet<&str>,
+        origin: &Origin,
+    ) -> Result<(), ConfigError> {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (index, callee) in unit.calls.iter().enumerate() {
+            if *callee == unit.name {
+                return Err(ConfigError::CallsItself {
+                    origin: origin.clone(),
+                    unit: unit.name.clone(),
+                });
+            }
+            if !declared.contains(callee.as_str()) {
+                return Err(ConfigError::UnknownCallee {
+                    origin: origin.clone(),
+                    unit: unit.name.clone(),
+                    callee: callee.clone(),
+                    declared: self
+                        .units
+                        .iter()
+                        .filter(|other| other.name != unit.name)
+                        .map(|other| other.name.clone())
+                        .collect(),
+                });
+            }
+            if let Some(first) = seen.insert(callee, index) {
+                return Err(ConfigError::DuplicateCallee {
+                    origin: origin.clone(),
+                    unit: unit.name.clone(),
+                    callee: callee.clone(),
+                    first,
+                    second: index,
                 });
             }
         }
@@ -700,15 +797,47 @@ pub enum ConfigError {
         /// The unit.
         unit: String,
     },
-    /// A unit asks for a replication strategy the runtime of this release does not implement.
-    #[error("{origin}: unit \"{unit}\" asks for strategy \"{strategy}\", which is not available in this release (\"synchronous\" and \"trailing\" are); set strategy = \"synchronous\" or \"trailing\", or remove the line")]
-    StrategyUnavailable {
+    /// A unit has strategy `inflight` (which means in-flight knowledge) and `inflight = false`.
+    #[error("{origin}: unit \"{unit}\" has strategy = \"inflight\" and inflight = false, which contradict each other; remove the line inflight = false to keep in-flight knowledge, or set strategy = \"synchronous\" (or \"trailing\") to go without it")]
+    InFlightContradiction {
         /// Where the configuration came from.
         origin: Origin,
         /// The unit.
         unit: String,
-        /// The strategy asked for.
-        strategy: Strategy,
+    },
+    /// A unit lists itself in its `calls`.
+    #[error("{origin}: unit \"{unit}\" lists itself in calls; a unit does not call itself through the runtime, remove \"{unit}\" from its calls")]
+    CallsItself {
+        /// Where the configuration came from.
+        origin: Origin,
+        /// The unit.
+        unit: String,
+    },
+    /// A unit's `calls` names a unit that is not declared.
+    #[error("{origin}: unit \"{unit}\" calls \"{callee}\", which is not declared; fix the name in its calls, declare the unit in a [[units]] entry, or use one of: {}", unit_list(.declared))]
+    UnknownCallee {
+        /// Where the configuration came from.
+        origin: Origin,
+        /// The unit.
+        unit: String,
+        /// The name in its `calls`.
+        callee: String,
+        /// The other units that are declared.
+        declared: Vec<String>,
+    },
+    /// A unit's `calls` names the same unit twice.
+    #[error("{origin}: unit \"{unit}\" lists \"{callee}\" twice in calls (entry {} and {}); remove one", .first + 1, .second + 1)]
+    DuplicateCallee {
+        /// Where the configuration came from.
+        origin: Origin,
+        /// The unit.
+        unit: String,
+        /// The name listed twice.
+        callee: String,
+        /// The index of the first entry in `calls`, from 0.
+        first: usize,
+        /// The index of the second entry in `calls`, from 0.
+        second: usize,
     },
 }
 
@@ -721,6 +850,14 @@ fn known_list(known: &[String]) -> String {
         "(none is registered)".to_owned()
     } else {
         known.join(", ")
+    }
+}
+
+fn unit_list(units: &[String]) -> String {
+    if units.is_empty() {
+        "(no other unit is declared)".to_owned()
+    } else {
+        units.join(", ")
     }
 }
 
@@ -771,7 +908,9 @@ fn check_name(
 /// lists equal to the structs.
 const TOP_FIELDS: &[&str] = &["groups", "units"];
 const GROUP_FIELDS: &[&str] = &["name"];
-const UNIT_FIELDS: &[&str] = &["name", "kind", "group", "strategy", "t_max_ms", "split"];
+const UNIT_FIELDS: &[&str] = &[
+    "name", "kind", "group", "strategy", "inflight", "t_max_ms", "split", "calls",
+];
 
 /// An unknown field found in a parsed table.
 struct UnknownFieldAt {
@@ -842,7 +981,9 @@ mod tests {
     #[test]
     fn field_lists_match_the_structs() {
         let mut unit = UnitConfig::new("u", "k");
+        unit.inflight = Some(true);
         unit.split = Some([1, 2, 3]);
+        unit.calls = vec!["v".to_owned()];
         let config = ClusterConfig {
             groups: vec![GroupConfig::default()],
             units: vec![unit.clone()],

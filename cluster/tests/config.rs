@@ -10,6 +10,7 @@ use understudy_cluster::config::{
     ClusterConfig, ConfigError, Entity, GroupConfig, NameProblem, Origin, Position, Strategy,
     UnitConfig, DEFAULT_UNITS_TOML,
 };
+use understudy_runtime::{CopyConfig, Strategy as RuntimeStrategy, UnitName};
 
 const KINDS: &[&str] = &["kv", "ledger"];
 
@@ -50,8 +51,10 @@ fn embedded_default_parses_and_validates() {
     assert_eq!(names, vec![("kv", "kv"), ("ledger", "ledger")]);
     for unit in &config.units {
         assert_eq!(unit.strategy, Strategy::Synchronous);
+        assert!(!unit.in_flight());
         assert_eq!(unit.t_max_ms, 2000);
         assert_eq!(unit.group, "main");
+        assert!(unit.calls.is_empty());
     }
 }
 
@@ -80,6 +83,8 @@ fn a_unit_with_only_name_and_kind_gets_every_default_and_the_main_group() {
     assert_eq!(unit.t_max_ms, 2000);
     assert_eq!(unit.split, None);
     assert_eq!(unit.split_parts(), [1, 1, 2]);
+    assert_eq!(unit.inflight, None);
+    assert!(unit.calls.is_empty());
 }
 
 #[test]
@@ -360,35 +365,238 @@ fn all_zero_split_is_refused() {
 }
 
 #[test]
-fn the_inflight_strategy_is_refused_as_unavailable_in_this_release() {
-    let error = parse_err("[[units]]\nname = \"kv\"\nkind = \"kv\"\nstrategy = \"inflight\"\n");
+fn every_strategy_is_available_in_this_release() {
+    for strategy in [
+        Strategy::Synchronous,
+        Strategy::Trailing,
+        Strategy::InFlight,
+    ] {
+        assert!(strategy.is_available(), "{strategy}");
+        assert!(Strategy::AVAILABLE.contains(&strategy), "{strategy}");
+    }
+    let trailing = parse_ok("[[units]]\nname = \"kv\"\nkind = \"kv\"\nstrategy = \"trailing\"\n");
+    assert_eq!(trailing.units[0].strategy, Strategy::Trailing);
+    let copy = trailing.units[0].copy_config();
     assert!(
-        matches!(&error, ConfigError::StrategyUnavailable { unit, strategy: Strategy::InFlight, .. }
-            if unit == "kv"),
+        matches!(copy.strategy, RuntimeStrategy::Trailing(_)),
+        "{copy:?}"
+    );
+    assert!(!copy.in_flight);
+}
+
+#[test]
+fn a_unit_without_inflight_gets_no_in_flight_knowledge() {
+    let config = parse_ok("[[units]]\nname = \"kv\"\nkind = \"kv\"\n");
+    let unit = &config.units[0];
+    assert_eq!(unit.inflight, None);
+    assert!(!unit.in_flight());
+    let copy = unit.copy_config();
+    assert_eq!(copy.strategy, RuntimeStrategy::Synchronous);
+    assert!(!copy.in_flight);
+    assert_eq!(copy.window, CopyConfig::default().window);
+}
+
+#[test]
+fn the_inflight_strategy_is_synchronous_replication_with_in_flight_knowledge() {
+    let config = parse_ok("[[units]]\nname = \"kv\"\nkind = \"kv\"\nstrategy = \"inflight\"\n");
+    config.validate(KINDS).expect("inflight is available");
+    let unit = &config.units[0];
+    assert_eq!(unit.strategy, Strategy::InFlight);
+    assert!(unit.in_flight());
+    let copy = unit.copy_config();
+    assert_eq!(copy.strategy, RuntimeStrategy::Synchronous);
+    assert!(copy.in_flight);
+
+    let explicit = parse_ok(
+        "[[units]]\nname = \"kv\"\nkind = \"kv\"\nstrategy = \"inflight\"\ninflight = true\n",
+    );
+    assert!(explicit.units[0].copy_config().in_flight);
+}
+
+#[test]
+fn inflight_true_adds_in_flight_knowledge_to_synchronous_or_trailing() {
+    let config = parse_ok(
+        "[[units]]\nname = \"a\"\nkind = \"kv\"\nstrategy = \"trailing\"\ninflight = true\n\
+         [[units]]\nname = \"b\"\nkind = \"kv\"\ninflight = true\n\
+         [[units]]\nname = \"c\"\nkind = \"kv\"\nstrategy = \"trailing\"\ninflight = false\n",
+    );
+    let a = config.units[0].copy_config();
+    assert!(matches!(a.strategy, RuntimeStrategy::Trailing(_)), "{a:?}");
+    assert!(a.in_flight);
+    let b = config.units[1].copy_config();
+    assert_eq!(b.strategy, RuntimeStrategy::Synchronous);
+    assert!(b.in_flight);
+    let c = config.units[2].copy_config();
+    assert!(matches!(c.strategy, RuntimeStrategy::Trailing(_)), "{c:?}");
+    assert!(!c.in_flight);
+}
+
+#[test]
+fn the_inflight_strategy_with_inflight_false_is_refused_as_a_contradiction() {
+    let error = parse_err(
+        "[[units]]\nname = \"kv\"\nkind = \"kv\"\nstrategy = \"inflight\"\ninflight = false\n",
+    );
+    assert!(
+        matches!(&error, ConfigError::InFlightContradiction { origin: Origin::Text, unit } if unit == "kv"),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("unit \"kv\""), "{message}");
+    assert!(message.contains("contradict"), "{message}");
+    assert!(
+        message.contains("remove the line inflight = false"),
+        "{message}"
+    );
+    assert!(message.contains("strategy = \"synchronous\""), "{message}");
+}
+
+#[test]
+fn validate_refuses_the_inflight_contradiction_built_in_code_and_load_names_the_file() {
+    let mut config = ClusterConfig::default_embedded();
+    config.units[1].strategy = Strategy::InFlight;
+    config.units[1].inflight = Some(false);
+    let error = config
+        .validate(KINDS)
+        .expect_err("inflight with inflight = false");
+    assert!(
+        matches!(&error, ConfigError::InFlightContradiction { origin: Origin::Value, unit } if unit == "ledger"),
+        "{error:?}"
+    );
+
+    let path = scratch_file(
+        b"[[units]]\nname = \"kv\"\nkind = \"kv\"\nstrategy = \"inflight\"\ninflight = false\n",
+    );
+    let error = ClusterConfig::load(&path, KINDS).expect_err("inflight with inflight = false");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        matches!(&error, ConfigError::InFlightContradiction { origin: Origin::File(p), .. } if p == &path),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().starts_with(&path.display().to_string()),
+        "{error}"
+    );
+}
+
+#[test]
+fn calls_are_parsed_in_file_order_and_may_name_a_unit_declared_later() {
+    let config = parse_ok(
+        "[[units]]\nname = \"front\"\nkind = \"kv\"\ncalls = [\"ledger\", \"kv\"]\n\
+         [[units]]\nname = \"kv\"\nkind = \"kv\"\n\
+         [[units]]\nname = \"ledger\"\nkind = \"ledger\"\ncalls = [\"kv\"]\n",
+    );
+    config.validate(KINDS).expect("the calls are valid");
+    let front = config.unit("front").expect("front is declared");
+    assert_eq!(front.calls, vec!["ledger".to_owned(), "kv".to_owned()]);
+    assert_eq!(
+        front.calls(),
+        vec![UnitName::new("ledger"), UnitName::new("kv")]
+    );
+    assert!(config.unit("kv").expect("kv is declared").calls.is_empty());
+    assert_eq!(
+        config.unit("ledger").expect("ledger is declared").calls(),
+        vec![UnitName::new("kv")]
+    );
+}
+
+#[test]
+fn calls_naming_an_undeclared_unit_are_refused_listing_the_declared_units() {
+    let error = parse_err(
+        "[[units]]\nname = \"kv\"\nkind = \"kv\"\ncalls = [\"ledger\", \"ledgr\"]\n\
+         [[units]]\nname = \"ledger\"\nkind = \"ledger\"\n",
+    );
+    assert!(
+        matches!(&error, ConfigError::UnknownCallee { origin: Origin::Text, unit, callee, declared }
+            if unit == "kv" && callee == "ledgr" && declared == &vec!["ledger".to_owned()]),
         "{error:?}"
     );
     let message = error.to_string();
     assert!(
-        message.contains("not available in this release"),
+        message.contains("unit \"kv\" calls \"ledgr\", which is not declared"),
         "{message}"
     );
-    assert!(message.contains("strategy = \"synchronous\""), "{message}");
-    assert!(!Strategy::InFlight.is_available());
-    assert!(Strategy::Synchronous.is_available());
-    assert!(Strategy::Trailing.is_available());
-    let trailing = parse_ok("[[units]]\nname = \"kv\"\nkind = \"kv\"\nstrategy = \"trailing\"\n");
-    assert_eq!(trailing.units[0].strategy, Strategy::Trailing);
+    assert!(message.contains("use one of: ledger"), "{message}");
+
+    let alone = parse_err("[[units]]\nname = \"kv\"\nkind = \"kv\"\ncalls = [\"ledger\"]\n");
+    assert!(
+        alone.to_string().contains("no other unit is declared"),
+        "{alone}"
+    );
 }
 
 #[test]
-fn validate_also_refuses_an_unavailable_strategy_built_in_code() {
-    let mut config = ClusterConfig::default_embedded();
-    config.units[1].strategy = Strategy::InFlight;
-    let error = config
-        .validate(KINDS)
-        .expect_err("inflight is not available");
+fn a_unit_calling_itself_is_refused() {
+    let error = parse_err(
+        "[[units]]\nname = \"kv\"\nkind = \"kv\"\n\
+         [[units]]\nname = \"ledger\"\nkind = \"ledger\"\ncalls = [\"kv\", \"ledger\"]\n",
+    );
     assert!(
-        matches!(&error, ConfigError::StrategyUnavailable { origin: Origin::Value, unit, .. } if unit == "ledger"),
+        matches!(&error, ConfigError::CallsItself { unit, .. } if unit == "ledger"),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("lists itself in calls"), "{message}");
+    assert!(
+        message.contains("remove \"ledger\" from its calls"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_unit_calling_the_same_unit_twice_is_refused_naming_both_entries() {
+    let error = parse_err(
+        "[[units]]\nname = \"kv\"\nkind = \"kv\"\ncalls = [\"ledger\", \"q\", \"ledger\"]\n\
+         [[units]]\nname = \"ledger\"\nkind = \"ledger\"\n\
+         [[units]]\nname = \"q\"\nkind = \"kv\"\n",
+    );
+    assert!(
+        matches!(&error, ConfigError::DuplicateCallee { unit, callee, first: 0, second: 2, .. }
+            if unit == "kv" && callee == "ledger"),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("lists \"ledger\" twice in calls (entry 1 and 3)"),
+        "{message}"
+    );
+    assert!(message.contains("remove one"), "{message}");
+}
+
+#[test]
+fn validate_refuses_bad_calls_built_in_code_and_load_names_the_file() {
+    let mut config = ClusterConfig::default_embedded();
+    config.units[0].calls = vec!["queue".to_owned()];
+    let error = config.validate(KINDS).expect_err("queue is not declared");
+    assert!(
+        matches!(&error, ConfigError::UnknownCallee { origin: Origin::Value, unit, callee, .. }
+            if unit == "kv" && callee == "queue"),
+        "{error:?}"
+    );
+
+    let path = scratch_file(b"[[units]]\nname = \"kv\"\nkind = \"kv\"\ncalls = [\"kv\"]\n");
+    let error = ClusterConfig::load(&path, KINDS).expect_err("kv calls itself");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        matches!(&error, ConfigError::CallsItself { origin: Origin::File(p), .. } if p == &path),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().starts_with(&path.display().to_string()),
+        "{error}"
+    );
+}
+
+#[test]
+fn calls_that_are_not_a_list_of_names_are_a_schema_error() {
+    let error = parse_err("[[units]]\nname = \"kv\"\nkind = \"kv\"\ncalls = \"ledger\"\n");
+    assert!(
+        matches!(
+            &error,
+            ConfigError::Schema {
+                position: Some(Position { line: 4, .. }),
+                ..
+            }
+        ),
         "{error:?}"
     );
 }
@@ -498,36 +706,62 @@ fn strategy_of_units(
     groups: Vec<String>,
 ) -> impl proptest::strategy::Strategy<Value = ClusterConfig> {
     let group_count = groups.len();
+    let strategy = prop_oneof![
+        Just(Strategy::Synchronous),
+        Just(Strategy::Trailing),
+        Just(Strategy::InFlight),
+    ];
     let unit = (
         name(),
         0..group_count,
+        (strategy, proptest::option::of(any::<bool>()))
+            .prop_filter("not inflight with inflight = false", |(s, i)| {
+                !(*s == Strategy::InFlight && *i == Some(false))
+            }),
         1..=3_600_000u64,
         proptest::option::of(
             [0..5u32, 0..5u32, 0..5u32].prop_filter("not all zero", |s| s != &[0, 0, 0]),
         ),
+        // Which of the other units it calls, one bit each.
+        any::<u8>(),
     );
     (
         proptest::collection::btree_set(name(), 0..6),
         proptest::collection::vec(unit, 6),
     )
-        .prop_map(move |(names, fields)| ClusterConfig {
-            groups: groups.iter().cloned().map(GroupConfig::new).collect(),
-            units: names
-                .into_iter()
-                .zip(fields)
-                .map(|(name, (kind, group, t_max_ms, split))| UnitConfig {
-                    name,
-                    kind,
-                    group: groups[group].clone(),
-                    strategy: Strategy::Synchronous,
-                    t_max_ms,
-                    split,
-                })
-                .collect(),
+        .prop_map(move |(names, fields)| {
+            let names: Vec<String> = names.into_iter().collect();
+            ClusterConfig {
+                groups: groups.iter().cloned().map(GroupConfig::new).collect(),
+                units: names
+                    .iter()
+                    .zip(fields)
+                    .map(
+                        |(name, (kind, group, (strategy, inflight), t_max_ms, split, calls))| {
+                            UnitConfig {
+                                name: name.clone(),
+                                kind,
+                                group: groups[group].clone(),
+                                strategy,
+                                inflight,
+                                t_max_ms,
+                                split,
+                                calls: names
+                                    .iter()
+                                    .enumerate()
+                                    .filter(|(i, callee)| calls & (1 << i) != 0 && *callee != name)
+                                    .map(|(_, callee)| callee.clone())
+                                    .collect(),
+                            }
+                        },
+                    )
+                    .collect(),
+            }
         })
 }
 
-/// A valid configuration: 1 to 3 groups, up to 6 units in them.
+/// A valid configuration: 1 to 3 groups, up to 6 units in them, each with any strategy and
+/// `inflight` that agree, calling some of the others.
 fn valid_config() -> impl proptest::strategy::Strategy<Value = ClusterConfig> {
     proptest::collection::btree_set(name(), 1..4)
         .prop_flat_map(|groups| strategy_of_units(groups.into_iter().collect()))
@@ -540,6 +774,8 @@ fn toml_like_text() -> impl proptest::strategy::Strategy<Value = String> {
         Just("kind"),
         Just("group"),
         Just("strategy"),
+        Just("inflight"),
+        Just("calls"),
         Just("t_max_ms"),
         Just("split"),
         Just("groups"),
@@ -550,6 +786,10 @@ fn toml_like_text() -> impl proptest::strategy::Strategy<Value = String> {
         Just("\"kv\"".to_owned()),
         Just("\"main\"".to_owned()),
         Just("\"trailing\"".to_owned()),
+        Just("\"inflight\"".to_owned()),
+        Just("true".to_owned()),
+        Just("false".to_owned()),
+        Just("[\"kv\", \"main\"]".to_owned()),
         Just("\"\"".to_owned()),
         Just("[]".to_owned()),
         Just("[1, 2, 3]".to_owned()),

@@ -7,18 +7,25 @@
 //! The first thing every peer message and directive meets is the epoch check: a lower epoch
 //! is refused with the current one; a higher one makes a primary step down.
 
+use crate::call::{
+    derived_id, derived_low_water, CallFailure, CallReply, Outcall, CALLS_PER_STIMULUS,
+};
 use crate::dedupe::{Answered, DedupeLimits, DedupeTable, Seen};
 use crate::ids::{BatchSeq, CopyId, Epoch, Seq, StimulusId, UnitName};
-use crate::message::{Directive, Entry, PeerMsg, Refusal, Report};
-use crate::replication::{Decision, Durability, Replicator, Strategy};
+use crate::message::{Begun, Directive, Entry, PeerMsg, Refusal, Report};
+use crate::replication::{Durability, Replicator, Strategy};
 use crate::time::Time;
-use crate::unit::Unit;
-use std::collections::VecDeque;
+use crate::unit::{DependencyChange, Handled, Reconcile, Step, Unit};
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
 /// An opaque handle for a caller waiting for an answer; the driver maps it to its reply port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ReplyToken(pub u64);
+
+/// Names one call a copy asked its driver to make, so that the reply finds its stimulus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallToken(pub u64);
 
 /// The role of a copy. Transitions only go right, except that a standby stays a standby
 /// while its primary changes nothing.
@@ -41,6 +48,11 @@ pub enum Role {
 pub struct CopyConfig {
     /// How state changes reach the standby.
     pub strategy: Strategy,
+    /// In-flight knowledge (claim 6): the primary commits the begin of each stimulus to the
+    /// standby before it handles it (and its end with its updates), so a promoted standby
+    /// knows which stimuli were open and reprocesses them or reports them ignored. Combines
+    /// with either strategy.
+    pub in_flight: bool,
     /// Batches in flight to the standby at once.
     pub window: usize,
     /// Entries per `Replicate` message; larger batches travel in several parts.
@@ -61,6 +73,7 @@ impl Default for CopyConfig {
     fn default() -> Self {
         CopyConfig {
             strategy: Strategy::Synchronous,
+            in_flight: false,
             window: 1,
             max_entries_per_part: 256,
             resend_after: Duration::from_millis(50),
@@ -96,6 +109,16 @@ pub enum Input<U: Unit> {
     Directive(Directive),
     /// Time passed: renew the lease, resend what is unacknowledged, expire parked stimuli.
     Tick,
+    /// The outcome of a call the core asked for with [`Command::Call`].
+    CallReply {
+        /// The call.
+        call: CallToken,
+        /// Its outcome.
+        reply: CallReply,
+    },
+    /// A unit this unit calls became unavailable or came back (the driver watches the name
+    /// table); the primary runs the unit's degraded-mode hook and replicates what it changed.
+    Dependency(DependencyChange),
 }
 
 /// What the driver must do.
@@ -112,6 +135,25 @@ pub enum Command<U: Unit> {
         /// How far the answer's effects had reached the standby (always durable under the
         /// synchronous strategy and for refusals).
         durability: Durability,
+        /// Whether the unit served it in its degraded mode (a unit it calls is unavailable).
+        degraded: bool,
+    },
+    /// Call another unit on behalf of the stimulus being served, and feed the outcome back as
+    /// [`Input::CallReply`] with the same token. The id is derived from the upstream stimulus,
+    /// so the same call made again after a takeover is recognised by the called unit.
+    Call {
+        /// Names the call.
+        call: CallToken,
+        /// The unit to call.
+        unit: UnitName,
+        /// The call's stimulus id.
+        id: StimulusId,
+        /// The low-water mark to send with it.
+        low_water: Seq,
+        /// The encoded stimulus.
+        body: Vec<u8>,
+        /// What is left of the upstream stimulus's `T_max`: the call's own budget.
+        t_max: Duration,
     },
     /// Send to the other copy.
     ToPeer {
@@ -162,6 +204,53 @@ struct Waiter<R> {
     batch: BatchSeq,
 }
 
+/// What waits for the standby's acknowledgement of a batch.
+#[derive(Debug)]
+enum Held<R> {
+    /// An answer.
+    Answer(Waiter<R>),
+    /// A stimulus whose begin must be committed before it is handled (in-flight knowledge).
+    Begun(StimulusId),
+}
+
+/// Where an open stimulus stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Its begin is on its way to the standby.
+    Committing,
+    /// It may be handled (again, with the replies so far) as soon as it is first in line.
+    Ready,
+    /// One of its calls is out.
+    Calling(CallToken),
+}
+
+/// A stimulus taken on and not yet finished: waiting for its begin to be committed, for its
+/// turn, or for a call. The unit handles them one at a time, in the order they came.
+#[derive(Debug)]
+struct Open<U: Unit> {
+    id: StimulusId,
+    low_water: Seq,
+    body: U::Stimulus,
+    /// Callers waiting for its answer (a retry joins the first attempt).
+    waiters: Vec<ReplyToken>,
+    phase: Phase,
+    /// A begin entry stands for it in the stream: its end must follow, even for a read.
+    begun: bool,
+    /// The replies to its calls so far.
+    replies: Vec<CallReply>,
+    /// When its `T_max` runs out, on this copy's clock.
+    deadline: Time,
+}
+
+/// What a new standby is seeded with, as of the batch its snapshot stands for.
+#[derive(Debug)]
+struct Seed<U: Unit> {
+    state: U::State,
+    dedupe: DedupeTable<U::Response>,
+    open: Vec<Begun<U>>,
+    deps_down: BTreeSet<UnitName>,
+}
+
 /// One copy of a unit: its state, dedupe table, role and replication.
 #[derive(Debug)]
 pub struct CopyCore<U: Unit> {
@@ -189,8 +278,15 @@ pub struct CopyCore<U: Unit> {
     /// The snapshot the standby is being seeded with: the state and dedupe table as of
     /// `StandbyLink::snapshot`, taken when it was sealed, so a resend carries exactly that
     /// state and not entries served since (those follow in the next batch).
-    seed: Option<(U::State, DedupeTable<U::Response>)>,
-    replicator: Replicator<U, Waiter<U::Response>>,
+    seed: Option<Seed<U>>,
+    replicator: Replicator<U, Held<U::Response>>,
+    /// Stimuli taken on and not finished, first in line first (primary).
+    open: VecDeque<Open<U>>,
+    /// Stimuli begun and not ended, as the stream said (standby; in-flight knowledge).
+    begun: Vec<Begun<U>>,
+    /// The units this unit calls that are unavailable (replicated with the stream).
+    deps_down: BTreeSet<UnitName>,
+    next_call: u64,
     /// When the oldest entry of the open batch was first seen unsealed (trailing, batched).
     open_since: Option<Time>,
     /// A planned switchover was asked for: take no new stimuli, hand over once all is acked.
@@ -252,6 +348,10 @@ impl<U: Unit> CopyCore<U> {
             newest_assigned: CopyId(0),
             seed: None,
             replicator: Replicator::new(config.strategy, BatchSeq(0), config.window),
+            open: VecDeque::new(),
+            begun: Vec::new(),
+            deps_down: BTreeSet::new(),
+            next_call: 0,
             open_since: None,
             handing_over: false,
             handed_over_to: None,
@@ -303,6 +403,25 @@ impl<U: Unit> CopyCore<U> {
         self.primary
     }
 
+    /// Stimuli begun and not ended that this copy knows of: as a standby, from the stream (in
+    /// the order they began); as a primary, those it has taken on and not finished.
+    pub fn open_stimuli(&self) -> Vec<StimulusId> {
+        match self.role {
+            Role::Standby => self.begun.iter().map(|b| b.id).collect(),
+            _ => self.open.iter().map(|o| o.id).collect(),
+        }
+    }
+
+    /// Whether this copy counts `unit` (one it calls) as unavailable.
+    pub fn dependency_down(&self, unit: &UnitName) -> bool {
+        self.deps_down.contains(unit)
+    }
+
+    /// Whether the unit is in its degraded mode: a unit it calls is unavailable.
+    pub fn degraded(&self) -> bool {
+        !self.deps_down.is_empty()
+    }
+
     /// How many entries wait unsealed on the primary.
     pub fn open_entries(&self) -> usize {
         self.replicator.open_len()
@@ -332,7 +451,10 @@ impl<U: Unit> CopyCore<U> {
             Input::Peer(msg) => self.on_peer(now, msg),
             Input::Directive(d) => self.on_directive(now, d),
             Input::Tick => self.on_tick(now),
+            Input::CallReply { call, reply } => self.on_call_reply(call, reply),
+            Input::Dependency(change) => self.on_dependency(change),
         }
+        self.advance(now);
         self.flush(now);
     }
 
@@ -344,11 +466,13 @@ impl<U: Unit> CopyCore<U> {
     fn reply(&mut self, to: ReplyToken, outcome: Result<U::Response, Refusal>) {
         let epoch = self.epoch;
         let durability = Durability::default();
+        let degraded = self.degraded();
         self.commands.push(Command::Reply {
             to,
             outcome,
             epoch,
             durability,
+            degraded,
         });
     }
 
@@ -356,12 +480,31 @@ impl<U: Unit> CopyCore<U> {
     fn answer(&mut self, w: Waiter<U::Response>) {
         let epoch = self.epoch;
         let durability = self.replicator.durability(w.batch);
+        let degraded = self.degraded();
         self.commands.push(Command::Reply {
             to: w.to,
             outcome: Ok(w.response),
             epoch,
             durability,
+            degraded,
         });
+    }
+
+    /// What the standby's acknowledgement released: answers go out, committed begins may be
+    /// handled.
+    fn release(&mut self, held: Vec<Held<U::Response>>) {
+        for h in held {
+            match h {
+                Held::Answer(w) => self.answer(w),
+                Held::Begun(id) => {
+                    if let Some(o) = self.open.iter_mut().find(|o| o.id == id) {
+                        if o.phase == Phase::Committing {
+                            o.phase = Phase::Ready;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn report(&mut self, r: Report) {
@@ -378,7 +521,7 @@ impl<U: Unit> CopyCore<U> {
             }
             Role::Promoting => self.park(now, s),
             Role::Primary if self.handing_over || !self.lease_live(now) => self.park(now, s),
-            Role::Primary => self.serve(s),
+            Role::Primary => self.serve(now, s),
         }
     }
 
@@ -394,7 +537,10 @@ impl<U: Unit> CopyCore<U> {
         });
     }
 
-    fn serve(&mut self, s: StimulusIn<U>) {
+    /// Take a stimulus on: answer it from the dedupe table, join it to its first attempt, or
+    /// queue it (committing its begin first under in-flight knowledge). [`Self::advance`]
+    /// handles what is queued.
+    fn serve(&mut self, now: Time, s: StimulusIn<U>) {
         let answered = match self.dedupe.seen(s.id, s.low_water) {
             Seen::New => None,
             Seen::Answered(a) => Some(a.clone()),
@@ -418,6 +564,11 @@ impl<U: Unit> CopyCore<U> {
                 self.reply(s.reply, Err(Refusal::SessionExpired { client }));
                 return;
             }
+            Seen::Ignored => {
+                let stimulus = s.id;
+                self.reply(s.reply, Err(Refusal::Ignored { stimulus }));
+                return;
+            }
         };
         if let Some(a) = answered {
             let waiter = Waiter {
@@ -425,42 +576,204 @@ impl<U: Unit> CopyCore<U> {
                 response: a.response,
                 batch: a.batch,
             };
-            if let Some(w) = self.replicator.hold_until(a.batch, waiter) {
+            if let Some(Held::Answer(w)) = self.replicator.hold_until(a.batch, Held::Answer(waiter))
+            {
                 self.answer(w);
             }
             return;
         }
-        let handled = self.unit.handle(&self.state, &s.body);
+        if let Some(o) = self.open.iter_mut().find(|o| o.id == s.id) {
+            o.waiters.push(s.reply);
+            return;
+        }
+        let deadline = now.after(self.unit.budget(&s.body).t_max());
+        let mut open: Open<U> = Open {
+            id: s.id,
+            low_water: s.low_water,
+            body: s.body,
+            waiters: vec![s.reply],
+            phase: Phase::Ready,
+            begun: false,
+            replies: Vec::new(),
+            deadline,
+        };
+        if self.config.in_flight {
+            open.begun = true;
+            open.phase = Phase::Committing;
+            let begun: Begun<U> = Begun {
+                id: open.id,
+                low_water: open.low_water,
+                body: open.body.clone(),
+            };
+            self.replicator
+                .commit(Entry::Begun(begun), Held::Begun(open.id));
+        }
+        self.open.push_back(open);
+    }
+
+    /// Handle the stimuli in line, first first, while this copy serves: each runs until it
+    /// answers or makes a call (then the line waits for the call's reply, so a unit's state
+    /// does not change under a stimulus whose call is out).
+    fn advance(&mut self, now: Time) {
+        while self.role == Role::Primary && self.lease_live(now) {
+            let Some(front) = self.open.front() else {
+                break;
+            };
+            if front.phase != Phase::Ready {
+                break;
+            }
+            match self
+                .unit
+                .handle_with(&self.state, &front.body, &front.replies)
+            {
+                Step::Call(_) if !front.begun => self.begin_before_calling(),
+                Step::Call(call) => self.start_call(now, call),
+                Step::Done(handled) => {
+                    if let Some(o) = self.open.pop_front() {
+                        self.finish(o, handled);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first stimulus is about to call another unit and its begin is not in the stream
+    /// yet: commit it first, whatever the configuration, so that a promoted standby serves it
+    /// again — first, from the state it began in — rather than leave the called unit's effect
+    /// without its cause. The handler runs again once the begin is acknowledged.
+    fn begin_before_calling(&mut self) {
+        let Some(front) = self.open.front_mut() else {
+            return;
+        };
+        front.begun = true;
+        front.phase = Phase::Committing;
+        let begun: Begun<U> = Begun {
+            id: front.id,
+            low_water: front.low_water,
+            body: front.body.clone(),
+        };
+        let id = front.id;
+        self.replicator.commit(Entry::Begun(begun), Held::Begun(id));
+    }
+
+    /// Ask the driver to make the first stimulus's next call, with an id derived from it.
+    fn start_call(&mut self, now: Time, call: Outcall) {
+        let Some(front) = self.open.front_mut() else {
+            return;
+        };
+        let index = front.replies.len() as u64;
+        let body = match call.body {
+            Ok(body) if index < CALLS_PER_STIMULUS => body,
+            Ok(_) => {
+                let outcome = Err(CallFailure::TooManyCalls);
+                front.replies.push(CallReply {
+                    unit: call.unit,
+                    outcome,
+                });
+                return;
+            }
+            Err(reason) => {
+                let unit = call.unit.clone();
+                let outcome = Err(CallFailure::BadStimulus { unit, reason });
+                front.replies.push(CallReply {
+                    unit: call.unit,
+                    outcome,
+                });
+                return;
+            }
+        };
+        self.next_call += 1;
+        let token = CallToken(self.next_call);
+        front.phase = Phase::Calling(token);
+        let t_max = front.deadline.since(now).max(Duration::from_millis(1));
+        let command = Command::Call {
+            call: token,
+            unit: call.unit,
+            id: derived_id(&self.name, front.id, index),
+            low_water: derived_low_water(front.low_water),
+            body,
+            t_max,
+        };
+        self.commands.push(command);
+    }
+
+    fn on_call_reply(&mut self, call: CallToken, reply: CallReply) {
+        if let Some(front) = self.open.front_mut() {
+            if front.phase == Phase::Calling(call) {
+                front.replies.push(reply);
+                front.phase = Phase::Ready;
+            }
+        }
+    }
+
+    /// A stimulus is served: apply its updates, record its answer, send its end to the
+    /// standby, and answer every caller waiting for it as the strategy says.
+    fn finish(&mut self, o: Open<U>, handled: Handled<U>) {
         let mut batch = self.replicator.position();
-        let entry = if handled.updates.is_empty() {
-            None
-        } else {
+        if !handled.updates.is_empty() || o.begun {
             for u in &handled.updates {
                 self.unit.apply(&mut self.state, u);
             }
             batch = self.replicator.sealed().next();
-            self.dedupe.record(
-                s.id,
-                s.low_water,
-                Answered {
-                    response: handled.response.clone(),
-                    batch,
-                },
-            );
-            Some(Entry {
-                id: s.id,
-                low_water: s.low_water,
+            let answered = Answered {
+                response: handled.response.clone(),
+                batch,
+            };
+            self.dedupe.record(o.id, o.low_water, answered);
+            self.replicator.append(Entry::Served {
+                id: o.id,
+                low_water: o.low_water,
                 updates: handled.updates,
                 response: handled.response.clone(),
-            })
+            });
+        }
+        for to in o.waiters {
+            let waiter = Waiter {
+                to,
+                response: handled.response.clone(),
+                batch,
+            };
+            if let Some(Held::Answer(w)) = self.replicator.hold_until(batch, Held::Answer(waiter)) {
+                self.answer(w);
+            }
+        }
+    }
+
+    /// A unit this unit calls became unavailable or came back: on the primary, run the unit's
+    /// hook once per change and replicate what it changed (the standby follows the stream).
+    fn on_dependency(&mut self, change: DependencyChange) {
+        if !matches!(self.role, Role::Primary | Role::Promoting) {
+            return;
+        }
+        let (name, down) = match &change {
+            DependencyChange::Unavailable { unit } => (UnitName::new(unit.clone()), true),
+            DependencyChange::Available { unit } => (UnitName::new(unit.clone()), false),
         };
-        let waiter = Waiter {
-            to: s.reply,
-            response: handled.response,
-            batch,
-        };
-        if let (Decision::Reply, Some(w)) = self.replicator.offer(entry, waiter) {
-            self.answer(w);
+        if self.deps_down.contains(&name) == down {
+            return;
+        }
+        if self.open.iter().any(|o| o.begun) {
+            // Not under a stimulus that may be served again: its state must stay the one it
+            // began in. The driver tells again on its next tick.
+            return;
+        }
+        let updates = self.unit.on_dependency_change(&self.state, &change);
+        for u in &updates {
+            self.unit.apply(&mut self.state, u);
+        }
+        self.note_dependency(&change);
+        self.replicator
+            .append(Entry::Dependency { change, updates });
+    }
+
+    fn note_dependency(&mut self, change: &DependencyChange) {
+        match change {
+            DependencyChange::Unavailable { unit } => {
+                self.deps_down.insert(UnitName::new(unit.clone()));
+            }
+            DependencyChange::Available { unit } => {
+                self.deps_down.remove(&UnitName::new(unit.clone()));
+            }
         }
     }
 
@@ -469,7 +782,7 @@ impl<U: Unit> CopyCore<U> {
             let Some(p) = self.parked.pop_front() else {
                 break;
             };
-            self.serve(p.stimulus);
+            self.serve(now, p.stimulus);
         }
     }
 
@@ -512,12 +825,20 @@ impl<U: Unit> CopyCore<U> {
                 seq,
                 state,
                 dedupe,
+                open,
+                deps_down,
                 ..
             } => {
                 if !self.accept_from_primary(their, from) {
                     return;
                 }
-                self.on_snapshot(from, seq, state, dedupe);
+                let seed = Seed {
+                    state,
+                    dedupe,
+                    open,
+                    deps_down,
+                };
+                self.on_snapshot(from, seq, seed);
             }
         }
     }
@@ -598,38 +919,57 @@ impl<U: Unit> CopyCore<U> {
         };
         for entries in whole.parts.into_iter().flatten() {
             for e in entries {
-                for u in &e.updates {
-                    self.unit.apply(&mut self.state, u);
-                }
-                self.dedupe.record(
-                    e.id,
-                    e.low_water,
-                    Answered {
-                        response: e.response,
-                        batch: seq,
-                    },
-                );
+                self.apply_entry(e, seq);
             }
         }
         self.applied = seq;
         self.ack(from);
     }
 
-    fn on_snapshot(
-        &mut self,
-        from: CopyId,
-        seq: BatchSeq,
-        state: U::State,
-        dedupe: DedupeTable<U::Response>,
-    ) {
+    /// The standby applies one entry of a whole batch `seq`.
+    fn apply_entry(&mut self, e: Entry<U>, seq: BatchSeq) {
+        match e {
+            Entry::Served {
+                id,
+                low_water,
+                updates,
+                response,
+            } => {
+                for u in &updates {
+                    self.unit.apply(&mut self.state, u);
+                }
+                let answered = Answered {
+                    response,
+                    batch: seq,
+                };
+                self.dedupe.record(id, low_water, answered);
+                self.begun.retain(|b| b.id != id);
+            }
+            Entry::Begun(b) => self.begun.push(b),
+            Entry::Ignored { id, low_water } => {
+                self.dedupe.record_ignored(id, low_water);
+                self.begun.retain(|b| b.id != id);
+            }
+            Entry::Dependency { change, updates } => {
+                for u in &updates {
+                    self.unit.apply(&mut self.state, u);
+                }
+                self.note_dependency(&change);
+            }
+        }
+    }
+
+    fn on_snapshot(&mut self, from: CopyId, seq: BatchSeq, seed: Seed<U>) {
         if self.has_state && seq <= self.applied {
             self.ack(from);
             return;
         }
-        match self.unit.restore(state) {
+        match self.unit.restore(seed.state) {
             Ok(restored) => {
                 self.state = restored;
-                self.dedupe = dedupe;
+                self.dedupe = seed.dedupe;
+                self.begun = seed.open;
+                self.deps_down = seed.deps_down;
                 self.applied = seq;
                 self.assembly = None;
                 self.has_state = true;
@@ -672,9 +1012,8 @@ impl<U: Unit> CopyCore<U> {
             self.seed = None;
         }
         let _ = now;
-        for w in self.replicator.on_ack(upto) {
-            self.answer(w);
-        }
+        let released = self.replicator.on_ack(upto);
+        self.release(released);
     }
 
     // ---- directives ----------------------------------------------------------------------
@@ -738,7 +1077,22 @@ impl<U: Unit> CopyCore<U> {
                     if let Some(link) = self.standby.as_mut() {
                         link.snapshot = snap;
                     }
-                    self.seed = Some((self.unit.snapshot(&self.state), self.dedupe.clone()));
+                    let open = self
+                        .open
+                        .iter()
+                        .filter(|o| o.begun)
+                        .map(|o| Begun {
+                            id: o.id,
+                            low_water: o.low_water,
+                            body: o.body.clone(),
+                        })
+                        .collect();
+                    self.seed = Some(Seed {
+                        state: self.unit.snapshot(&self.state),
+                        dedupe: self.dedupe.clone(),
+                        open,
+                        deps_down: self.deps_down.clone(),
+                    });
                 }
             }
             Directive::Lease {
@@ -789,6 +1143,7 @@ impl<U: Unit> CopyCore<U> {
                 self.replicator =
                     Replicator::new(self.config.strategy, self.applied, self.config.window);
                 self.open_since = None;
+                self.reconcile_open(now);
                 self.ask_promoted(now);
             }
             Role::Promoting | Role::Primary if epoch == self.epoch => self.ask_promoted(now),
@@ -798,6 +1153,37 @@ impl<U: Unit> CopyCore<U> {
                 self.fence(epoch);
             }
             Role::Fenced => {}
+        }
+    }
+
+    /// Takeover step 4, in-flight knowledge: every stimulus the old primary had begun and not
+    /// finished is, as the unit decides, queued to be served again first (its calls carry the
+    /// same ids, so a called unit that had acted answers from its table) or recorded as
+    /// ignored (its caller's retry is refused as such). Nothing open is dropped silently.
+    fn reconcile_open(&mut self, now: Time) {
+        for b in std::mem::take(&mut self.begun) {
+            match self.unit.on_open_at_takeover(&self.state, &b.body) {
+                Reconcile::Reprocess => {
+                    let deadline = now.after(self.unit.budget(&b.body).t_max());
+                    self.open.push_back(Open {
+                        id: b.id,
+                        low_water: b.low_water,
+                        body: b.body,
+                        waiters: Vec::new(),
+                        phase: Phase::Ready,
+                        begun: true,
+                        replies: Vec::new(),
+                        deadline,
+                    });
+                }
+                Reconcile::Ignore => {
+                    self.dedupe.record_ignored(b.id, b.low_water);
+                    self.replicator.append(Entry::Ignored {
+                        id: b.id,
+                        low_water: b.low_water,
+                    });
+                }
+            }
         }
     }
 
@@ -819,8 +1205,15 @@ impl<U: Unit> CopyCore<U> {
         self.role = Role::Fenced;
         self.epoch = self.epoch.max(current);
         let epoch = self.epoch;
-        for w in self.replicator.drain_waiters() {
-            self.reply(w.to, Err(Refusal::NotPrimary { epoch }));
+        for h in self.replicator.drain_waiters() {
+            if let Held::Answer(w) = h {
+                self.reply(w.to, Err(Refusal::NotPrimary { epoch }));
+            }
+        }
+        for o in std::mem::take(&mut self.open) {
+            for to in o.waiters {
+                self.reply(to, Err(Refusal::NotPrimary { epoch }));
+            }
         }
         while let Some(p) = self.parked.pop_front() {
             self.reply(p.stimulus.reply, Err(Refusal::NotPrimary { epoch }));
@@ -923,13 +1316,15 @@ impl<U: Unit> CopyCore<U> {
         };
         let resend = link.last_send == Time::ZERO;
         if !link.ready {
-            if let (true, Some((state, dedupe))) = (resend, &self.seed) {
+            if let (true, Some(seed)) = (resend, &self.seed) {
                 let msg = PeerMsg::Snapshot {
                     epoch: self.epoch,
                     from: self.id,
                     seq: link.snapshot,
-                    state: state.clone(),
-                    dedupe: dedupe.clone(),
+                    state: seed.state.clone(),
+                    dedupe: seed.dedupe.clone(),
+                    open: seed.open.clone(),
+                    deps_down: seed.deps_down.clone(),
                 };
                 self.commands.push(Command::ToPeer { to: link.id, msg });
                 self.mark_sent(now);
@@ -963,6 +1358,11 @@ impl<U: Unit> CopyCore<U> {
     /// it answered; the stimuli it parked are told to go to the next primary.
     fn finish_hand_over(&mut self) {
         if !self.handing_over || self.role != Role::Primary || self.replicator.pending() {
+            return;
+        }
+        // A stimulus taken on without a begin in the stream would be known to nobody after
+        // the hand-over: finish those first (begun ones the standby serves again).
+        if self.open.iter().any(|o| !o.begun) {
             return;
         }
         let Some(link) = self.standby.filter(|l| l.ready) else {

@@ -79,6 +79,9 @@ pub enum Seen<'a, R> {
     AnswerForgotten,
     /// From a client the table forgot (see the module docs): refuse it.
     SessionExpired,
+    /// A promoted primary found it open and ignored it: refuse it as ignored (it took no
+    /// effect and must not take one now).
+    Ignored,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -89,6 +92,9 @@ struct ClientRecord<R> {
     /// `start → end` (end exclusive), all at or above `low_water`.
     #[serde(default)]
     applied_unanswered: BTreeMap<u64, u64>,
+    /// Sequence numbers ignored at a takeover, at or above `low_water`.
+    #[serde(default)]
+    ignored: std::collections::BTreeSet<u64>,
     touched: u64,
 }
 
@@ -122,6 +128,7 @@ impl<R> ClientRecord<R> {
     fn trim(&mut self) {
         let floor = self.low_water;
         self.answered.retain(|s, _| *s >= floor);
+        self.ignored.retain(|s| *s >= floor.0);
         let below: Vec<u64> = self
             .applied_unanswered
             .range(..floor.0)
@@ -173,6 +180,8 @@ impl<R: Clone> DedupeTable<R> {
             Some(rec) => {
                 if let Some(a) = rec.answered.get(&id.seq) {
                     Seen::Answered(a)
+                } else if rec.ignored.contains(&id.seq.0) {
+                    Seen::Ignored
                 } else if rec.forgot_answer_of(id.seq) {
                     Seen::AnswerForgotten
                 } else if id.seq < rec.low_water {
@@ -186,29 +195,59 @@ impl<R: Clone> DedupeTable<R> {
         }
     }
 
-    /// Record the answer of stimulus `id`, carried by `batch`, and apply the client's
-    /// low-water mark. Runs identically on primary and standby.
-    pub fn record(&mut self, id: StimulusId, low_water: Seq, answer: Answered<R>) {
+    /// Record that stimulus `id` was ignored at a takeover (it took no effect), and apply the
+    /// client's low-water mark. Runs identically on primary and standby.
+    pub fn record_ignored(&mut self, id: StimulusId, low_water: Seq) {
+        let max = self.limits.max_per_client;
+        let rec = self.touch(id.client);
+        rec.low_water = rec.low_water.max(low_water.min(id.seq));
+        rec.ignored.insert(id.seq.0);
+        rec.trim();
+        while rec.ignored.len() > max {
+            rec.ignored.pop_first();
+        }
+        self.forget_least_recent();
+    }
+
+    /// The record of `client`, created if new, marked as the most recently touched.
+    fn touch(&mut self, client: ClientId) -> &mut ClientRecord<R> {
         self.clock += 1;
         let clock = self.clock;
-        let rec = self
-            .clients
-            .entry(id.client)
-            .or_insert_with(|| ClientRecord {
-                low_water: Seq(0),
-                answered: BTreeMap::new(),
-                applied_unanswered: BTreeMap::new(),
-                touched: 0,
-            });
+        let rec = self.clients.entry(client).or_insert_with(|| ClientRecord {
+            low_water: Seq(0),
+            answered: BTreeMap::new(),
+            applied_unanswered: BTreeMap::new(),
+            ignored: std::collections::BTreeSet::new(),
+            touched: 0,
+        });
         if rec.touched != 0 {
             self.by_touch.remove(&rec.touched);
         }
         rec.touched = clock;
-        self.by_touch.insert(clock, id.client);
+        self.by_touch.insert(clock, client);
+        rec
+    }
+
+    /// Forget whole clients, least recently touched first, beyond the bound.
+    fn forget_least_recent(&mut self) {
+        while self.clients.len() > self.limits.max_clients {
+            let Some((&touch, &victim)) = self.by_touch.iter().next() else {
+                break;
+            };
+            self.by_touch.remove(&touch);
+            self.clients.remove(&victim);
+            self.forgotten += 1;
+        }
+    }
+
+    /// Record the answer of stimulus `id`, carried by `batch`, and apply the client's
+    /// low-water mark. Runs identically on primary and standby.
+    pub fn record(&mut self, id: StimulusId, low_water: Seq, answer: Answered<R>) {
+        let max = self.limits.max_per_client;
+        let rec = self.touch(id.client);
         rec.low_water = rec.low_water.max(low_water.min(id.seq));
         rec.answered.insert(id.seq, answer);
         rec.trim();
-        let max = self.limits.max_per_client;
         while rec.answered.len() > max {
             let Some((&lowest, _)) = rec.answered.iter().next() else {
                 break;
@@ -223,14 +262,7 @@ impl<R: Clone> DedupeTable<R> {
             rec.low_water = rec.low_water.max(Seq(end));
             rec.trim();
         }
-        while self.clients.len() > self.limits.max_clients {
-            let Some((&touch, &victim)) = self.by_touch.iter().next() else {
-                break;
-            };
-            self.by_touch.remove(&touch);
-            self.clients.remove(&victim);
-            self.forgotten += 1;
-        }
+        self.forget_least_recent();
     }
 
     /// How many clients are remembered.

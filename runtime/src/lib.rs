@@ -10,6 +10,7 @@
 //! | module | what it holds |
 //! | --- | --- |
 //! | [`budget`] | time spent against budgets, per unit and stimulus kind |
+//! | [`call`] | units calling units: [`Outcall`], [`CallReply`], ids derived from the upstream stimulus |
 //! | [`mod@unit`] | the [`Unit`] trait an application implements, and the [`Budget`] of a stimulus |
 //! | [`ids`] | [`Epoch`], [`StimulusId`], [`CopyId`], node and unit names, batch numbers |
 //! | [`time`] | [`Time`], the value the caller passes in instead of a clock |
@@ -34,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod budget;
+pub mod call;
 pub mod copy;
 pub mod dedupe;
 pub mod group;
@@ -48,7 +50,10 @@ pub mod time;
 pub mod unit;
 
 pub use budget::{BudgetRow, BudgetTally, KindTally};
-pub use copy::{Command, CopyConfig, CopyCore, Input, ReplyToken, Role, StimulusIn};
+pub use call::{
+    derived_id, derived_low_water, CallFailure, CallReply, Outcall, CALLS_PER_STIMULUS,
+};
+pub use copy::{CallToken, Command, CopyConfig, CopyCore, Input, ReplyToken, Role, StimulusIn};
 pub use dedupe::{DedupeLimits, DedupeTable};
 pub use group::{GroupCommand, GroupConfig, GroupCore, GroupInput, StartAs};
 pub use ids::{BatchSeq, ClientId, CopyId, Epoch, NodeName, Seq, StimulusId, UnitName};
@@ -58,4 +63,4 @@ pub use replay::{Kept, ReplayBook, Round};
 pub use replication::{Decision, Durability, Flush, Replicator, Strategy};
 pub use table::{ControlEntry, ControlInput, GroupTable, ManagerSession};
 pub use time::Time;
-pub use unit::{Budget, DependencyChange, Handled, Unit};
+pub use unit::{Budget, DependencyChange, Handled, Reconcile, Step, Unit};

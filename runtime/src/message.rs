@@ -5,23 +5,58 @@
 use crate::dedupe::DedupeTable;
 use crate::ids::{BatchSeq, ClientId, CopyId, Epoch, Seq, StimulusId, UnitName};
 use crate::time::Time;
+use crate::unit::DependencyChange;
 use crate::unit::Unit;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// One handled stimulus as it travels to the standby: its updates and the answer the primary
-/// gave, so the standby can fill its dedupe table.
+/// What travels to the standby, in order, inside a batch.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(bound = "")]
-pub struct Entry<U: Unit> {
+pub enum Entry<U: Unit> {
+    /// A served stimulus: its updates and the answer the primary gave, so the standby can
+    /// fill its dedupe table. Under in-flight knowledge it is also the stimulus's end.
+    Served {
+        /// The stimulus.
+        id: StimulusId,
+        /// The client's low-water mark when it sent the stimulus.
+        low_water: Seq,
+        /// The state changes, applied in order.
+        updates: Vec<U::Update>,
+        /// The answer.
+        response: U::Response,
+    },
+    /// In-flight knowledge: a stimulus began (committed before the primary handles it).
+    Begun(Begun<U>),
+    /// A stimulus that a promoted primary found open and did not act on: retries of it are
+    /// refused as ignored.
+    Ignored {
+        /// The stimulus.
+        id: StimulusId,
+        /// Its client's low-water mark.
+        low_water: Seq,
+    },
+    /// A unit this unit calls became unavailable or came back: the unit's degraded-mode
+    /// updates for it.
+    Dependency {
+        /// The change.
+        change: DependencyChange,
+        /// The unit's updates, applied in order.
+        updates: Vec<U::Update>,
+    },
+}
+
+/// A stimulus that began and has not ended, as in-flight knowledge keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct Begun<U: Unit> {
     /// The stimulus.
     pub id: StimulusId,
-    /// The client's low-water mark when it sent the stimulus.
+    /// Its client's low-water mark.
     pub low_water: Seq,
-    /// The state changes, applied in order.
-    pub updates: Vec<U::Update>,
-    /// The answer.
-    pub response: U::Response,
+    /// The stimulus itself, to serve it again.
+    pub body: U::Stimulus,
 }
 
 /// Messages between the primary and the standby of one unit.
@@ -56,6 +91,10 @@ pub enum PeerMsg<U: Unit> {
         state: U::State,
         /// The dedupe table, part of the replicated state.
         dedupe: DedupeTable<U::Response>,
+        /// Stimuli begun and not ended (in-flight knowledge), in the order they began.
+        open: Vec<Begun<U>>,
+        /// The units this unit calls that are unavailable, as its degraded mode knows them.
+        deps_down: BTreeSet<UnitName>,
     },
     /// Standby → primary: every batch up to `upto` is applied.
     Ack {
@@ -244,6 +283,13 @@ pub enum Refusal {
     SessionExpired {
         /// The client.
         client: ClientId,
+    },
+    /// A primary that took over found the stimulus open (begun, not finished) and did not act
+    /// on it: it took no effect. Do not resend; decide anew whether to send a new stimulus.
+    #[error("stimulus {stimulus} was open at a takeover and was ignored; it took no effect")]
+    Ignored {
+        /// The stimulus.
+        stimulus: StimulusId,
     },
     /// The primary holds too many stimuli it cannot serve yet: back off and resend.
     #[error("the primary is overloaded ({parked} stimuli waiting); back off and resend")]

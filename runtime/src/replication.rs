@@ -97,6 +97,9 @@ pub struct Replicator<U: Unit, W> {
     acked: BatchSeq,
     in_flight: VecDeque<Batch<U>>,
     waiters: BTreeMap<BatchSeq, Vec<W>>,
+    /// The open batch holds an entry that must be committed (acknowledged) before its
+    /// stimulus goes on, whatever the strategy: seal it at once.
+    commit_waiting: bool,
 }
 
 impl<U: Unit, W> Replicator<U, W> {
@@ -111,6 +114,7 @@ impl<U: Unit, W> Replicator<U, W> {
             acked: start,
             in_flight: VecDeque::new(),
             waiters: BTreeMap::new(),
+            commit_waiting: false,
         }
     }
 
@@ -155,6 +159,9 @@ impl<U: Unit, W> Replicator<U, W> {
     /// Whether the open batch should be sealed now (the window permitting), for a trailing
     /// primary whose oldest open entry has waited `waited`. A synchronous primary always seals.
     pub fn due(&self, waited: Duration) -> bool {
+        if self.commit_waiting {
+            return true;
+        }
         match self.strategy {
             Strategy::Synchronous | Strategy::Trailing(Flush::EachStimulus) => true,
             Strategy::Trailing(Flush::Batched { entries, delay }) => {
@@ -200,6 +207,22 @@ impl<U: Unit, W> Replicator<U, W> {
         }
     }
 
+    /// Add an entry to the open batch with nobody waiting on it (a change with no caller, or a
+    /// stimulus served again at a takeover whose caller has not asked again yet).
+    pub fn append(&mut self, entry: Entry<U>) {
+        self.open.push(entry);
+    }
+
+    /// Commit `entry` whatever the strategy: hold `waiter` until the standby acknowledged the
+    /// batch that carries it (in-flight knowledge: a stimulus's begin). Returns that batch.
+    pub fn commit(&mut self, entry: Entry<U>, waiter: W) -> BatchSeq {
+        self.open.push(entry);
+        self.commit_waiting = true;
+        let seq = self.sealed.next();
+        self.waiters.entry(seq).or_default().push(waiter);
+        seq
+    }
+
     /// Hold `waiter` until batch `seq` is acknowledged, or return it if it already is (or the
     /// strategy is trailing, which holds nothing).
     pub fn hold_until(&mut self, seq: BatchSeq, waiter: W) -> Option<W> {
@@ -216,6 +239,7 @@ impl<U: Unit, W> Replicator<U, W> {
             return None;
         }
         self.sealed = self.sealed.next();
+        self.commit_waiting = false;
         let batch = Batch {
             seq: self.sealed,
             entries: std::mem::take(&mut self.open),
@@ -232,6 +256,7 @@ impl<U: Unit, W> Replicator<U, W> {
             self.open.clear();
             self.sealed = self.sealed.next();
         }
+        self.commit_waiting = false;
         self.in_flight.clear();
         self.sealed
     }

@@ -1,5 +1,6 @@
 //! The `Unit` trait an application implements, and the response-time `Budget` of a stimulus.
 
+use crate::call::{CallReply, Outcall};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::fmt::Debug;
 use std::time::Duration;
@@ -29,6 +30,27 @@ impl<U: Unit> Handled<U> {
     pub fn write(response: U::Response, updates: Vec<U::Update>) -> Self {
         Handled { response, updates }
     }
+}
+
+/// One step of serving a stimulus that may call other units (see [`Unit::handle_with`]).
+#[derive(Clone, Debug)]
+pub enum Step<U: Unit> {
+    /// The stimulus is served: answer it and apply these updates.
+    Done(Handled<U>),
+    /// Call another unit first; the handler runs again with its reply appended.
+    Call(Outcall),
+}
+
+/// What a promoted standby does with a stimulus its old primary had begun and not finished
+/// (in-flight knowledge, [`Unit::on_open_at_takeover`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reconcile {
+    /// Serve it again, from the state it began in: its calls carry the same ids, so a called
+    /// unit that had acted answers from its table (the new primary advances).
+    Reprocess,
+    /// Do not act on it: it is recorded as ignored, and its caller's retry is refused with
+    /// `Refusal::Ignored`.
+    Ignore,
 }
 
 /// A change in the availability of a unit this unit calls.
@@ -69,6 +91,31 @@ pub trait Unit: Clone + std::fmt::Debug + Send + Sync + 'static {
     fn handle(&self, state: &Self::State, stimulus: &Self::Stimulus) -> Handled<Self>
     where
         Self: Sized;
+
+    /// Serve one stimulus that may call other units: `replies` holds the answers of the calls
+    /// asked for so far, in order (empty the first time). Return [`Step::Call`] to make one
+    /// more call, or [`Step::Done`] to answer. Like `handle` it must be deterministic in
+    /// `(state, stimulus, replies)`; the state is the same on every run for one stimulus (the
+    /// unit serves nothing else while one of its calls is out). The default never calls:
+    /// it is `handle`.
+    fn handle_with(
+        &self,
+        state: &Self::State,
+        stimulus: &Self::Stimulus,
+        replies: &[CallReply],
+    ) -> Step<Self>
+    where
+        Self: Sized,
+    {
+        let _ = replies;
+        Step::Done(self.handle(state, stimulus))
+    }
+
+    /// In-flight knowledge at a takeover: the old primary had begun `stimulus` and not
+    /// finished it. The default serves it again ([`Reconcile::Reprocess`]).
+    fn on_open_at_takeover(&self, _state: &Self::State, _stimulus: &Self::Stimulus) -> Reconcile {
+        Reconcile::Reprocess
+    }
 
     /// Apply one update; runs on the primary after `handle` and on the standby when it applies
     /// a batch.

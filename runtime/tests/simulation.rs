@@ -158,6 +158,64 @@ fn sim_trailing_callers_replay_and_nothing_acknowledged_is_lost_or_doubled_over_
     );
 }
 
+/// `base` with in-flight knowledge: every stimulus's begin is committed to the standby before
+/// it is handled, and a promoted standby serves the open ones again.
+fn in_flight(base: SimConfig) -> SimConfig {
+    let mut config = base;
+    config.copy.in_flight = true;
+    config
+}
+
+#[test]
+fn sim_in_flight_promoted_standbys_serve_open_stimuli_again_and_nothing_is_lost_or_doubled_over_3000_seeds(
+) {
+    let config = in_flight(SimConfig::default());
+    let started = Instant::now();
+    let total = match run_many(0..3_000, &config, threads()) {
+        Ok(total) => total,
+        Err(failure) => panic!("{failure}"),
+    };
+    println!(
+        "3000 in-flight seeds in {:?}: {total:#?}",
+        started.elapsed()
+    );
+    assert_eq!(total.runs, 3_000);
+    assert!(total.runs_with_takeover >= 2_500);
+    assert!(
+        total.open_at_takeover >= 100,
+        "open stimuli served again at takeovers: {}",
+        total.open_at_takeover
+    );
+    assert!(
+        total.acked * 100 >= total.stimuli_sent * 98,
+        "answered {} of {}",
+        total.acked,
+        total.stimuli_sent
+    );
+}
+
+#[test]
+fn sim_trailing_with_in_flight_knowledge_under_heavy_faults_holds_every_invariant_over_3000_seeds()
+{
+    let config = in_flight(trailing(SimConfig::harsh()));
+    let started = Instant::now();
+    let total = match run_many(0..3_000, &config, threads()) {
+        Ok(total) => total,
+        Err(failure) => panic!("{failure}"),
+    };
+    println!(
+        "3000 harsh trailing in-flight seeds in {:?}: {total:#?}",
+        started.elapsed()
+    );
+    assert_eq!(total.runs, 3_000);
+    assert!(total.takeovers >= 3_000, "takeovers: {}", total.takeovers);
+    assert!(
+        total.open_at_takeover >= 100,
+        "open stimuli served again at takeovers: {}",
+        total.open_at_takeover
+    );
+}
+
 #[test]
 fn sim_trailing_under_heavy_faults_loses_only_what_an_unavailable_unit_held_over_5000_seeds() {
     let config = trailing(SimConfig::harsh());
@@ -249,6 +307,9 @@ fn sim_replays_seed_from_env() {
     };
     if std::env::var("UNDERSTUDY_SIM_TRAILING").is_ok() {
         config = trailing(config);
+    }
+    if std::env::var("UNDERSTUDY_SIM_INFLIGHT").is_ok() {
+        config = in_flight(config);
     }
     match run(seed, &config) {
         Ok(report) => println!("seed {seed} passed: {report:#?}"),

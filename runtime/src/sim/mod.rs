@@ -216,6 +216,9 @@ pub struct SimReport {
     pub timed_out: u64,
     /// Takeovers: epochs reached beyond each unit's first.
     pub takeovers: u64,
+    /// Stimuli a promoted standby found open (begun, not ended) and served again (in-flight
+    /// knowledge).
+    pub open_at_takeover: u64,
     /// Faults injected (crashes, hangs, partitions).
     pub faults: u64,
     /// Of which copy crashes.
@@ -264,6 +267,7 @@ impl SimReport {
         self.trailing_losses += other.trailing_losses;
         self.timed_out += other.timed_out;
         self.takeovers += other.takeovers;
+        self.open_at_takeover += other.open_at_takeover;
         self.faults += other.faults;
         self.copy_crashes += other.copy_crashes;
         self.node_crashes += other.node_crashes;

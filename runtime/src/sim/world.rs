@@ -12,6 +12,7 @@ use super::{Breakage, SimConfig, SimFailure, SimReport};
 use crate::copy::{Command, CopyConfig, CopyCore, Input, Role};
 use crate::group::{GroupCommand, GroupCore, GroupInput, Phase, StartAs};
 use crate::ids::{CopyId, Epoch, NodeName, UnitName};
+use crate::message::Entry;
 use crate::message::{Directive, PeerMsg, Refusal, Report};
 use crate::replication::{Durability, Flush, Strategy};
 use crate::time::Time;
@@ -667,6 +668,9 @@ impl<'a> World<'a> {
         let commands = copy.core.drain_commands();
         let (unit, node, epoch) = (copy.unit, copy.node, copy.core.epoch());
         let role_after = copy.core.role();
+        if role_before == Role::Standby && role_after == Role::Promoting {
+            self.report.open_at_takeover += copy.core.open_stimuli().len() as u64;
+        }
         let mut newly_acked = false;
         for command in &commands {
             match command {
@@ -739,6 +743,7 @@ impl<'a> World<'a> {
                 outcome,
                 epoch,
                 durability,
+                ..
             } => {
                 self.note(|| {
                     format!(
@@ -764,6 +769,8 @@ impl<'a> World<'a> {
                 self.send(from, Packet::Input { to, input });
             }
             Command::ToManager(report) => self.send(from, Packet::Report(report)),
+            // The simulated unit never calls another unit.
+            Command::Call { .. } => {}
         }
     }
 
@@ -1084,6 +1091,8 @@ pub(crate) fn describe_input(input: &Input<SetUnit>) -> String {
         Input::Peer(msg) => describe_peer(msg),
         Input::Directive(d) => format!("directive {d:?}"),
         Input::Tick => "tick".to_string(),
+        Input::CallReply { call, reply } => format!("reply to call {} {reply:?}", call.0),
+        Input::Dependency(change) => format!("dependency {change:?}"),
     }
 }
 
@@ -1099,9 +1108,16 @@ fn describe_peer(msg: &PeerMsg<SetUnit>) -> String {
         } => {
             let ids: Vec<String> = entries
                 .iter()
-                .map(|e| match &e.response {
-                    SetResponse::Added { tag } => format!("{}:+{tag}", e.id),
-                    other => format!("{}:{other:?}", e.id),
+                .map(|e| match e {
+                    Entry::Served {
+                        id,
+                        response: SetResponse::Added { tag },
+                        ..
+                    } => format!("{id}:+{tag}"),
+                    Entry::Served { id, response, .. } => format!("{id}:{response:?}"),
+                    Entry::Begun(b) => format!("{}:begun", b.id),
+                    Entry::Ignored { id, .. } => format!("{id}:ignored"),
+                    Entry::Dependency { change, .. } => format!("{change:?}"),
                 })
                 .collect();
             format!(
