@@ -43,6 +43,14 @@ pub enum KvResponse {
         /// The key.
         key: String,
     },
+    /// A pipeline stage could not pass the stimulus on: the unit after it did not answer.
+    /// Nothing changed at this stage.
+    NotServed {
+        /// The unit that did not answer.
+        unit: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The key-value unit's one kind of update.
