@@ -14,7 +14,7 @@
 //! | [`runtime`] | `understudy-runtime` | the pure protocol core: `Unit`, epochs, leases, roles, replication, dedupe, takeover, the simulation |
 //! | [`actors`] | `understudy-actors` | the ractor actors: unit copies, `LocalManager`, `GroupManager`, `Registry`, `UnitClient` |
 //! | [`cluster`] | `understudy-cluster` | nodes as OS processes over `ractor_cluster` |
-//! | [`units`] | this crate | the example units: key-value and ledger |
+//! | [`units`] | this crate | the example units: key-value, ledger (also split over two units) and pipeline stage |
 //! | [`testkit`] | this crate | real node processes for programs and tests: start, fault, restart, clean up |
 //! | [`demo`] | this crate | the in-process failover demonstration behind `understudy demo` |
 //!
@@ -175,6 +175,56 @@
 //! # }
 //! ```
 //!
+//! ## A unit that calls another
+//!
+//! A unit calls another from [`Unit::handle_with`]: it returns [`Step::Call`] with an
+//! [`Outcall`], and runs again with the reply appended until it returns [`Step::Done`]. The
+//! runtime gives the call an id derived from the stimulus being served, commits that
+//! stimulus's begin to the standby before the call leaves, and serves nothing else until the
+//! reply is back; so a takeover serves the stimulus again, with the same call, and the called
+//! unit answers it from its table — its effect happens once (`docs/semantics.md`, 18–20).
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use understudy::{CallReply, Handled, Outcall, Step, Unit};
+//!
+//! /// Forwards each number to the unit "sum" and remembers how many it forwarded.
+//! #[derive(Clone, Debug)]
+//! struct Forwarder;
+//!
+//! #[derive(Clone, Debug, Serialize, Deserialize)]
+//! struct Number(u64);
+//!
+//! impl Unit for Forwarder {
+//!     type State = u64;
+//!     type Stimulus = Number;
+//!     type Response = Option<u64>;
+//!     type Update = ();
+//!
+//!     /// Without a call: nothing to say.
+//!     fn handle(&self, _count: &u64, _n: &Number) -> Handled<Self> {
+//!         Handled::read(None)
+//!     }
+//!
+//!     fn handle_with(&self, _count: &u64, n: &Number, replies: &[CallReply]) -> Step<Self> {
+//!         match replies {
+//!             [] => Step::Call(Outcall::new("sum", n)),
+//!             [reply, ..] => Step::Done(match reply.decode::<u64>() {
+//!                 Ok(total) => Handled::write(Some(total), vec![()]),
+//!                 Err(_) => Handled::read(None),
+//!             }),
+//!         }
+//!     }
+//!
+//!     fn apply(&self, count: &mut u64, _: &()) {
+//!         *count += 1;
+//!     }
+//! }
+//!
+//! let Step::Call(call) = Forwarder.handle_with(&0, &Number(5), &[]) else { unreachable!() };
+//! assert_eq!(call.unit.0, "sum");
+//! ```
+//!
 //! ## Testing it under faults
 //!
 //! [`testkit::ProcessCluster`] starts your binary as N node processes on free loopback
@@ -229,5 +279,6 @@ pub use understudy_actors::{
     CallError, Catalog, ClusterConfig, InProcessCluster, UnitClient, UnitKind,
 };
 pub use understudy_runtime::{
-    Budget, CopyConfig, DependencyChange, Epoch, Handled, StimulusId, Unit,
+    Budget, CallFailure, CallReply, CopyConfig, DependencyChange, Epoch, Handled, Outcall,
+    Reconcile, Step, StimulusId, Unit,
 };
