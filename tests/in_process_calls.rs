@@ -33,6 +33,29 @@ fn incr(key: &str) -> KvRequest {
     }
 }
 
+/// Call `front` (an increment of `key`) until its answer's `degraded` is `want`, for at most
+/// ten seconds; the answer, and how long it took.
+async fn until_degraded_is(
+    front: &understudy::UnitClient<Stage>,
+    key: &str,
+    want: bool,
+) -> (understudy::actors::Served<KvResponse>, Duration) {
+    let started = Instant::now();
+    loop {
+        let served = front.call_served(incr(key), T_MAX).await;
+        if let Ok(s) = &served {
+            if s.degraded == want {
+                return (s.clone(), started.elapsed());
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "front's answers never said degraded = {want}: {served:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await; // poll with a deadline
+    }
+}
+
 /// `front` (a stage passing to `back`, which it declares it calls) and `back` (key-value),
 /// on nodes a, b, c, d.
 async fn front_and_back() -> InProcessCluster {
@@ -94,23 +117,9 @@ async fn callers_of_a_unit_that_lost_both_copies_serve_degraded_until_it_is_rest
         })
         .await
         .expect("back is declared unavailable");
-    let lost = Instant::now();
-    let degraded = loop {
-        let served = front.call_served(incr("k"), T_MAX).await;
-        if let Ok(s) = &served {
-            if s.degraded {
-                break s.clone();
-            }
-        }
-        assert!(
-            lost.elapsed() < Duration::from_secs(10),
-            "front never said it served degraded: {served:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await; // poll with a deadline
-    };
+    let (degraded, took) = until_degraded_is(&front, "k", true).await;
     println!(
-        "front degraded {:?} after back was declared unavailable: {:?}",
-        lost.elapsed(),
+        "front degraded {took:?} after back was declared unavailable: {:?}",
         degraded.response
     );
     assert!(
@@ -130,23 +139,9 @@ async fn callers_of_a_unit_that_lost_both_copies_serve_degraded_until_it_is_rest
         })
         .await
         .expect("back serves again");
-    let restored = Instant::now();
-    let back_again = loop {
-        let served = front.call_served(incr("j"), T_MAX).await;
-        if let Ok(s) = &served {
-            if !s.degraded {
-                break s.clone();
-            }
-        }
-        assert!(
-            restored.elapsed() < Duration::from_secs(10),
-            "front stayed degraded: {served:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await; // poll with a deadline
-    };
+    let (back_again, took) = until_degraded_is(&front, "j", false).await;
     println!(
-        "front out of its degraded mode {:?} after back was restored: {:?}",
-        restored.elapsed(),
+        "front out of its degraded mode {took:?} after back was restored: {:?}",
         back_again.response
     );
     let back = cluster

@@ -242,6 +242,17 @@ struct Open<U: Unit> {
     deadline: Time,
 }
 
+impl<U: Unit> Open<U> {
+    /// Its begin, as the stream carries it.
+    fn begun(&self) -> Begun<U> {
+        Begun {
+            id: self.id,
+            low_water: self.low_water,
+            body: self.body.clone(),
+        }
+    }
+}
+
 /// What a new standby is seeded with, as of the batch its snapshot stands for.
 #[derive(Debug)]
 struct Seed<U: Unit> {
@@ -600,13 +611,8 @@ impl<U: Unit> CopyCore<U> {
         if self.config.in_flight {
             open.begun = true;
             open.phase = Phase::Committing;
-            let begun: Begun<U> = Begun {
-                id: open.id,
-                low_water: open.low_water,
-                body: open.body.clone(),
-            };
             self.replicator
-                .commit(Entry::Begun(begun), Held::Begun(open.id));
+                .commit(Entry::Begun(open.begun()), Held::Begun(open.id));
         }
         self.open.push_back(open);
     }
@@ -647,12 +653,7 @@ impl<U: Unit> CopyCore<U> {
         };
         front.begun = true;
         front.phase = Phase::Committing;
-        let begun: Begun<U> = Begun {
-            id: front.id,
-            low_water: front.low_water,
-            body: front.body.clone(),
-        };
-        let id = front.id;
+        let (begun, id) = (front.begun(), front.id);
         self.replicator.commit(Entry::Begun(begun), Held::Begun(id));
     }
 
@@ -1081,11 +1082,7 @@ impl<U: Unit> CopyCore<U> {
                         .open
                         .iter()
                         .filter(|o| o.begun)
-                        .map(|o| Begun {
-                            id: o.id,
-                            low_water: o.low_water,
-                            body: o.body.clone(),
-                        })
+                        .map(Open::begun)
                         .collect();
                     self.seed = Some(Seed {
                         state: self.unit.snapshot(&self.state),

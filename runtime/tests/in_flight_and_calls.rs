@@ -230,6 +230,21 @@ fn deliver(cmds: &Cmds, to: CopyId, core: &mut Core, now: Time) -> Cmds {
     out
 }
 
+/// Client 7's stimulus `seq` to primary `p`, its begin delivered to standby `s` and the
+/// standby's acknowledgement back to `p`: what `p` emitted then (its end, or its call).
+fn begun_and_committed(p: &mut Core, s: &mut Core, seq: u64, body: FrontStimulus) -> Cmds {
+    let begin = step(p, ms(5), stimulus(7, seq, body, 1));
+    let ack = deliver(&begin, S, s, ms(6));
+    deliver(&ack, P, p, ms(7))
+}
+
+fn added(tag: u64) -> Result<FrontResponse, Refusal> {
+    Ok(FrontResponse::Added {
+        tag,
+        degraded: false,
+    })
+}
+
 fn lease(epoch: Epoch, at: Time) -> Input<Front> {
     Input::Directive(Directive::Lease {
         epoch,
@@ -308,29 +323,14 @@ fn in_flight_a_stimulus_is_handled_only_once_its_begin_is_committed() {
     let ack = deliver(&end, S, &mut s, ms(8));
     assert!(s.open_stimuli().is_empty(), "ended");
     let answered = deliver(&ack, P, &mut p, ms(9));
-    assert_eq!(
-        replies(&answered),
-        vec![(
-            1,
-            Ok(FrontResponse::Added {
-                tag: 70,
-                degraded: false
-            })
-        )]
-    );
+    assert_eq!(replies(&answered), vec![(1, added(70))]);
 }
 
 #[test]
 fn in_flight_a_promoted_standby_serves_the_open_stimuli_again_and_answers_their_retries_once() {
     let (mut p, mut s) = pair(in_flight());
-    let begin = step(
-        &mut p,
-        ms(5),
-        stimulus(7, 1, FrontStimulus::Add { tag: 70 }, 1),
-    );
-    let ack = deliver(&begin, S, &mut s, ms(6));
     // The primary handles it, and is lost before its end reaches the standby.
-    let _lost_end = deliver(&ack, P, &mut p, ms(7));
+    let _lost_end = begun_and_committed(&mut p, &mut s, 1, FrontStimulus::Add { tag: 70 });
     let mut t = Some(Core::new_standby(
         Front,
         name(),
@@ -355,16 +355,7 @@ fn in_flight_a_promoted_standby_serves_the_open_stimuli_again_and_answers_their_
         ms(21),
         stimulus(7, 1, FrontStimulus::Add { tag: 70 }, 2),
     );
-    assert_eq!(
-        replies(&retry),
-        vec![(
-            2,
-            Ok(FrontResponse::Added {
-                tag: 70,
-                degraded: false
-            })
-        )]
-    );
+    assert_eq!(replies(&retry), vec![(2, added(70))]);
     assert_eq!(s.state().tags.get(&70), Some(&1));
 }
 
@@ -476,13 +467,7 @@ fn a_call_carries_an_id_derived_from_its_stimulus_and_the_unit_serves_nothing_el
                     taken: true
                 })
             ),
-            (
-                2,
-                Ok(FrontResponse::Added {
-                    tag: 80,
-                    degraded: false
-                })
-            )
+            (2, added(80))
         ]
     );
 }
@@ -490,13 +475,12 @@ fn a_call_carries_an_id_derived_from_its_stimulus_and_the_unit_serves_nothing_el
 #[test]
 fn in_flight_after_a_takeover_the_open_stimulus_makes_the_same_call_with_the_same_id() {
     let (mut p, mut s) = pair(in_flight());
-    let begin = step(
+    let first = calls(&begun_and_committed(
         &mut p,
-        ms(5),
-        stimulus(7, 3, FrontStimulus::Forward { tag: 5 }, 1),
-    );
-    let ack = deliver(&begin, S, &mut s, ms(6));
-    let first = calls(&deliver(&ack, P, &mut p, ms(7)));
+        &mut s,
+        3,
+        FrontStimulus::Forward { tag: 5 },
+    ));
     assert_eq!(first.len(), 1, "the call went out");
     // The primary is lost while its call is out; the standby takes over.
     let mut none = None;

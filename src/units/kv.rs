@@ -29,6 +29,17 @@ pub enum KvRequest {
     },
 }
 
+impl KvRequest {
+    /// The stimulus's kind, under which budgets are reported: `get`, `put` or `incr`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KvRequest::Get { .. } => "get",
+            KvRequest::Put { .. } => "put",
+            KvRequest::Incr { .. } => "incr",
+        }
+    }
+}
+
 /// The key-value unit's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvResponse {
@@ -117,11 +128,7 @@ impl Unit for KeyValue {
     }
 
     fn stimulus_kind(&self, stimulus: &KvRequest) -> &'static str {
-        match stimulus {
-            KvRequest::Get { .. } => "get",
-            KvRequest::Put { .. } => "put",
-            KvRequest::Incr { .. } => "incr",
-        }
+        stimulus.kind()
     }
 
     fn budget(&self, _stimulus: &KvRequest) -> Budget {

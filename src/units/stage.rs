@@ -168,11 +168,7 @@ impl Unit for Stage {
     }
 
     fn stimulus_kind(&self, stimulus: &KvRequest) -> &'static str {
-        match stimulus {
-            KvRequest::Get { .. } => "get",
-            KvRequest::Put { .. } => "put",
-            KvRequest::Incr { .. } => "incr",
-        }
+        stimulus.kind()
     }
 
     fn budget(&self, _stimulus: &KvRequest) -> Budget {
