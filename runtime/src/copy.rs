@@ -61,7 +61,8 @@ pub struct CopyConfig {
     pub resend_after: Duration,
     /// Ask for a lease again after this long without an answer.
     pub lease_retry: Duration,
-    /// Most stimuli parked while the copy waits for a lease.
+    /// Most stimuli parked while the copy waits for a lease, and most waiting in line behind
+    /// a stimulus whose call is out.
     pub max_parked: usize,
     /// Refuse a parked stimulus after it waited this long.
     pub park_timeout: Duration,
@@ -595,6 +596,12 @@ impl<U: Unit> CopyCore<U> {
         }
         if let Some(o) = self.open.iter_mut().find(|o| o.id == s.id) {
             o.waiters.push(s.reply);
+            return;
+        }
+        if self.open.len() >= self.config.max_parked {
+            // A call that is slow to return holds the line: do not let it grow without bound.
+            let parked = self.open.len();
+            self.reply(s.reply, Err(Refusal::Overloaded { parked }));
             return;
         }
         let deadline = now.after(self.unit.budget(&s.body).t_max());

@@ -539,3 +539,32 @@ fn a_dependency_change_runs_the_degraded_hook_replicates_it_and_answers_say_degr
     deliver(&out, S, &mut s, ms(12));
     assert!(!s.degraded() && !s.state().degraded);
 }
+
+#[test]
+fn the_line_behind_a_call_that_is_out_is_bounded_and_the_overflow_told_to_back_off() {
+    let config = CopyConfig {
+        in_flight: true,
+        max_parked: 3,
+        ..CopyConfig::default()
+    };
+    let (mut p, mut s) = pair(config);
+    let out = begun_and_committed(&mut p, &mut s, 1, FrontStimulus::Forward { tag: 5 });
+    assert_eq!(calls(&out).len(), 1, "the call is out");
+    for seq in 2..=3 {
+        let waits = step(
+            &mut p,
+            ms(8),
+            stimulus(7, seq, FrontStimulus::Add { tag: seq }, seq),
+        );
+        assert!(replies(&waits).is_empty(), "stimulus {seq} waits in line");
+    }
+    let over = step(
+        &mut p,
+        ms(9),
+        stimulus(7, 4, FrontStimulus::Add { tag: 4 }, 4),
+    );
+    assert_eq!(
+        replies(&over),
+        vec![(4, Err(Refusal::Overloaded { parked: 3 }))]
+    );
+}
