@@ -491,6 +491,9 @@ pub struct JsonAnswer {
     pub json: String,
     /// Who answered.
     pub served_by: ServedBy,
+    /// Whether the unit served it in its degraded mode.
+    #[serde(default)]
+    pub degraded: bool,
 }
 
 /// Why a call with a JSON stimulus gave no JSON answer.
@@ -529,6 +532,7 @@ impl<U: Unit> JsonCaller for UnitClient<U> {
             Ok(JsonAnswer {
                 json,
                 served_by: served.served_by,
+                degraded: served.degraded,
             })
         })
     }
