@@ -3,6 +3,7 @@
 //! `T_max`), per unit and stimulus kind. `status` shows it.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use understudy_runtime::{Budget, BudgetRow, BudgetTally, UnitName};
@@ -12,6 +13,21 @@ use understudy_runtime::{Budget, BudgetRow, BudgetTally, UnitName};
 pub struct BudgetBook {
     served: Arc<Mutex<BudgetTally>>,
     called: Arc<Mutex<BudgetTally>>,
+    reconciled: Arc<Mutex<BTreeMap<UnitName, ReconciledRow>>>,
+}
+
+/// What this node's promoted primaries of one unit did with the stimuli they found open at
+/// their takeovers, and how many calls they sent again for want of an answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconciledRow {
+    /// The unit.
+    pub unit: UnitName,
+    /// Open stimuli served again.
+    pub served_again: u64,
+    /// Open stimuli recorded as ignored.
+    pub ignored: u64,
+    /// Calls to other units sent again because no answer came in time.
+    pub calls_resent: u64,
 }
 
 /// What a node's book holds, as `status` reports it.
@@ -21,6 +37,9 @@ pub struct BudgetReport {
     pub served: Vec<BudgetRow>,
     /// Stimuli its callers sent: the time from the call to its outcome (answer or error).
     pub called: Vec<BudgetRow>,
+    /// Per unit, what its primaries here found open at their takeovers.
+    #[serde(default)]
+    pub reconciled: Vec<ReconciledRow>,
 }
 
 fn lock(m: &Mutex<BudgetTally>) -> std::sync::MutexGuard<'_, BudgetTally> {
@@ -47,11 +66,34 @@ impl BudgetBook {
         lock(&self.called).record(unit, kind, took, budget.t_normal(), t_max);
     }
 
+    /// A primary of `unit` here served `served_again` open stimuli again, ignored `ignored`,
+    /// and sent `calls_resent` calls again (counts to add).
+    pub fn reconciled(&self, unit: &UnitName, served_again: u64, ignored: u64, calls_resent: u64) {
+        let mut rows = self.reconciled.lock().unwrap_or_else(|p| p.into_inner());
+        let row = rows.entry(unit.clone()).or_insert_with(|| ReconciledRow {
+            unit: unit.clone(),
+            served_again: 0,
+            ignored: 0,
+            calls_resent: 0,
+        });
+        row.served_again += served_again;
+        row.ignored += ignored;
+        row.calls_resent += calls_resent;
+    }
+
     /// Everything counted so far.
     pub fn report(&self) -> BudgetReport {
+        let reconciled = self
+            .reconciled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
         BudgetReport {
             served: lock(&self.served).rows(),
             called: lock(&self.called).rows(),
+            reconciled,
         }
     }
 }

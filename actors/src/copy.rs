@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use understudy_runtime::{
     Budget, CallFailure, CallReply, CallToken, Command, CopyConfig, CopyCore, CopyId,
-    DependencyChange, Directive, Durability, Epoch, Input, NodeName, PeerMsg, ReplyToken, Role,
-    Seq, StartAs, StimulusId, StimulusIn, Unit, UnitName,
+    DependencyChange, Directive, Durability, Epoch, Input, NodeName, PeerMsg, Reconciled,
+    ReplyToken, Role, Seq, StartAs, StimulusId, StimulusIn, Unit, UnitName,
 };
 
 /// The answer a node gives to a stimulus: the encoded response and who served it, or why
@@ -171,6 +171,8 @@ pub struct CopyState<U: Unit> {
     peers: HashMap<CopyId, NodeName>,
     panic_armed: bool,
     myself: ActorRef<CopyMsg>,
+    /// What the core had reconciled when the book last heard.
+    reconciled: Reconciled,
     _ticker: Ticker,
 }
 
@@ -216,6 +218,7 @@ impl<U: Unit> Actor for UnitCopy<U> {
             peers,
             panic_armed: false,
             myself: myself.clone(),
+            reconciled: Reconciled::default(),
             _ticker: ticker,
         })
     }
@@ -379,6 +382,12 @@ fn make_call<U: Unit>(
             Err(CallError::DeadlineExceeded { unit, budget, .. }) => {
                 Err(CallFailure::DeadlineExceeded { unit, left: budget })
             }
+            Err(e @ (CallError::AnswerForgotten { .. } | CallError::BadResponse { .. })) => {
+                Err(CallFailure::TookEffect {
+                    unit: unit.clone(),
+                    reason: e.to_string(),
+                })
+            }
             Err(e) => Err(CallFailure::Refused {
                 unit: unit.clone(),
                 reason: e.to_string(),
@@ -392,6 +401,16 @@ fn make_call<U: Unit>(
 
 /// Carry out the commands the core produced.
 fn carry_out<U: Unit>(state: &mut CopyState<U>) {
+    let now = state.core.reconciled();
+    if now != state.reconciled {
+        let was = std::mem::replace(&mut state.reconciled, now);
+        state.args.budgets.reconciled(
+            &state.args.unit,
+            now.served_again - was.served_again,
+            now.ignored - was.ignored,
+            now.calls_resent - was.calls_resent,
+        );
+    }
     for command in state.core.drain_commands() {
         match command {
             Command::Call {

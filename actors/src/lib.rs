@@ -44,7 +44,7 @@ pub mod link;
 pub mod local_manager;
 pub mod registry;
 
-pub use budgets::{BudgetBook, BudgetReport};
+pub use budgets::{BudgetBook, BudgetReport, ReconciledRow};
 pub use client::{Served, TrailingLoss, UnitClient};
 pub use copy::{CopyMsg, JsonAnswer, ServedBy, UnitCopy, UnitKind};
 pub use error::{CallError, DeliveryError};

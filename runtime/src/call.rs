@@ -46,7 +46,9 @@ pub enum CallFailure {
         /// The called unit.
         unit: UnitName,
     },
-    /// No answer within what was left of the upstream stimulus's `T_max`.
+    /// No answer within what was left of the upstream stimulus's `T_max`: the outcome is
+    /// unknown. A handler never sees this one: the runtime sends the same call (same id)
+    /// again until its outcome is known, since the called unit may have acted.
     #[error("no answer from unit {unit} within {left:?}")]
     DeadlineExceeded {
         /// The called unit.
@@ -54,8 +56,17 @@ pub enum CallFailure {
         /// The time that was left.
         left: Duration,
     },
-    /// The called unit refused the stimulus for good (ignored, unknown unit, malformed): the
-    /// message says why.
+    /// The call took effect, but its answer cannot be had (the called unit no longer keeps it,
+    /// or it does not decode): act as if it succeeded.
+    #[error("the call to {unit} took effect, but its answer is lost: {reason}")]
+    TookEffect {
+        /// The called unit.
+        unit: UnitName,
+        /// Why the answer is lost.
+        reason: String,
+    },
+    /// The called unit refused the stimulus for good, and it took no effect (ignored, unknown
+    /// unit, malformed): the message says why.
     #[error("unit {unit} refused the call: {reason}")]
     Refused {
         /// The called unit.

@@ -23,6 +23,18 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ReplyToken(pub u64);
 
+/// What a promoted copy did with the stimuli it found open at its takeover, and with calls
+/// whose outcome was unknown: counts since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Open stimuli served again.
+    pub served_again: u64,
+    /// Open stimuli recorded as ignored.
+    pub ignored: u64,
+    /// Calls sent again because no answer came in time.
+    pub calls_resent: u64,
+}
+
 /// Names one call a copy asked its driver to make, so that the reply finds its stimulus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CallToken(pub u64);
@@ -299,6 +311,8 @@ pub struct CopyCore<U: Unit> {
     /// The units this unit calls that are unavailable (replicated with the stream).
     deps_down: BTreeSet<UnitName>,
     next_call: u64,
+    /// Counts of what reconciliation and unknown call outcomes did on this copy.
+    reconciled: Reconciled,
     /// When the oldest entry of the open batch was first seen unsealed (trailing, batched).
     open_since: Option<Time>,
     /// A planned switchover was asked for: take no new stimuli, hand over once all is acked.
@@ -364,6 +378,7 @@ impl<U: Unit> CopyCore<U> {
             begun: Vec::new(),
             deps_down: BTreeSet::new(),
             next_call: 0,
+            reconciled: Reconciled::default(),
             open_since: None,
             handing_over: false,
             handed_over_to: None,
@@ -422,6 +437,11 @@ impl<U: Unit> CopyCore<U> {
             Role::Standby => self.begun.iter().map(|b| b.id).collect(),
             _ => self.open.iter().map(|o| o.id).collect(),
         }
+    }
+
+    /// What reconciliation did on this copy so far.
+    pub fn reconciled(&self) -> Reconciled {
+        self.reconciled
     }
 
     /// Whether this copy counts `unit` (one it calls) as unavailable.
@@ -693,7 +713,14 @@ impl<U: Unit> CopyCore<U> {
         self.next_call += 1;
         let token = CallToken(self.next_call);
         front.phase = Phase::Calling(token);
-        let t_max = front.deadline.since(now).max(Duration::from_millis(1));
+        // What is left of the upstream stimulus's budget; once that ran out (a call sent again
+        // because its outcome is unknown), a whole budget again.
+        let left = front.deadline.since(now);
+        let t_max = if left < Duration::from_millis(1) {
+            self.unit.budget(&front.body).t_max()
+        } else {
+            left
+        };
         let command = Command::Call {
             call: token,
             unit: call.unit,
@@ -705,10 +732,17 @@ impl<U: Unit> CopyCore<U> {
         self.commands.push(command);
     }
 
+    /// A call's outcome. An unknown one (no answer in time: the called unit may have acted)
+    /// is not the handler's to judge: the handler runs again without it and makes the same
+    /// call, with the same id, so the called unit answers what it did.
     fn on_call_reply(&mut self, call: CallToken, reply: CallReply) {
         if let Some(front) = self.open.front_mut() {
             if front.phase == Phase::Calling(call) {
-                front.replies.push(reply);
+                if !matches!(reply.outcome, Err(CallFailure::DeadlineExceeded { .. })) {
+                    front.replies.push(reply);
+                } else {
+                    self.reconciled.calls_resent += 1;
+                }
                 front.phase = Phase::Ready;
             }
         }
@@ -1168,6 +1202,7 @@ impl<U: Unit> CopyCore<U> {
         for b in std::mem::take(&mut self.begun) {
             match self.unit.on_open_at_takeover(&self.state, &b.body) {
                 Reconcile::Reprocess => {
+                    self.reconciled.served_again += 1;
                     let deadline = now.after(self.unit.budget(&b.body).t_max());
                     self.open.push_back(Open {
                         id: b.id,
@@ -1181,6 +1216,7 @@ impl<U: Unit> CopyCore<U> {
                     });
                 }
                 Reconcile::Ignore => {
+                    self.reconciled.ignored += 1;
                     self.dedupe.record_ignored(b.id, b.low_water);
                     self.replicator.append(Entry::Ignored {
                         id: b.id,

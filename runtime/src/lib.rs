@@ -53,7 +53,9 @@ pub use budget::{BudgetRow, BudgetTally, KindTally};
 pub use call::{
     derived_id, derived_low_water, CallFailure, CallReply, Outcall, CALLS_PER_STIMULUS,
 };
-pub use copy::{CallToken, Command, CopyConfig, CopyCore, Input, ReplyToken, Role, StimulusIn};
+pub use copy::{
+    CallToken, Command, CopyConfig, CopyCore, Input, Reconciled, ReplyToken, Role, StimulusIn,
+};
 pub use dedupe::{DedupeLimits, DedupeTable};
 pub use group::{GroupCommand, GroupConfig, GroupCore, GroupInput, StartAs};
 pub use ids::{BatchSeq, ClientId, CopyId, Epoch, NodeName, Seq, StimulusId, UnitName};

@@ -568,3 +568,38 @@ fn the_line_behind_a_call_that_is_out_is_bounded_and_the_overflow_told_to_back_o
         vec![(4, Err(Refusal::Overloaded { parked: 3 }))]
     );
 }
+
+#[test]
+fn a_call_whose_outcome_is_unknown_is_sent_again_with_the_same_id_not_given_to_the_handler() {
+    let (mut p, mut s) = pair(in_flight());
+    let out = begun_and_committed(&mut p, &mut s, 3, FrontStimulus::Forward { tag: 5 });
+    let (call, unit, first_id) = calls(&out)[0].clone();
+    let unknown = CallReply {
+        unit: unit.clone(),
+        outcome: Err(understudy_runtime::CallFailure::DeadlineExceeded {
+            unit,
+            left: Duration::from_millis(1),
+        }),
+    };
+    // Long after the stimulus's own budget ran out (the primary's lease renewed meanwhile).
+    step(&mut p, ms(60_000), lease(Epoch(1), ms(60_000)));
+    let again = step(
+        &mut p,
+        ms(60_000),
+        Input::CallReply {
+            call: understudy_runtime::CallToken(call),
+            reply: unknown,
+        },
+    );
+    let resent = calls(&again);
+    assert_eq!(resent.len(), 1, "sent again");
+    assert_eq!(resent[0].2, first_id, "with the same id");
+    assert_ne!(resent[0].0, call, "as a new call");
+    assert!(entries(&again).is_empty() && replies(&again).is_empty());
+    let budget = again.iter().find_map(|c| match c {
+        Command::Call { t_max, .. } => Some(*t_max),
+        _ => None,
+    });
+    assert_eq!(budget, Some(Duration::from_secs(1)), "a whole budget again");
+    assert_eq!(p.reconciled().calls_resent, 1);
+}

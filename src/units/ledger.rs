@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use understudy_runtime::{Budget, CallReply, Handled, Outcall, Step, Unit};
+use understudy_runtime::{Budget, CallFailure, CallReply, Handled, Outcall, Step, Unit};
 
 /// A stimulus to the ledger.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,13 +153,17 @@ impl Ledger {
             };
             return Step::Call(Outcall::new(peer.clone(), &ask));
         };
+        // The peer's part is done when it says so, or when its answer is lost but the call took
+        // effect (the runtime sends a call whose outcome is unknown again until it is known).
+        let took = match reply.decode::<LedgerResponse>() {
+            Ok(LedgerResponse::Transferred) | Err(CallFailure::TookEffect { .. }) => true,
+            _ => false,
+        };
         Step::Done(match reply.decode::<LedgerResponse>() {
-            Ok(LedgerResponse::Transferred) if outgoing => {
+            _ if took && outgoing => {
                 Handled::write(LedgerResponse::Transferred, vec![moved(from, -amount)])
             }
-            Ok(LedgerResponse::Transferred) => {
-                Handled::write(LedgerResponse::Transferred, vec![moved(to, amount)])
-            }
+            _ if took => Handled::write(LedgerResponse::Transferred, vec![moved(to, amount)]),
             Ok(LedgerResponse::Refused(why)) => refused(&format!("{peer}: {why}")),
             Ok(other) => refused(&format!("{peer} answered {other:?}")),
             Err(e) => refused(&e.to_string()),

@@ -96,6 +96,14 @@ impl Stage {
                 }],
             ),
             (Ok(answer), _) => Handled::read(answer),
+            // It took effect there, but its answer is lost: count it, and say only that.
+            (Err(CallFailure::TookEffect { .. }), KvRequest::Incr { key, by }) => Handled::write(
+                KvResponse::Done,
+                vec![StageUpdate::Passed {
+                    key: key.clone(),
+                    by: *by,
+                }],
+            ),
             (Err(e), _) => Handled::read(KvResponse::NotServed {
                 unit: next.to_string(),
                 reason: e.to_string(),
