@@ -28,6 +28,10 @@ pub struct ReconciledRow {
     pub ignored: u64,
     /// Calls to other units sent again because no answer came in time.
     pub calls_resent: u64,
+    /// Calls to other units answered only after following a takeover of the called unit
+    /// (sent again, same id, to its new primary).
+    #[serde(default)]
+    pub calls_redirected: u64,
 }
 
 /// What a node's book holds, as `status` reports it.
@@ -69,16 +73,29 @@ impl BudgetBook {
     /// A primary of `unit` here served `served_again` open stimuli again, ignored `ignored`,
     /// and sent `calls_resent` calls again (counts to add).
     pub fn reconciled(&self, unit: &UnitName, served_again: u64, ignored: u64, calls_resent: u64) {
+        self.reconciled_row(unit, |row| {
+            row.served_again += served_again;
+            row.ignored += ignored;
+            row.calls_resent += calls_resent;
+        });
+    }
+
+    /// A call a primary of `unit` here made was answered only after following a takeover of
+    /// the called unit.
+    pub fn redirected(&self, unit: &UnitName) {
+        self.reconciled_row(unit, |row| row.calls_redirected += 1);
+    }
+
+    fn reconciled_row(&self, unit: &UnitName, change: impl FnOnce(&mut ReconciledRow)) {
         let mut rows = self.reconciled.lock().unwrap_or_else(|p| p.into_inner());
         let row = rows.entry(unit.clone()).or_insert_with(|| ReconciledRow {
             unit: unit.clone(),
             served_again: 0,
             ignored: 0,
             calls_resent: 0,
+            calls_redirected: 0,
         });
-        row.served_again += served_again;
-        row.ignored += ignored;
-        row.calls_resent += calls_resent;
+        change(row);
     }
 
     /// Everything counted so far.

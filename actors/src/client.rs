@@ -482,7 +482,7 @@ impl<U: Unit> UnitClient<U> {
             directory: &self.inner.directory,
             name: &self.inner.name,
         };
-        let answer = route.deliver(id, &low_water, body, t_max, deadline).await?;
+        let (answer, _attempts) = route.deliver(id, &low_water, body, t_max, deadline).await?;
         let response = decode::<U::Response>("response", &answer.body).map_err(|e| {
             CallError::BadResponse {
                 unit: self.inner.name.clone(),
@@ -510,7 +510,8 @@ pub(crate) struct Route<'a> {
 impl Route<'_> {
     /// Send the stimulus `id` (encoded as `body`) to the unit's primary, following its
     /// takeovers, until it is answered or refused for good or `deadline` passes. Each attempt
-    /// carries the low-water mark `low_water` gives at that moment.
+    /// carries the low-water mark `low_water` gives at that moment. Returns the answer and how
+    /// many times the stimulus was sent (more than once: it followed a takeover).
     pub(crate) async fn deliver(
         &self,
         id: StimulusId,
@@ -518,7 +519,7 @@ impl Route<'_> {
         body: &[u8],
         t_max: Duration,
         deadline: Instant,
-    ) -> Result<Answer, CallError> {
+    ) -> Result<(Answer, u32), CallError> {
         let name = self.name;
         let mut attempts = 0u32;
         let mut seen: Option<NameState> = None;
@@ -592,7 +593,7 @@ impl Route<'_> {
                 }
             };
             match attempt {
-                Attempt::Answered(answer) => return Ok(answer),
+                Attempt::Answered(answer) => return Ok((answer, attempts)),
                 Attempt::Stale => seen = state,
                 Attempt::Later => {
                     let until = (Instant::now() + BACKOFF).min(deadline);

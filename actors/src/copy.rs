@@ -368,6 +368,7 @@ fn make_call<U: Unit>(
     let registry = state.args.registry.clone();
     let directory = state.args.directory.clone();
     let myself = state.myself.clone();
+    let (book, caller) = (state.args.budgets.clone(), state.args.unit.clone());
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + t_max;
         let route = Route {
@@ -377,7 +378,12 @@ fn make_call<U: Unit>(
         };
         let low = move || low_water;
         let outcome = match route.deliver(id, &low, &body, t_max, deadline).await {
-            Ok(answer) => Ok(answer.body),
+            Ok((answer, attempts)) => {
+                if attempts > 1 {
+                    book.redirected(&caller);
+                }
+                Ok(answer.body)
+            }
             Err(CallError::Unavailable { unit }) => Err(CallFailure::Unavailable { unit }),
             Err(CallError::DeadlineExceeded { unit, budget, .. }) => {
                 Err(CallFailure::DeadlineExceeded { unit, left: budget })

@@ -155,10 +155,10 @@ impl Ledger {
         };
         // The peer's part is done when it says so, or when its answer is lost but the call took
         // effect (the runtime sends a call whose outcome is unknown again until it is known).
-        let took = match reply.decode::<LedgerResponse>() {
-            Ok(LedgerResponse::Transferred) | Err(CallFailure::TookEffect { .. }) => true,
-            _ => false,
-        };
+        let took = matches!(
+            reply.decode::<LedgerResponse>(),
+            Ok(LedgerResponse::Transferred) | Err(CallFailure::TookEffect { .. })
+        );
         Step::Done(match reply.decode::<LedgerResponse>() {
             _ if took && outgoing => {
                 Handled::write(LedgerResponse::Transferred, vec![moved(from, -amount)])
