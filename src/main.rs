@@ -24,22 +24,28 @@ enum Command {
     /// Start a local cluster of node processes, drive load, inject a fault every few seconds,
     /// and print what the callers saw (lost, duplicates, failover times).
     Demo {
+        /// Which example application runs: kv (one key-value unit), pipeline (intake → enrich
+        /// → tally, enrich faulted) or ledger (split over ledger-a and ledger-b, both faulted
+        /// in turn).
+        #[arg(long, value_enum, default_value = "kv")]
+        example: understudy::demo::Example,
         /// Nodes in the cluster (at least 3).
         #[arg(long, default_value_t = 3)]
         nodes: usize,
         /// Seconds of load.
         #[arg(long, default_value_t = 20)]
         duration: u64,
-        /// Stimuli per second.
-        #[arg(long, default_value_t = 2000)]
-        rate: u32,
+        /// Stimuli per second [default: 2000 for kv, 400 for pipeline and ledger].
+        #[arg(long)]
+        rate: Option<u32>,
         /// Which fault to inject.
         #[arg(long, value_enum, default_value = "crash")]
         fault: understudy::demo::FaultKind,
         /// Seconds between faults.
         #[arg(long, default_value_t = 4)]
         fault_every: u64,
-        /// kv's replication strategy: sync or trailing.
+        /// The replication strategy of every unit of the example: sync, trailing or inflight
+        /// (synchronous with in-flight knowledge).
         #[arg(long, default_value = "sync")]
         strategy: String,
         /// Print the summary as one JSON object, the last line of output.
@@ -149,6 +155,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo {
+            example,
             nodes,
             duration,
             rate,
@@ -158,9 +165,10 @@ async fn main() -> std::process::ExitCode {
             json,
         } => {
             demo(understudy::demo::DemoOptions {
+                example,
                 nodes,
                 duration: Duration::from_secs(duration),
-                rate,
+                rate: rate.unwrap_or_else(|| example.default_rate()),
                 fault,
                 fault_every: Duration::from_secs(fault_every),
                 strategy,
@@ -255,6 +263,9 @@ async fn demo(opts: understudy::demo::DemoOptions) -> Outcome {
     understudy::demo::print_summary(&opts, &summary);
     if summary.lost > 0 || summary.duplicates > 0 {
         return Err("acknowledged stimuli were lost or applied twice".into());
+    }
+    if summary.total_unchanged == Some(false) {
+        return Err("the ledger's total changed: money was created or destroyed".into());
     }
     Ok(())
 }

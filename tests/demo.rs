@@ -1,7 +1,9 @@
 //! The operator's commands against real node processes: `understudy demo --json` with crash
-//! faults (kv synchronous, and trailing), and with crash, hang and panic in turn (its last line is one JSON object reporting
-//! lost 0 and duplicates 0 with the failovers measured), and `understudy load --json` against
-//! a running cluster.
+//! faults (kv synchronous, trailing, and with in-flight knowledge), and with crash, hang and
+//! panic in turn (its last line is one JSON object reporting lost 0 and duplicates 0 with the
+//! failovers measured); the demo's other examples (a pipeline whose middle unit is faulted,
+//! checked on its last unit; a ledger split over two units faulted in turn, whose total never
+//! changes); and `understudy load --json` against a running cluster.
 
 use std::process::Command;
 use std::sync::Mutex;
@@ -9,15 +11,13 @@ use std::sync::Mutex;
 /// These tests start node processes that would fight over the cores: they take turns.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Runs `understudy demo --json` on 3 nodes with kv's `strategy` and `fault` every 3 s for
-/// `seconds`, checks the summary's fields and that nothing was lost or doubled, and returns
-/// the summary.
-fn demo_summary(strategy: &str, fault: &str, seconds: &str) -> serde_json::Value {
+/// Runs `understudy demo --json --nodes 3` with `args`, checks it succeeded, and returns its
+/// summary (the last line).
+fn run_demo(args: &[&str]) -> serde_json::Value {
     let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let out = Command::new(env!("CARGO_BIN_EXE_understudy"))
-        .args(["demo", "--json", "--nodes", "3", "--duration", seconds])
-        .args(["--rate", "1000", "--fault", fault, "--fault-every", "3"])
-        .args(["--strategy", strategy])
+        .args(["demo", "--json", "--nodes", "3"])
+        .args(args)
         .output()
         .expect("run understudy demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -29,8 +29,15 @@ fn demo_summary(strategy: &str, fault: &str, seconds: &str) -> serde_json::Value
     );
     let last = stdout.lines().last().expect("the demo printed a summary");
     let summary: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
-    println!("demo summary ({fault}): {summary}");
+    println!("demo summary ({}): {summary}", args.join(" "));
+    summary
+}
+
+/// Checks what every summary reports: its fields, nothing lost or doubled, one primary per
+/// epoch, and stimuli answered.
+fn check_summary(summary: &serde_json::Value) {
     for field in [
+        "example",
         "strategy",
         "missed_t_max",
         "nodes",
@@ -40,6 +47,8 @@ fn demo_summary(strategy: &str, fault: &str, seconds: &str) -> serde_json::Value
         "lost",
         "duplicates",
         "ignored",
+        "failed",
+        "shed",
         "primaries",
         "failovers",
         "failover_ms",
@@ -65,12 +74,31 @@ fn demo_summary(strategy: &str, fault: &str, seconds: &str) -> serde_json::Value
         "an old primary answered after a newer one had"
     );
     assert!(
-        summary["primaries"]["epochs"].as_u64().unwrap_or(0) >= 2,
-        "answers came from more than one epoch"
-    );
-    assert!(
         summary["answered_ok"].as_u64().unwrap_or(0) > 0,
         "stimuli were answered"
+    );
+}
+
+/// Runs the kv demo with kv's `strategy` and `fault` every 3 s for `seconds`, checks the
+/// summary, that kv's answers span more than one epoch, and returns the summary.
+fn demo_summary(strategy: &str, fault: &str, seconds: &str) -> serde_json::Value {
+    let summary = run_demo(&[
+        "--duration",
+        seconds,
+        "--rate",
+        "1000",
+        "--fault",
+        fault,
+        "--fault-every",
+        "3",
+        "--strategy",
+        strategy,
+    ]);
+    check_summary(&summary);
+    assert_eq!(summary["example"], "kv");
+    assert!(
+        summary["primaries"]["epochs"].as_u64().unwrap_or(0) >= 2,
+        "answers came from more than one epoch"
     );
     summary
 }
@@ -92,6 +120,81 @@ fn demo_json_with_the_trailing_strategy_and_crash_faults_reports_no_loss_and_no_
     assert!(
         summary["failovers"].as_u64().unwrap_or(0) >= 1,
         "a failover was measured"
+    );
+}
+
+#[test]
+fn demo_json_with_the_inflight_strategy_and_a_crash_fault_reports_no_loss_and_no_duplicates() {
+    let summary = demo_summary("inflight", "crash", "6");
+    assert_eq!(summary["strategy"], "inflight");
+    assert!(summary["ignored"].is_u64(), "ignored is a count");
+    assert!(summary["missed_t_max"].is_u64(), "missed_t_max is a count");
+    assert!(
+        summary["failovers"].as_u64().unwrap_or(0) >= 1,
+        "a failover was measured"
+    );
+}
+
+#[test]
+fn demo_json_of_the_pipeline_with_its_middle_unit_crashed_loses_and_duplicates_nothing_on_tally() {
+    let summary = run_demo(&[
+        "--example",
+        "pipeline",
+        "--duration",
+        "6",
+        "--fault",
+        "crash",
+        "--fault-every",
+        "3",
+    ]);
+    check_summary(&summary);
+    assert_eq!(summary["example"], "pipeline");
+    let faulted: Vec<&str> = summary["faults"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|f| f["unit"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(!faulted.is_empty(), "a fault was injected");
+    assert!(
+        faulted.iter().all(|u| *u == "enrich"),
+        "the middle unit's primary was faulted: {faulted:?}"
+    );
+    assert!(
+        summary["failovers"].as_u64().unwrap_or(0) >= 1,
+        "a failover was measured"
+    );
+}
+
+#[test]
+fn demo_json_of_the_split_ledger_with_both_units_faulted_in_turn_keeps_the_total_unchanged() {
+    let summary = run_demo(&[
+        "--example",
+        "ledger",
+        "--duration",
+        "8",
+        "--fault",
+        "mixed",
+        "--fault-every",
+        "3",
+    ]);
+    check_summary(&summary);
+    assert_eq!(summary["example"], "ledger");
+    assert_eq!(
+        summary["total_unchanged"], true,
+        "money was created or destroyed"
+    );
+    assert_eq!(summary["total_before"], summary["total_after"]);
+    assert!(
+        summary["total_before"].as_i64().unwrap_or(0) > 0,
+        "accounts were opened"
+    );
+    let faulted: Vec<&str> = summary["faults"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|f| f["unit"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        faulted,
+        ["ledger-a", "ledger-b"],
+        "the primaries of both units were faulted in turn"
     );
 }
 

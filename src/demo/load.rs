@@ -1,7 +1,8 @@
-//! A steady load of `incr` stimuli on a set of keys of a key-value unit, driven through one
-//! node, recording every stimulus and its outcome in a test kit [`History`]; and the check of
-//! the final values against the acknowledged increments. `understudy demo`, `understudy load`
-//! and the process tests run it.
+//! A steady load driven through one node, recording every stimulus and its outcome in a test
+//! kit [`History`]: `incr` stimuli on a set of keys of a key-value unit (or of the first unit
+//! of a pipeline), or transfers across a ledger split over two units ([`TransferPlan`]); and
+//! the check of the final state against what was acknowledged. `understudy demo`, `understudy
+//! load` and the process tests run it.
 
 use crate::testkit::{History, Outcome, PrimaryCheck};
 use serde::Serialize;
@@ -45,10 +46,79 @@ pub struct LoadTotals {
     pub first_failures: Vec<String>,
     /// Not sent because too many were already in flight.
     pub shed: u64,
-    /// Acknowledged increments per key.
+    /// Acknowledged stimuli per slot: increments per key, or transfers per account.
     pub acked: Vec<u64>,
+    /// Stimuli per slot whose outcome the caller does not know (failed): they may have taken
+    /// effect.
+    pub unknown: Vec<u64>,
     /// Who answered: one primary per epoch, one epoch after another.
     pub primaries: PrimaryCheck,
+}
+
+/// What a load sends, stimulus after stimulus, and which answers acknowledge them.
+#[derive(Clone, Debug)]
+pub enum Stimuli {
+    /// `incr` by 1 of the keys `prefix0`, `prefix1`, … in turn; one slot per key. A `Counter`
+    /// answer acknowledges it.
+    Incr {
+        /// The keys' common prefix.
+        prefix: String,
+        /// How many keys.
+        keys: usize,
+    },
+    /// Transfers of 1 across a split ledger ([`TransferPlan::transfer`]); one slot per account
+    /// ([`TransferPlan::accounts`]). `Transferred` acknowledges it.
+    Transfers(TransferPlan),
+}
+
+/// One stimulus of a load: what it is (for the history), its JSON, and the slots its
+/// acknowledgement counts on.
+struct Planned {
+    what: String,
+    json: String,
+    slots: Vec<usize>,
+}
+
+impl Stimuli {
+    fn slots(&self) -> usize {
+        match self {
+            Stimuli::Incr { keys, .. } => (*keys).max(1),
+            Stimuli::Transfers(plan) => plan.accounts().len(),
+        }
+    }
+
+    /// The `n`-th stimulus.
+    fn nth(&self, n: usize) -> Planned {
+        match self {
+            Stimuli::Incr { prefix, keys } => {
+                let k = n % (*keys).max(1);
+                let name = key(prefix, k);
+                Planned {
+                    json: format!(r#"{{"Incr":{{"key":"{name}","by":1}}}}"#),
+                    what: format!("incr {name}"),
+                    slots: vec![k],
+                }
+            }
+            Stimuli::Transfers(plan) => {
+                let (from, to) = plan.transfer(n);
+                let accounts = plan.accounts();
+                let (f, t) = (&accounts[from].name, &accounts[to].name);
+                Planned {
+                    json: format!(r#"{{"Transfer":{{"from":"{f}","to":"{t}","amount":1}}}}"#),
+                    what: format!("transfer 1 {f}->{t}"),
+                    slots: vec![from, to],
+                }
+            }
+        }
+    }
+
+    /// Whether `answer` acknowledges the stimulus (anything else leaves its outcome unknown).
+    fn acknowledges(&self, answer: &str) -> bool {
+        match self {
+            Stimuli::Incr { .. } => answer.contains("Counter"),
+            Stimuli::Transfers(_) => answer == r#""Transferred""#,
+        }
+    }
 }
 
 /// A running load.
@@ -57,6 +127,7 @@ pub struct IncrLoad {
     counters: Arc<Counters>,
     history: Arc<History>,
     acked: Arc<Mutex<Vec<u64>>>,
+    unknown: Arc<Mutex<Vec<u64>>>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -78,27 +149,50 @@ impl IncrLoad {
         rate: u32,
         t_max: Duration,
     ) -> IncrLoad {
+        let stimuli = Stimuli::Incr {
+            prefix: prefix.to_string(),
+            keys,
+        };
+        IncrLoad::start_stimuli(probe, via, unit, stimuli, rate, t_max)
+    }
+
+    /// Send `rate` of `stimuli` per second to `unit` through `via`.
+    pub fn start_stimuli(
+        probe: Arc<Probe>,
+        via: NodeName,
+        unit: &str,
+        stimuli: Stimuli,
+        rate: u32,
+        t_max: Duration,
+    ) -> IncrLoad {
         let counters = Arc::new(Counters::default());
         let history = History::new();
-        let acked = Arc::new(Mutex::new(vec![0u64; keys.max(1)]));
+        let acked = Arc::new(Mutex::new(vec![0u64; stimuli.slots()]));
+        let unknown = Arc::new(Mutex::new(vec![0u64; stimuli.slots()]));
         let stop = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(drive(
+        let route = Route {
             probe,
             via,
-            unit.to_string(),
-            prefix.to_string(),
-            keys.max(1),
-            rate,
+            unit: unit.to_string(),
             t_max,
-            counters.clone(),
-            history.clone(),
-            acked.clone(),
+        };
+        let task = tokio::spawn(drive(
+            route,
+            stimuli,
+            rate,
+            Tally {
+                counters: counters.clone(),
+                history: history.clone(),
+                acked: acked.clone(),
+                unknown: unknown.clone(),
+            },
             stop.clone(),
         ));
         IncrLoad {
             counters,
             history,
             acked,
+            unknown,
             stop,
             task,
         }
@@ -130,6 +224,11 @@ impl IncrLoad {
             first_failures,
             shed: self.counters.shed.load(Ordering::SeqCst),
             acked: self.acked.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            unknown: self
+                .unknown
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             primaries: self.history.check_primaries(),
         }
     }
@@ -186,20 +285,174 @@ pub fn parse_value(answer: &str) -> Option<u64> {
         .ok()
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn drive(
+/// One account of a [`TransferPlan`]: the ledger unit holding it, its name, and which way
+/// the load moves it (each account only ever loses money or only ever gains it, so its
+/// balance tells how many transfers touched it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Account {
+    /// The ledger unit that holds it.
+    pub unit: String,
+    /// Its name.
+    pub name: String,
+    /// The load only debits it (else it only credits it).
+    pub debited: bool,
+}
+
+/// Transfers of 1 across a ledger split over two units, all sent to the first (`local`, whose
+/// peer is `remote`): per pair `i`, `{local}-out-i` (in `local`) pays `{remote}-in-i` (in
+/// `remote`: a `Deposit` call), and `{remote}-out-i` pays `{local}-in-i` (a `Withdraw` call),
+/// the pairs and directions in turn. Every account opens with `opening`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferPlan {
+    /// The ledger unit the transfers are sent to.
+    pub local: String,
+    /// Its peer, which holds the other half of the accounts.
+    pub remote: String,
+    /// Pairs of accounts per direction.
+    pub pairs: usize,
+    /// Every account's opening balance (more than the load can take out of it).
+    pub opening: i64,
+}
+
+impl TransferPlan {
+    /// The accounts, in slot order: per pair, `local`-out, `remote`-in, `remote`-out,
+    /// `local`-in.
+    pub fn accounts(&self) -> Vec<Account> {
+        let account = |unit: &str, way: &str, i: usize, debited: bool| Account {
+            unit: unit.to_string(),
+            name: format!("{unit}-{way}-{i}"),
+            debited,
+        };
+        (0..self.pairs.max(1))
+            .flat_map(|i| {
+                [
+                    account(&self.local, "out", i, true),
+                    account(&self.remote, "in", i, false),
+                    account(&self.remote, "out", i, true),
+                    account(&self.local, "in", i, false),
+                ]
+            })
+            .collect()
+    }
+
+    /// The `n`-th transfer: the slots of the account debited and of the account credited.
+    pub fn transfer(&self, n: usize) -> (usize, usize) {
+        let base = 4 * ((n / 2) % self.pairs.max(1));
+        match n % 2 {
+            0 => (base, base + 1),
+            _ => (base + 2, base + 3),
+        }
+    }
+
+    /// Open every account through `via` (an account already there, from a retried open, is
+    /// fine).
+    pub async fn open(
+        &self,
+        probe: &Probe,
+        via: &NodeName,
+        t_max: Duration,
+    ) -> Result<(), ProbeError> {
+        for a in self.accounts() {
+            let json = format!(
+                r#"{{"Open":{{"account":"{}","balance":{}}}}}"#,
+                a.name, self.opening
+            );
+            let got = probe.call_json(via, &a.unit, &json, Some(t_max)).await?;
+            if got != r#""Opened""# && !got.contains("exists") {
+                return Err(unexpected(via, &got));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sum of every balance of both units.
+    pub async fn total(&self, probe: &Probe, via: &NodeName) -> Result<i64, ProbeError> {
+        let mut sum = 0;
+        for unit in [&self.local, &self.remote] {
+            sum += amount(probe, via, unit, r#""Total""#).await?;
+        }
+        Ok(sum)
+    }
+
+    /// Read every balance through `via` and compare how far each account moved with the
+    /// transfers acknowledged on it (`acked`, per slot) and those whose outcome is unknown
+    /// (`unknown`): (lost, duplicates) — acknowledged debits or credits missing, and debits
+    /// or credits beyond every transfer that could have made them. With no outcome unknown,
+    /// both 0 means every balance is its opening plus its acknowledged transfers exactly.
+    pub async fn verify(
+        &self,
+        probe: &Probe,
+        via: &NodeName,
+        acked: &[u64],
+        unknown: &[u64],
+    ) -> Result<(u64, u64), ProbeError> {
+        let mut lost = 0u64;
+        let mut duplicates = 0u64;
+        for (slot, a) in self.accounts().iter().enumerate() {
+            let json = format!(r#"{{"Balance":{{"account":"{}"}}}}"#, a.name);
+            let balance = amount(probe, via, &a.unit, &json).await?;
+            let moved = if a.debited {
+                self.opening - balance
+            } else {
+                balance - self.opening
+            };
+            // Moved the wrong way: nothing the load sent does that.
+            duplicates += u64::try_from(-moved).unwrap_or(0);
+            let moved = u64::try_from(moved).unwrap_or(0);
+            let want = acked.get(slot).copied().unwrap_or(0);
+            let could = want + unknown.get(slot).copied().unwrap_or(0);
+            lost += want.saturating_sub(moved);
+            duplicates += moved.saturating_sub(could);
+        }
+        Ok((lost, duplicates))
+    }
+}
+
+/// A ledger's `{"Amount":N}` answer to `json`.
+async fn amount(probe: &Probe, via: &NodeName, unit: &str, json: &str) -> Result<i64, ProbeError> {
+    let got = probe.call_json(via, unit, json, None).await?;
+    got.strip_prefix(r#"{"Amount":"#)
+        .and_then(|n| n.strip_suffix('}'))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| unexpected(via, &got))
+}
+
+fn unexpected(via: &NodeName, answer: &str) -> ProbeError {
+    ProbeError::NoAnswer {
+        node: via.clone(),
+        reason: format!("unexpected answer {answer}"),
+    }
+}
+
+/// Where a load's stimuli go, and their budget.
+#[derive(Clone, Debug)]
+struct Route {
     probe: Arc<Probe>,
     via: NodeName,
     unit: String,
-    prefix: String,
-    keys: usize,
-    rate: u32,
     t_max: Duration,
+}
+
+/// Where a load's stimuli and outcomes are counted.
+#[derive(Clone, Debug)]
+struct Tally {
     counters: Arc<Counters>,
     history: Arc<History>,
     acked: Arc<Mutex<Vec<u64>>>,
-    stop: Arc<AtomicBool>,
-) {
+    unknown: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Tally {
+    fn count(&self, slots: &[usize], on: &Mutex<Vec<u64>>) {
+        let mut per_slot = on.lock().unwrap_or_else(|p| p.into_inner());
+        for s in slots {
+            per_slot[*s] += 1;
+        }
+    }
+}
+
+async fn drive(route: Route, stimuli: Stimuli, rate: u32, tally: Tally, stop: Arc<AtomicBool>) {
+    let stimuli = Arc::new(stimuli);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let per_tick = (f64::from(rate) / 100.0).max(0.0);
     let mut owed = 0.0f64;
@@ -212,41 +465,46 @@ async fn drive(
         while owed >= 1.0 {
             owed -= 1.0;
             let Ok(permit) = slots.clone().try_acquire_owned() else {
-                counters.shed.fetch_add(1, Ordering::Relaxed);
+                tally.counters.shed.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let key = n % keys;
+            let planned = stimuli.nth(n);
             n += 1;
-            let (probe, via, counters, history, acked, unit) = (
-                probe.clone(),
-                via.clone(),
-                counters.clone(),
-                history.clone(),
-                acked.clone(),
-                unit.clone(),
-            );
-            let name = self::key(&prefix, key);
-            counters.sent.fetch_add(1, Ordering::Relaxed);
-            counters.in_flight.fetch_add(1, Ordering::Relaxed);
+            let (route, stimuli, tally) = (route.clone(), stimuli.clone(), tally.clone());
+            tally.counters.sent.fetch_add(1, Ordering::Relaxed);
+            tally.counters.in_flight.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
-                let json = format!(r#"{{"Incr":{{"key":"{name}","by":1}}}}"#);
                 let sent = Instant::now();
+                let Route {
+                    probe,
+                    via,
+                    unit,
+                    t_max,
+                } = route;
                 let (outcome, served_by) = match probe
-                    .call_json_served(&via, &unit, &json, Some(t_max))
+                    .call_json_served(&via, &unit, &planned.json, Some(t_max))
                     .await
                 {
-                    Ok(answer) if answer.json.contains("Counter") => {
-                        acked.lock().unwrap_or_else(|p| p.into_inner())[key] += 1;
+                    Ok(answer) if stimuli.acknowledges(&answer.json) => {
+                        tally.count(&planned.slots, &tally.acked);
                         (Outcome::Answered(answer.json), Some(answer.served_by))
                     }
-                    Ok(answer) => (Outcome::Failed(format!("answer {}", answer.json)), None),
+                    Ok(answer) => {
+                        tally.count(&planned.slots, &tally.unknown);
+                        (Outcome::Failed(format!("answer {}", answer.json)), None)
+                    }
                     Err(e) if e.to_string().contains("ignored") => {
                         (Outcome::Ignored(e.to_string()), None)
                     }
-                    Err(e) => (Outcome::Failed(e.to_string()), None),
+                    Err(e) => {
+                        tally.count(&planned.slots, &tally.unknown);
+                        (Outcome::Failed(e.to_string()), None)
+                    }
                 };
-                history.record_served(format!("incr {name}"), sent, t_max, outcome, served_by);
-                counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+                tally
+                    .history
+                    .record_served(planned.what, sent, t_max, outcome, served_by);
+                tally.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
                 drop(permit);
             });
         }
