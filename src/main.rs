@@ -302,6 +302,12 @@ async fn status(join: &str, cookie: &str, json: bool) -> Outcome {
         );
         print_budgets("served", &s.budgets.served, "T_normal");
         print_budgets("called", &s.budgets.called, "T_normal");
+        for r in &s.budgets.reconciled {
+            println!(
+                "  reconciled {:<10} open at takeover: served again {}, ignored {}; calls sent again {}, calls that followed a takeover {}",
+                r.unit.0, r.served_again, r.ignored, r.calls_resent, r.calls_redirected
+            );
+        }
         for view in std::iter::once(c).chain(s.others.iter()) {
             let better = match tables.get(&view.group) {
                 None => true,

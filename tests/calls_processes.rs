@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use understudy::actors::UnitStatus;
 use understudy::cluster::probe::Probe;
-use understudy::demo::load::{verify, IncrLoad, LoadTotals};
+use understudy::demo::load::{verify, IncrLoad};
 use understudy::runtime::NodeName;
 use understudy::testkit::{wait_for_unit, History, Outcome, ProcessCluster};
 use understudy::units::LedgerResponse;
@@ -284,9 +284,8 @@ async fn a_pipeline_stimulus_served_again_after_a_takeover_of_the_middle_unit_ch
         "through intake: lost {}, duplicated {}",
         through_intake.0, through_intake.1
     );
-    report_and_check(
+    totals.assert_clean(
         &format!("pipeline, kill -9 of enrich's primary's node {victim}"),
-        &totals,
         on_tally,
         takeover,
         intake_hit,
@@ -301,46 +300,6 @@ async fn a_pipeline_stimulus_served_again_after_a_takeover_of_the_middle_unit_ch
         "the chain served after the takeover"
     );
     println!("pipeline test took {:?}", started.elapsed());
-}
-
-/// Reports what the load measured and asserts lost 0, duplicated 0, no error before `T_max`,
-/// and one primary per epoch over every answer; `new_epoch`: the answering unit's primary
-/// was on the node killed, so its answers must span at least two epochs.
-fn report_and_check(
-    what: &str,
-    totals: &LoadTotals,
-    (lost, duplicated): (u64, u64),
-    takeover: Duration,
-    new_epoch: bool,
-) {
-    println!(
-        "{what}: takeover {takeover:?}, sent {}, acknowledged {}, lost {lost}, duplicated {duplicated}, ignored {}, errors {} (before T_max: {}), missed T_max {}, shed {}, {:?}",
-        totals.stimuli_sent,
-        totals.answered_ok,
-        totals.ignored,
-        totals.failed,
-        totals.failed_before_t_max,
-        totals.missed_t_max,
-        totals.shed,
-        totals.primaries
-    );
-    assert_eq!(lost, 0, "{what}: acknowledged increments lost");
-    assert_eq!(duplicated, 0, "{what}: increments applied more than once");
-    assert!(
-        totals.primaries.holds(),
-        "{what}: not one primary per epoch: {:?}",
-        totals.primaries
-    );
-    assert!(
-        !new_epoch || totals.primaries.epochs >= 2,
-        "{what}: the answers did not span the takeover: {:?}",
-        totals.primaries
-    );
-    assert_eq!(
-        totals.failed_before_t_max, 0,
-        "{what}: errors before T_max: {:?}",
-        totals.first_failures
-    );
 }
 
 /// The ledger split over two units, both with in-flight knowledge.

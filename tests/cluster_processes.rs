@@ -175,39 +175,6 @@ async fn settled_without(
     }
 }
 
-/// Reports what a fault test measured and asserts lost 0, duplicates 0, no error before
-/// `T_max`, and one primary per epoch over every answer; `new_epoch`: kv's primary was among
-/// the copies faulted, so its answers must span at least two epochs.
-fn report_and_check(
-    what: &str,
-    totals: &LoadTotals,
-    (lost, duplicated): (u64, u64),
-    takeover: Duration,
-    new_epoch: bool,
-) {
-    println!(
-        "{what}: takeover {takeover:?}, acknowledged {}, lost {lost}, duplicated {duplicated}, errors {} (before T_max: {}), {:?}",
-        totals.answered_ok, totals.failed, totals.failed_before_t_max, totals.primaries
-    );
-    assert_eq!(lost, 0, "{what}: acknowledged increments lost");
-    assert!(
-        totals.primaries.holds(),
-        "{what}: not one primary per epoch: {:?}",
-        totals.primaries
-    );
-    assert!(
-        !new_epoch || totals.primaries.epochs >= 2,
-        "{what}: the answers did not span the takeover: {:?}",
-        totals.primaries
-    );
-    assert_eq!(duplicated, 0, "{what}: increments applied more than once");
-    assert_eq!(
-        totals.failed_before_t_max, 0,
-        "{what}: errors before T_max: {:?}",
-        totals.first_failures
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_the_primarys_node_loses_and_duplicates_nothing_across_processes() {
     let _turn = SERIAL.lock().await;
@@ -273,9 +240,8 @@ async fn kill_9_of_kvs_primarys_node(prefix: &str, units: Option<&str>, what: &s
         .expect("the primary's status");
     let served = incr(&primary_status.budgets.served);
     assert!(served.count > 0, "the new primary counted what it served");
-    report_and_check(
+    totals.assert_clean(
         &format!("{what}kill -9 of {victim}"),
-        &totals,
         (lost, duplicated),
         takeover,
         true,
@@ -320,9 +286,8 @@ async fn sigstop_of_the_primarys_node_past_detection_then_sigcont_and_the_old_pr
         "reads through the resumed node saw a stale or doubled value"
     );
     let (lost, duplicated) = lost_and_duplicated(&probe, &seed, &totals).await;
-    report_and_check(
+    totals.assert_clean(
         &format!("SIGSTOP of {victim}"),
-        &totals,
         (lost, duplicated),
         takeover,
         true,
@@ -353,13 +318,7 @@ async fn a_planned_switchover_under_load_loses_and_duplicates_nothing() {
     assert_eq!(new_epoch, epoch + 1);
 
     let (lost, duplicated) = lost_and_duplicated(&probe, &seed, &totals).await;
-    report_and_check(
-        "switchover of kv",
-        &totals,
-        (lost, duplicated),
-        switched,
-        true,
-    );
+    totals.assert_clean("switchover of kv", (lost, duplicated), switched, true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -407,9 +366,8 @@ async fn draining_the_primarys_node_under_load_moves_every_copy_off_it_and_loses
     let totals = load.finish().await;
 
     let (lost, duplicated) = lost_and_duplicated(&probe, &seed, &totals).await;
-    report_and_check(
+    totals.assert_clean(
         &format!("drain of {drained}"),
-        &totals,
         (lost, duplicated),
         drained_in,
         true,
@@ -441,9 +399,8 @@ async fn kill_9_of_the_group_managers_node_moves_the_manager_and_loses_and_dupli
     );
 
     let (lost, duplicated) = lost_and_duplicated(&probe, &via, &totals).await;
-    report_and_check(
+    totals.assert_clean(
         &format!("kill -9 of the group manager's node {manager}"),
-        &totals,
         (lost, duplicated),
         settled,
         kv_node == manager,
@@ -579,9 +536,8 @@ async fn with_two_groups_any_node_resolves_any_unit_and_a_kill_9_in_one_group_lo
     assert_ne!(new_primary, victim);
     assert!(new_epoch > epoch);
     let (lost, duplicated) = lost_and_duplicated(&probe, &back, &totals).await;
-    report_and_check(
+    totals.assert_clean(
         &format!("two groups, kill -9 of {victim} (group front), load through {back} (group back)"),
-        &totals,
         (lost, duplicated),
         takeover,
         true,
@@ -649,9 +605,8 @@ async fn cut_off_the_primarys_node(prefix: &str, direction: Direction) {
     reach(&load, load.answered_ok() + 300).await;
     let totals = load.finish().await;
     let (lost, duplicated) = lost_and_duplicated(&probe, &via, &totals).await;
-    report_and_check(
+    totals.assert_clean(
         &format!("{direction:?} cut of kv's primary's node {victim} from the majority"),
-        &totals,
         (lost, duplicated),
         takeover,
         true,
@@ -703,9 +658,8 @@ async fn cut_off_the_managers_node(prefix: &str, direction: Direction) {
     reach(&load, load.answered_ok() + 300).await;
     let totals = load.finish().await;
     let (lost, duplicated) = lost_and_duplicated(&probe, &via, &totals).await;
-    report_and_check(
+    totals.assert_clean(
         &format!("{direction:?} cut of the group manager's node {manager} (kv's primary was on {kv_node})"),
-        &totals,
         (lost, duplicated),
         settled,
         kv_node == manager,

@@ -55,6 +55,49 @@ pub struct LoadTotals {
     pub primaries: PrimaryCheck,
 }
 
+impl LoadTotals {
+    /// For fault tests: print what the load measured, then assert lost 0, duplicated 0 (as
+    /// read back by the caller), no error before `T_max`, and one primary per epoch over
+    /// every answer; with `new_epoch` (the answering unit's primary was faulted), also that
+    /// the answers span at least two epochs. `what` names the fault in the messages.
+    pub fn assert_clean(
+        &self,
+        what: &str,
+        (lost, duplicated): (u64, u64),
+        takeover: Duration,
+        new_epoch: bool,
+    ) {
+        println!(
+            "{what}: takeover {takeover:?}, sent {}, acknowledged {}, lost {lost}, duplicated {duplicated}, ignored {}, errors {} (before T_max: {}), missed T_max {}, shed {}, {:?}",
+            self.stimuli_sent,
+            self.answered_ok,
+            self.ignored,
+            self.failed,
+            self.failed_before_t_max,
+            self.missed_t_max,
+            self.shed,
+            self.primaries
+        );
+        assert_eq!(lost, 0, "{what}: acknowledged stimuli lost");
+        assert!(
+            self.primaries.holds(),
+            "{what}: not one primary per epoch: {:?}",
+            self.primaries
+        );
+        assert!(
+            !new_epoch || self.primaries.epochs >= 2,
+            "{what}: the answers did not span the takeover: {:?}",
+            self.primaries
+        );
+        assert_eq!(duplicated, 0, "{what}: stimuli applied more than once");
+        assert_eq!(
+            self.failed_before_t_max, 0,
+            "{what}: errors before T_max: {:?}",
+            self.first_failures
+        );
+    }
+}
+
 /// What a load sends, stimulus after stimulus, and which answers acknowledge them.
 #[derive(Clone, Debug)]
 pub enum Stimuli {
