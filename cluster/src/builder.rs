@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+use crate::bench::{BenchUnits, TypedBench, UnitBench};
 use crate::config::{ClusterConfig, ConfigError, UnitConfig, DEFAULT_GROUP};
 use crate::node::{Node, NodeError, NodeOptions};
 use std::collections::BTreeMap;
@@ -37,8 +38,10 @@ use understudy_actors::copy::CopySpawner;
 use understudy_actors::{Catalog, UnitClient, UnitKind};
 use understudy_runtime::{CopyConfig, HeartbeatConfig, Unit, UnitName};
 
-/// Makes the [`CopySpawner`] of a unit from its entry in `units.toml`.
-type KindFactory = Arc<dyn Fn(&UnitConfig) -> Arc<dyn CopySpawner> + Send + Sync>;
+/// Makes the [`CopySpawner`] of a unit from its entry in `units.toml`, and the typed bench
+/// driver of units of its kind.
+type KindFactory =
+    Arc<dyn Fn(&UnitConfig) -> (Arc<dyn CopySpawner>, Arc<dyn UnitBench>) + Send + Sync>;
 
 /// How to start a node; see [`Node::builder`].
 #[must_use = "a builder does nothing until `start` is called"]
@@ -170,8 +173,11 @@ impl NodeBuilder {
         U: Unit,
         F: Fn(&UnitConfig) -> U + Send + Sync + 'static,
     {
-        let factory: KindFactory =
-            Arc::new(move |unit: &UnitConfig| Arc::new(UnitKind::new(make(unit))) as _);
+        let factory: KindFactory = Arc::new(move |unit: &UnitConfig| {
+            let unit = make(unit);
+            let bench: Arc<dyn UnitBench> = Arc::new(TypedBench::new(unit.clone()));
+            (Arc::new(UnitKind::new(unit)) as _, bench)
+        });
         self.kinds.insert(kind.to_string(), factory);
         self
     }
@@ -186,15 +192,19 @@ impl NodeBuilder {
         }
         .map_err(NodeError::Config)?;
         let mut catalog = Catalog::new();
+        let mut benches = BenchUnits::new();
         for unit in &self.config.units {
             if let Some(make) = self.kinds.get(&unit.kind) {
                 let config: CopyConfig = unit.copy_config();
+                let (spawner, bench) = make(unit);
                 catalog = catalog
-                    .with_spawner(&unit.name, make(unit), config)
+                    .with_spawner(&unit.name, spawner, config)
                     .with_calls(&unit.name, unit.calls());
+                benches.insert(UnitName::new(&unit.name), bench);
             }
         }
         let mut opts = NodeOptions::new(&self.name, self.port, &self.cookie, catalog);
+        opts.benches = benches;
         if let Some(bind) = self.bind {
             opts.bind = bind;
         }

@@ -9,6 +9,7 @@
 //! | module | what it holds |
 //! | --- | --- |
 //! | [`args`] | the flags of a node process, for any binary that runs nodes |
+//! | [`bench`](mod@bench) | load driven from inside a node for `understudy bench`: the closed loop, the baseline counter actor |
 //! | [`builder`] | starting a node from an application's `main`: `Node::builder`, unit kinds, typed clients |
 //! | [`node`] | one node: its `NodeServer`, local manager, name table, membership and re-dialling |
 //! | [`probe`] | talking to a running cluster from outside it: status and calls |
@@ -20,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod args;
+pub mod bench;
 pub mod builder;
 pub mod config;
 pub mod control;

@@ -12,6 +12,7 @@
 //! its nodes are connected, the others as their nodes appear; every node that starts later,
 //! or starts again, is added by its group's leader.
 
+use crate::bench::{BenchCounterMsg, BenchUnits};
 use crate::config::DEFAULT_GROUP;
 use crate::control::{
     found_groups, ControlArgs, ControlHandle, ControlLink, ControlPlane, TableApplier,
@@ -66,6 +67,9 @@ pub struct NodeOptions {
     pub group_config: GroupManagerConfig,
     /// Tuning of the group's Raft.
     pub raft: RaftTuning,
+    /// The units a bench may drive from this node, with typed clients (the node builder
+    /// fills it from the kinds registered).
+    pub benches: BenchUnits,
 }
 
 impl NodeOptions {
@@ -89,6 +93,7 @@ impl NodeOptions {
             local: LocalManagerConfig::default(),
             group_config: GroupManagerConfig::default(),
             raft: RaftTuning::default(),
+            benches: BenchUnits::new(),
         }
     }
 
@@ -147,6 +152,7 @@ pub struct Node {
     pub budgets: BudgetBook,
     server: ActorRef<NodeServerMessage>,
     endpoint: ActorRef<crate::wire::WireMsg>,
+    counter: ActorRef<BenchCounterMsg>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -294,10 +300,15 @@ impl Node {
                 seed: opts.is_seed(),
                 group: endpoint_group(&opts.name),
                 budgets: budgets.clone(),
+                benches: Arc::new(opts.benches.clone()),
             },
         )
         .await
         .map_err(start_err("the wire endpoint"))?;
+        // The baseline of `understudy bench`: a plain actor, no replication.
+        let counter = crate::bench::start_counter(&opts.name)
+            .await
+            .map_err(start_err("the bench baseline counter"))?;
 
         let mut tasks = vec![
             tokio::spawn(Membership::new(opts.name.clone(), directory.clone()).run()),
@@ -322,6 +333,7 @@ impl Node {
             budgets,
             server,
             endpoint,
+            counter,
             tasks,
         })
     }
@@ -366,6 +378,7 @@ impl Node {
             t.abort();
         }
         self.endpoint.kill();
+        self.counter.kill();
         self.local.kill();
         for h in std::iter::once(&self.home).chain(self.others.iter()) {
             h.control.kill();

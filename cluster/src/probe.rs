@@ -3,6 +3,7 @@
 //! status or to call a unit. The `understudy status|call|load` commands and the multi-process
 //! tests are built on it.
 
+use crate::bench::{BenchError, BenchPlan, BenchStats, BenchTarget};
 use crate::wire::{node_of_group, NodeStatus, WireAnswer, WireAsk, WireMsg, WireRequest};
 use ractor::{Actor, ActorRef};
 use ractor_cluster::{NodeServer, NodeServerMessage};
@@ -42,6 +43,9 @@ pub enum ProbeError {
     /// The call reached the unit's node but failed there.
     #[error(transparent)]
     Call(#[from] JsonCallError),
+    /// The bench reached its node but measured nothing there.
+    #[error(transparent)]
+    Bench(#[from] BenchError),
 }
 
 /// A connection to a cluster from outside it.
@@ -233,6 +237,32 @@ impl Probe {
         let wait = t_max.unwrap_or(Duration::from_secs(60)) + Duration::from_secs(5);
         match self.ask(node, &ask, wait).await? {
             WireAnswer::Called(r) => Ok(r?),
+            other => Err(ProbeError::NoAnswer {
+                node: node.clone(),
+                reason: format!("unexpected answer {other:?}"),
+            }),
+        }
+    }
+
+    /// Drive a bench from `node` against `target` under `plan` (see [`crate::bench`]) and wait
+    /// for what it measured.
+    pub async fn bench(
+        &self,
+        node: &NodeName,
+        target: BenchTarget,
+        plan: BenchPlan,
+    ) -> Result<BenchStats, ProbeError> {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let ask = WireAsk::Bench {
+            target,
+            in_flight: plan.in_flight,
+            duration_ms: millis(plan.duration),
+            warmup_ms: millis(plan.warmup),
+        };
+        // The load, its first call, and its last calls' budgets.
+        let wait = plan.warmup + plan.duration + Duration::from_secs(30);
+        match self.ask(node, &ask, wait).await? {
+            WireAnswer::Bench(r) => Ok(r?),
             other => Err(ProbeError::NoAnswer {
                 node: node.clone(),
                 reason: format!("unexpected answer {other:?}"),

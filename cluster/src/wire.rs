@@ -14,6 +14,7 @@
 //!                            ◄──answer bytes─────
 //! ```
 
+use crate::bench::{BenchContext, BenchPlan, BenchStats, BenchTarget, BenchUnits};
 use crate::control::{ControlHandle, ControlMsg, ControlView};
 use crate::raft::{MemberId, RaftTransport, TransportError};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -190,6 +191,20 @@ pub enum WireAsk {
         /// The budget, or the unit's own when absent.
         t_max_ms: Option<u64>,
     },
+    /// Drive a closed-loop load from this node against `target` (`in_flight` workers, each
+    /// sending its next request once the previous is answered) for `duration_ms` after
+    /// `warmup_ms`, and say what the answers took (see [`crate::bench`]). Answered with
+    /// [`WireAnswer::Bench`] when the load ends.
+    Bench {
+        /// The baseline counter of a node, or a unit.
+        target: BenchTarget,
+        /// Concurrent workers.
+        in_flight: u32,
+        /// How long requests are counted, after the warm-up.
+        duration_ms: u64,
+        /// How long the load runs before it is counted.
+        warmup_ms: u64,
+    },
 }
 
 /// What a node says of itself.
@@ -232,6 +247,8 @@ pub enum WireAnswer {
     Done(Result<(), String>),
     /// The reply of this node's Raft member (an encoded [`RaftReply`](crate::raft::RaftReply)).
     Raft(Vec<u8>),
+    /// What a bench measured, or why it measured nothing.
+    Bench(Result<BenchStats, crate::bench::BenchError>),
 }
 
 /// Where a node's endpoint hands what arrives.
@@ -259,6 +276,8 @@ pub struct EndpointArgs {
     pub group: String,
     /// The node's book of time spent against budgets.
     pub budgets: BudgetBook,
+    /// The units this node can drive a bench against, with typed clients.
+    pub benches: Arc<BenchUnits>,
 }
 
 /// A node's endpoint actor.
@@ -427,6 +446,33 @@ impl EndpointState {
                 }
                 None => reply.answer(&WireAnswer::Called(Err(JsonCallError::UnknownUnit(unit.0)))),
             },
+            Ok(WireAsk::Bench {
+                target,
+                in_flight,
+                duration_ms,
+                warmup_ms,
+            }) => {
+                let plan = BenchPlan::new(
+                    in_flight,
+                    Duration::from_millis(warmup_ms),
+                    Duration::from_millis(duration_ms),
+                );
+                let benches = state.args.benches.clone();
+                let context = BenchContext {
+                    registry: state.args.registry.clone(),
+                    directory: state.args.directory.clone(),
+                    budgets: state.args.budgets.clone(),
+                };
+                tracing::info!(node = %state.args.node, %target, in_flight, duration_ms, warmup_ms, "bench");
+                // The load runs off the endpoint's loop, which goes on routing meanwhile.
+                tokio::spawn(async move {
+                    let stats = match plan {
+                        Ok(plan) => crate::bench::run(target, plan, &benches, &context).await,
+                        Err(e) => Err(e),
+                    };
+                    reply.answer(&WireAnswer::Bench(stats));
+                });
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "answered a malformed request");
                 reply.answer(&WireAnswer::Malformed(e.to_string()));

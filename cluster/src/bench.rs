@@ -1,0 +1,592 @@
+//! Load driven from inside a node, for `understudy bench`: a closed loop of `in_flight`
+//! workers, each sending its next request as soon as its previous one is answered, against one
+//! target for a while after a warm-up, and what the answers took.
+//!
+//! The load runs in the node asked ([`WireAsk::Bench`](crate::wire::WireAsk::Bench)), so the
+//! baseline and the units are measured from the same vantage point over the same transport:
+//!
+//! ```text
+//!  understudy bench ──WireAsk::Bench──► endpoint of the driving node ──spawn──► closed loop
+//!                                                                     in_flight workers
+//!    baseline: BenchCounterMsg::Incr (a ractor_cluster rpc) ──► BenchCounter on node X
+//!    unit:     UnitClient::call_within ──► the unit's primary ──replicate──► its standby
+//!  ◄──WireAnswer::Bench(stats)── when the loop ends
+//! ```
+//!
+//! The **baseline** is [`BenchCounter`], a plain ractor actor every node runs: the service of
+//! the key-value unit's `incr` (a map of counters, answering the new value) with no
+//! replication and no dedupe, reached from another node as any ractor actor is, through a
+//! `ractor::pg` group named after its node ([`counter_group`]). A **unit** is called through a
+//! typed [`UnitClient`] made on the driving node, its stimulus parsed from JSON once per worker
+//! before the loop starts ([`TypedBench`]).
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
+use ractor_cluster::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use understudy_actors::budgets::BudgetBook;
+use understudy_actors::{Directory, Registry, UnitClient};
+use understudy_runtime::{NodeName, Unit, UnitName};
+
+/// The most workers one bench may run.
+pub const MAX_IN_FLIGHT: u32 = 1024;
+
+/// The longest a bench may run, warm-up included (bounded traffic).
+pub const MAX_BENCH: Duration = Duration::from_secs(120);
+
+/// How long a worker waits for the baseline counter's answer.
+const BASELINE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The process group under which node `node` advertises its baseline counter.
+pub fn counter_group(node: &NodeName) -> String {
+    format!("bench-counter:{}", node.0)
+}
+
+/// What a bench drives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BenchTarget {
+    /// The baseline counter ([`BenchCounter`]) of node `node`.
+    Baseline {
+        /// The node whose counter is called.
+        node: NodeName,
+    },
+    /// The unit `unit`, called with `stimulus`.
+    Unit {
+        /// The unit.
+        unit: UnitName,
+        /// The stimulus, as JSON; every `{worker}` in it is replaced by the worker's number
+        /// (so that workers may use keys of their own). Parsed once per worker.
+        stimulus: String,
+    },
+}
+
+impl std::fmt::Display for BenchTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BenchTarget::Baseline { node } => write!(f, "the baseline counter on node {node}"),
+            BenchTarget::Unit { unit, .. } => write!(f, "unit {unit}"),
+        }
+    }
+}
+
+/// How a bench runs: how many workers, for how long after how long a warm-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchPlan {
+    /// Concurrent workers, each with one request in flight.
+    pub in_flight: u32,
+    /// Requests answered before this much time has passed are not counted.
+    pub warmup: Duration,
+    /// How long requests are counted, after the warm-up.
+    pub duration: Duration,
+}
+
+impl BenchPlan {
+    /// A plan, or why it cannot run: at least one worker and at most [`MAX_IN_FLIGHT`], a
+    /// measured duration above zero, and at most [`MAX_BENCH`] in all.
+    pub fn new(in_flight: u32, warmup: Duration, duration: Duration) -> Result<Self, BenchError> {
+        let bad = |reason: String| Err(BenchError::BadPlan { reason });
+        if in_flight == 0 || in_flight > MAX_IN_FLIGHT {
+            return bad(format!(
+                "in_flight {in_flight}: use 1 to {MAX_IN_FLIGHT} workers"
+            ));
+        }
+        if duration.is_zero() {
+            return bad("the measured duration is zero".into());
+        }
+        if warmup + duration > MAX_BENCH {
+            return bad(format!(
+                "warm-up {warmup:?} plus duration {duration:?} is over {MAX_BENCH:?}"
+            ));
+        }
+        Ok(BenchPlan {
+            in_flight,
+            warmup,
+            duration,
+        })
+    }
+}
+
+/// What a bench measured: the requests answered within the measured window (after the
+/// warm-up; a request counts if it was sent and answered inside it) and their latencies, from
+/// sending to the answer, as the driving node saw them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BenchStats {
+    /// Requests answered in the window.
+    pub ops: u64,
+    /// The window, in microseconds.
+    pub window_us: u64,
+    /// Median latency of the answered requests.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Longest.
+    pub max_us: u64,
+    /// Requests in the window that failed (not counted in `ops`).
+    pub errors: u64,
+    /// What the first of them said.
+    pub first_error: Option<String>,
+}
+
+impl BenchStats {
+    /// The window, in seconds.
+    pub fn seconds(&self) -> f64 {
+        self.window_us as f64 / 1e6
+    }
+
+    /// Requests answered per second of the window.
+    pub fn ops_per_s(&self) -> f64 {
+        if self.window_us == 0 {
+            return 0.0;
+        }
+        self.ops as f64 / self.seconds()
+    }
+}
+
+/// Why a bench measured nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum BenchError {
+    /// The plan cannot run: change it as the reason says.
+    #[error("bad bench plan: {reason}")]
+    BadPlan {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The driving node sees no baseline counter of that node: check the name, or wait until
+    /// the node is connected.
+    #[error("no baseline counter of node {node} is visible from this node (is it connected?)")]
+    NoBaseline {
+        /// The node named.
+        node: NodeName,
+    },
+    /// The driving node's catalog has no unit of that name.
+    #[error("this node knows no unit named {unit}")]
+    UnknownUnit {
+        /// The unit named.
+        unit: UnitName,
+    },
+    /// The stimulus is not one of the unit's: fix the JSON.
+    #[error("not a stimulus of unit {unit}: {reason}")]
+    BadStimulus {
+        /// The unit.
+        unit: UnitName,
+        /// Where the JSON does not fit.
+        reason: String,
+    },
+    /// The call made before the warm-up failed, so nothing was measured: the target is not
+    /// serving (yet).
+    #[error("the first call to {target} failed, nothing measured: {reason}")]
+    FirstCallFailed {
+        /// The target, in words.
+        target: String,
+        /// Why the call failed.
+        reason: String,
+    },
+    /// A worker task ended without its counts (it panicked, or the node is stopping).
+    #[error("a bench worker ended early: {reason}")]
+    Worker {
+        /// What the runtime said.
+        reason: String,
+    },
+}
+
+/// The baseline: a plain ractor actor holding a map of counters, one per node (started by
+/// `Node::start`), advertised in the process group [`counter_group`] of its node.
+#[derive(Debug, Default)]
+pub struct BenchCounter;
+
+/// What the baseline counter is asked, from this node or another (over `ractor_cluster`).
+#[derive(RactorClusterMessage, Debug)]
+pub enum BenchCounterMsg {
+    /// Add `by` to the counter named `key` (a missing one counts as 0) and answer its new
+    /// value. `by` and the answer are 8 bytes, big-endian (bytes, so that a malformed frame
+    /// decodes without a panic); a `by` of another length, or a sum that overflows, is
+    /// answered with no bytes and changes nothing.
+    #[rpc]
+    Incr {
+        /// The counter's name.
+        key: Vec<u8>,
+        /// The amount, as an `i64`.
+        by: Vec<u8>,
+        /// The new value, as an `i64`.
+        reply: RpcReplyPort<Vec<u8>>,
+    },
+}
+
+impl Actor for BenchCounter {
+    type Msg = BenchCounterMsg;
+    type State = HashMap<Vec<u8>, i64>;
+    type Arguments = NodeName;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<BenchCounterMsg>,
+        node: NodeName,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::join(counter_group(&node), vec![myself.get_cell()]);
+        Ok(HashMap::new())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<BenchCounterMsg>,
+        msg: BenchCounterMsg,
+        counters: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            BenchCounterMsg::Incr { key, by, reply } => {
+                let by = <[u8; 8]>::try_from(by.as_slice()).map(i64::from_be_bytes);
+                let counter = counters.entry(key).or_insert(0);
+                let answer = match by.ok().and_then(|by| counter.checked_add(by)) {
+                    Some(n) => {
+                        *counter = n;
+                        n.to_be_bytes().to_vec()
+                    }
+                    None => Vec::new(),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts node `node`'s baseline counter.
+pub async fn start_counter(node: &NodeName) -> Result<ActorRef<BenchCounterMsg>, SpawnErr> {
+    let (counter, _) = Actor::spawn(None, BenchCounter, node.clone()).await?;
+    Ok(counter)
+}
+
+/// One increment of the baseline counter `counter`, by 1.
+async fn incr_baseline(counter: &ActorRef<BenchCounterMsg>, key: &[u8]) -> Result<(), String> {
+    let call = counter.call(
+        |reply| BenchCounterMsg::Incr {
+            key: key.to_vec(),
+            by: 1i64.to_be_bytes().to_vec(),
+            reply,
+        },
+        Some(BASELINE_TIMEOUT),
+    );
+    match call.await {
+        Ok(CallResult::Success(value)) if value.len() == 8 => Ok(()),
+        Ok(CallResult::Success(_)) => Err("the counter refused the increment".into()),
+        Ok(CallResult::Timeout) => Err(format!("no answer within {BASELINE_TIMEOUT:?}")),
+        Ok(CallResult::SenderError) => Err("the counter dropped the request".into()),
+        Err(e) => Err(format!("the counter is unreachable: {e}")),
+    }
+}
+
+/// A boxed future of a bench's outcome.
+pub type BenchFuture = Pin<Box<dyn Future<Output = Result<BenchStats, BenchError>> + Send>>;
+
+/// What a node lends a unit bench: the name table, the links and the budget book its own
+/// clients use.
+#[derive(Clone, Debug)]
+pub struct BenchContext {
+    /// The node's name table.
+    pub registry: Registry,
+    /// How the node reaches its peers.
+    pub directory: Directory,
+    /// The node's book of time spent against budgets (the bench's calls count there, as any
+    /// client's of the node do).
+    pub budgets: BudgetBook,
+}
+
+/// Drives a bench against units of one kind through typed clients: what a node keeps per unit
+/// (from the kind registered with `NodeBuilder::kind`), since its endpoint knows no unit type.
+pub trait UnitBench: Send + Sync + std::fmt::Debug {
+    /// Drive unit `unit` with `stimulus` (JSON; see [`BenchTarget::Unit`]) under `plan`,
+    /// through a new typed client of this node.
+    fn drive(
+        &self,
+        unit: UnitName,
+        stimulus: &str,
+        plan: BenchPlan,
+        context: &BenchContext,
+    ) -> BenchFuture;
+}
+
+/// The units a node can bench, by name.
+pub type BenchUnits = BTreeMap<UnitName, Arc<dyn UnitBench>>;
+
+/// The [`UnitBench`] of units of type `U`: a [`UnitClient<U>`] shared by the workers, each
+/// with its stimulus parsed once; the loop clones it per call, with no JSON in it.
+#[derive(Clone, Debug)]
+pub struct TypedBench<U: Unit> {
+    unit: U,
+}
+
+impl<U: Unit> TypedBench<U> {
+    /// The bench of units that behave as `unit`.
+    pub fn new(unit: U) -> Self {
+        TypedBench { unit }
+    }
+}
+
+impl<U: Unit> UnitBench for TypedBench<U> {
+    fn drive(
+        &self,
+        unit: UnitName,
+        stimulus: &str,
+        plan: BenchPlan,
+        context: &BenchContext,
+    ) -> BenchFuture {
+        let stimuli: Result<Vec<U::Stimulus>, BenchError> = (0..plan.in_flight)
+            .map(|worker| {
+                let json = stimulus.replace("{worker}", &worker.to_string());
+                serde_json::from_str(&json).map_err(|e| BenchError::BadStimulus {
+                    unit: unit.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect();
+        let client = UnitClient::new(
+            self.unit.clone(),
+            unit.clone(),
+            context.registry.clone(),
+            context.directory.clone(),
+        )
+        .with_budgets(context.budgets.clone());
+        Box::pin(async move {
+            let stimuli = stimuli?;
+            let target = format!("unit {unit}");
+            closed_loop(plan, &target, |worker| {
+                let client = client.clone();
+                let stimulus = stimuli[worker].clone();
+                let t_max = client.budget(&stimulus).t_max();
+                move || {
+                    let (client, stimulus) = (client.clone(), stimulus.clone());
+                    async move {
+                        match client.call_within(stimulus, t_max).await {
+                            Ok(_) => Ok(()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                }
+            })
+            .await
+        })
+    }
+}
+
+/// Runs a bench on this node: against `target`, under `plan`, with the node's `units` and
+/// `context` for a unit target.
+pub async fn run(
+    target: BenchTarget,
+    plan: BenchPlan,
+    units: &BenchUnits,
+    context: &BenchContext,
+) -> Result<BenchStats, BenchError> {
+    match target {
+        BenchTarget::Baseline { node } => {
+            let counter: ActorRef<BenchCounterMsg> = ractor::pg::get_members(&counter_group(&node))
+                .into_iter()
+                .next()
+                .map(ActorRef::from)
+                .ok_or_else(|| BenchError::NoBaseline { node: node.clone() })?;
+            let target = BenchTarget::Baseline { node }.to_string();
+            closed_loop(plan, &target, |worker| {
+                let counter = counter.clone();
+                let key: Arc<[u8]> = format!("bench-{worker}").into_bytes().into();
+                move || {
+                    let (counter, key) = (counter.clone(), key.clone());
+                    async move { incr_baseline(&counter, &key).await }
+                }
+            })
+            .await
+        }
+        BenchTarget::Unit { unit, stimulus } => {
+            let bench = units
+                .get(&unit)
+                .ok_or_else(|| BenchError::UnknownUnit { unit: unit.clone() })?;
+            bench.drive(unit, &stimulus, plan, context).await
+        }
+    }
+}
+
+/// What one worker counted in the window.
+#[derive(Debug, Default)]
+struct WorkerTally {
+    latencies_us: Vec<u64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// The closed loop: one call first (nothing is measured if it fails), then `plan.in_flight`
+/// workers, worker `w` calling `worker(w)` again as soon as its previous call is answered,
+/// until the window ends; calls sent and answered inside the window are counted.
+pub(crate) async fn closed_loop<W, C, Fut>(
+    plan: BenchPlan,
+    target: &str,
+    mut worker: W,
+) -> Result<BenchStats, BenchError>
+where
+    W: FnMut(usize) -> C,
+    C: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let mut first = worker(0);
+    first()
+        .await
+        .map_err(|reason| BenchError::FirstCallFailed {
+            target: target.to_string(),
+            reason,
+        })?;
+    let start = Instant::now();
+    let from = start + plan.warmup;
+    let until = from + plan.duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..plan.in_flight as usize {
+        let mut call = worker(w);
+        tasks.spawn(async move {
+            let mut tally = WorkerTally::default();
+            loop {
+                let sent = Instant::now();
+                if sent >= until {
+                    return tally;
+                }
+                let outcome = call().await;
+                let answered = Instant::now();
+                if sent < from || answered > until {
+                    continue;
+                }
+                match outcome {
+                    Ok(()) => tally
+                        .latencies_us
+                        .push(u64::try_from((answered - sent).as_micros()).unwrap_or(u64::MAX)),
+                    Err(e) => {
+                        tally.errors += 1;
+                        tally.first_error.get_or_insert(e);
+                    }
+                }
+            }
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut stats = BenchStats {
+        window_us: u64::try_from(plan.duration.as_micros()).unwrap_or(u64::MAX),
+        ..BenchStats::default()
+    };
+    while let Some(joined) = tasks.join_next().await {
+        let tally = joined.map_err(|e| BenchError::Worker {
+            reason: e.to_string(),
+        })?;
+        latencies.extend(tally.latencies_us);
+        stats.errors += tally.errors;
+        if stats.first_error.is_none() {
+            stats.first_error = tally.first_error;
+        }
+    }
+    latencies.sort_unstable();
+    stats.ops = latencies.len() as u64;
+    stats.p50_us = nearest_rank(&latencies, 0.50);
+    stats.p99_us = nearest_rank(&latencies, 0.99);
+    stats.max_us = latencies.last().copied().unwrap_or(0);
+    Ok(stats)
+}
+
+/// The nearest-rank `q` quantile of sorted values (0 for none).
+fn nearest_rank(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(nearest_rank(&v, 0.5), 50);
+        assert_eq!(nearest_rank(&v, 0.99), 99);
+        assert_eq!(nearest_rank(&[7], 0.99), 7);
+        assert_eq!(nearest_rank(&[], 0.5), 0);
+    }
+
+    #[test]
+    fn a_plan_refuses_no_workers_too_many_or_too_long() {
+        let s = Duration::from_secs(1);
+        assert!(BenchPlan::new(0, s, s).is_err());
+        assert!(BenchPlan::new(MAX_IN_FLIGHT + 1, s, s).is_err());
+        assert!(BenchPlan::new(1, s, Duration::ZERO).is_err());
+        assert!(BenchPlan::new(1, MAX_BENCH, s).is_err());
+        assert!(BenchPlan::new(64, s, s).is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_closed_loop_keeps_in_flight_calls_open_and_counts_only_the_window() {
+        let open = Arc::new(AtomicU64::new(0));
+        let most = Arc::new(AtomicU64::new(0));
+        let plan = BenchPlan::new(4, Duration::from_millis(30), Duration::from_millis(120))
+            .expect("a plan");
+        let stats = closed_loop(plan, "a test", |_| {
+            let (open, most) = (open.clone(), most.clone());
+            move || {
+                let (open, most) = (open.clone(), most.clone());
+                async move {
+                    let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(2)).await; // the call's own work
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            }
+        })
+        .await
+        .expect("the loop runs");
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            4,
+            "four workers, one call each"
+        );
+        assert!(stats.ops > 0 && stats.errors == 0, "{stats:?}");
+        assert!(
+            stats.p50_us >= 2_000 && stats.p50_us <= stats.p99_us,
+            "{stats:?}"
+        );
+        assert!(stats.p99_us <= stats.max_us);
+        // 4 workers over 120 ms of calls of at least 2 ms: at most 240 counted.
+        assert!(stats.ops <= 240, "{stats:?}");
+        assert_eq!(stats.window_us, 120_000);
+    }
+
+    #[tokio::test]
+    async fn a_failing_first_call_measures_nothing_and_later_failures_are_counted() {
+        let plan = BenchPlan::new(2, Duration::ZERO, Duration::from_millis(20)).expect("a plan");
+        let err = closed_loop(plan, "a test", |_| || async { Err("down".to_string()) })
+            .await
+            .expect_err("the first call fails");
+        assert!(matches!(err, BenchError::FirstCallFailed { .. }), "{err}");
+
+        let calls = Arc::new(AtomicU64::new(0));
+        let stats = closed_loop(plan, "a test", |_| {
+            let calls = calls.clone();
+            move || {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    tokio::time::sleep(Duration::from_millis(1)).await; // the call's own work
+                    if n == 0 {
+                        Ok(())
+                    } else {
+                        Err("refused".to_string())
+                    }
+                }
+            }
+        })
+        .await
+        .expect("the first call succeeds");
+        assert_eq!(stats.ops, 0);
+        assert!(stats.errors > 0);
+        assert_eq!(stats.first_error.as_deref(), Some("refused"));
+    }
+}
