@@ -17,6 +17,7 @@
 //! | [`units`] | this crate | the example units: key-value, ledger (also split over two units) and pipeline stage |
 //! | [`testkit`] | this crate | real node processes for programs and tests: start, fault, restart, clean up |
 //! | [`demo`] | this crate | the in-process failover demonstration behind `understudy demo` |
+//! | [`bench`](mod@bench) | this crate | `understudy bench`: a unit's throughput and latency against a plain ractor actor |
 //!
 //! ## Writing a unit
 //!
@@ -267,6 +268,7 @@
 //! application (the shop: an inventory and an orders unit, its own binary, a ractor actor
 //! calling both, and a cluster test under concurrent load).
 
+pub mod bench;
 pub mod demo;
 pub mod testkit;
 pub mod units;

@@ -52,6 +52,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the key-value unit under each strategy against a plain ractor actor: throughput
+    /// and p50/p99 latency at 1 and 64 requests in flight, on three local node processes per
+    /// strategy. (Takeover and scale are not measured in this build.)
+    Bench {
+        /// A short run (1.5 s per measurement, under a minute in all) instead of 5 s each.
+        #[arg(long)]
+        quick: bool,
+        /// Also print one JSON object, the last line of output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a unit pair under load inside this one process, kill the primary's node, and print
     /// what happened.
     PairDemo,
@@ -177,6 +188,14 @@ async fn main() -> std::process::ExitCode {
             })
             .await
         }
+        Command::Bench { quick, json } => {
+            bench(understudy::bench::BenchOptions {
+                quick,
+                json,
+                binary: std::env::current_exe().unwrap_or_else(|_| "understudy".into()),
+            })
+            .await
+        }
         Command::PairDemo => understudy::demo::in_process::pair_failover().await,
         Command::Node(args) => run_node(args).await,
         Command::Status { join, cookie, json } => status(&join, &cookie, json).await,
@@ -266,6 +285,18 @@ async fn demo(opts: understudy::demo::DemoOptions) -> Outcome {
     }
     if summary.total_unchanged == Some(false) {
         return Err("the ledger's total changed: money was created or destroyed".into());
+    }
+    Ok(())
+}
+
+async fn bench(opts: understudy::bench::BenchOptions) -> Outcome {
+    let report = understudy::bench::run(&opts).await?;
+    report.print_table();
+    if opts.json {
+        println!("{}", report.json());
+    }
+    if !report.complete() {
+        return Err("some measurements measured nothing (see the table)".into());
     }
     Ok(())
 }

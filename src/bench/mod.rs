@@ -1,0 +1,729 @@
+//! `understudy bench`: throughput and latency of a unit against a plain ractor actor, measured
+//! on one machine in one run.
+//!
+//! For each replication strategy (synchronous, trailing, inflight) it starts a cluster of three
+//! node processes of this very binary on free loopback ports, with one key-value unit `kv` of
+//! that strategy, waits until `kv` serves with a ready standby, and asks the node that holds
+//! neither of `kv`'s copies (the *driving node*) to run closed-loop loads
+//! ([`understudy_cluster::bench`]): first against the **baseline** — the plain ractor counter
+//! actor of `kv`'s primary's node, the same `incr` service with no replication and no dedupe,
+//! called over `ractor_cluster` — then against `kv` itself (`incr` through a typed
+//! `UnitClient`), at 1 and at 64 requests in flight. The baseline is measured in every cluster,
+//! just before the unit, and each ratio is to the baseline of the same cluster and in-flight
+//! count. Then the cluster is stopped.
+//!
+//! ```text
+//!   understudy bench ──probe──► n? (driving node) ──incr──► kv primary (node P) ──► standby
+//!                                                └─incr──► BenchCounter on node P (baseline)
+//! ```
+//!
+//! Takeover times and scale are not measured in this build: their fields are `null` in the
+//! JSON object and the table says so. Every child process is stopped on exit, on an error and
+//! on Ctrl-C.
+
+use crate::testkit::{wait_for_unit, ProcessCluster};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use understudy_cluster::bench::{BenchPlan, BenchStats, BenchTarget};
+use understudy_cluster::probe::Probe;
+use understudy_runtime::{NodeName, UnitName};
+
+/// The in-flight counts every target is measured at.
+pub const IN_FLIGHT: [u32; 2] = [1, 64];
+
+/// The nodes of each cluster.
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+
+/// The budget of every `incr`, as the bench's units file declares it.
+const T_MAX_MS: u64 = 2000;
+
+/// The `incr` every worker sends, with a key of its own.
+const INCR: &str = r#"{"Incr":{"key":"bench-{worker}","by":1}}"#;
+
+/// The JSON fields of what this build does not measure yet (always `null`).
+pub const NOT_MEASURED: [&str; 7] = [
+    "takeover_crash_ms",
+    "takeover_crash_manager_ms",
+    "takeover_hang_ms",
+    "takeover_panic_ms",
+    "scale_cold_start_ms",
+    "scale_rss_per_unit_kib",
+    "scale_node_loss_ms",
+];
+
+/// How to run the bench.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// A short run (well under a minute in all) instead of the full one.
+    pub quick: bool,
+    /// Print the summary as one JSON object too, the last line of output.
+    pub json: bool,
+    /// The node binary (normally this very program).
+    pub binary: PathBuf,
+}
+
+impl BenchOptions {
+    /// The warm-up and the measured duration of each measurement.
+    pub fn timing(&self) -> (Duration, Duration) {
+        if self.quick {
+            (Duration::from_millis(300), Duration::from_millis(1500))
+        } else {
+            (Duration::from_secs(1), Duration::from_secs(5))
+        }
+    }
+}
+
+/// A replication strategy, as the bench runs `kv` with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// An answer leaves once the standby has its effects.
+    Synchronous,
+    /// The answer leaves at once; the caller replays it after a takeover if the standby lacked it.
+    Trailing,
+    /// Synchronous, and the standby also knows which stimuli were open.
+    Inflight,
+}
+
+impl Strategy {
+    /// Every strategy, in the order the bench runs them.
+    pub const ALL: [Strategy; 3] = [
+        Strategy::Synchronous,
+        Strategy::Trailing,
+        Strategy::Inflight,
+    ];
+
+    /// Its prefix in the JSON object's flat keys (`sync_ops_s_64`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Strategy::Synchronous => "sync",
+            Strategy::Trailing => "trailing",
+            Strategy::Inflight => "inflight",
+        }
+    }
+
+    /// Its spelling in `units.toml`.
+    pub fn toml(self) -> &'static str {
+        match self {
+            Strategy::Synchronous => "synchronous",
+            Strategy::Trailing => "trailing",
+            Strategy::Inflight => "inflight",
+        }
+    }
+}
+
+/// What a measurement is against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Against {
+    /// The plain ractor counter on `kv`'s primary's node.
+    Baseline,
+    /// The unit `kv`.
+    Unit,
+}
+
+/// One measurement: a target at an in-flight count, what it measured (or why it could not),
+/// and for the unit its ratio to the baseline of the same cluster and in-flight count.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measurement {
+    /// The baseline or the unit.
+    pub target: Against,
+    /// Concurrent requests.
+    pub in_flight: u32,
+    /// What the driving node measured.
+    pub stats: Option<BenchStats>,
+    /// Why nothing was measured.
+    pub error: Option<String>,
+}
+
+impl Measurement {
+    /// Requests answered per second, if measured.
+    pub fn ops_per_s(&self) -> Option<f64> {
+        self.stats.as_ref().map(BenchStats::ops_per_s)
+    }
+}
+
+/// One cluster's run: its strategy, where `kv`'s copies and the load were, and the
+/// measurements.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterRun {
+    /// `kv`'s strategy in this cluster.
+    pub strategy: Strategy,
+    /// The node the load ran in.
+    pub driver: NodeName,
+    /// `kv`'s primary's node (where the baseline counter called is).
+    pub primary: NodeName,
+    /// `kv`'s standby's node.
+    pub standby: Option<NodeName>,
+    /// `kv`'s epoch before the measurements.
+    pub epoch_before: u64,
+    /// `kv`'s epoch after them (another epoch: a takeover happened during the run, which
+    /// spoils its numbers).
+    pub epoch_after: Option<u64>,
+    /// Baseline and unit, at each in-flight count.
+    pub measurements: Vec<Measurement>,
+}
+
+impl ClusterRun {
+    /// The measurement of `target` at `in_flight`.
+    pub fn get(&self, target: Against, in_flight: u32) -> Option<&Measurement> {
+        self.measurements
+            .iter()
+            .find(|m| m.target == target && m.in_flight == in_flight)
+    }
+
+    /// The unit's throughput over the baseline's, at `in_flight`.
+    pub fn ratio(&self, in_flight: u32) -> Option<f64> {
+        let unit = self.get(Against::Unit, in_flight)?.ops_per_s()?;
+        let base = self.get(Against::Baseline, in_flight)?.ops_per_s()?;
+        (base > 0.0).then(|| unit / base)
+    }
+}
+
+/// The machine the numbers come from.
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    /// CPUs this process may use.
+    pub cores: usize,
+    /// The CPU model and the OS.
+    pub description: String,
+}
+
+impl Machine {
+    /// This machine.
+    pub fn this() -> Machine {
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|m| m.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown CPU".into());
+        Machine {
+            cores,
+            description: format!(
+                "{model}, {} {}",
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            ),
+        }
+    }
+}
+
+/// Everything one `understudy bench` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    /// Whether it was the short run.
+    pub quick: bool,
+    /// The warm-up of each measurement.
+    pub warmup_ms: u64,
+    /// The measured duration of each measurement.
+    pub measure_ms: u64,
+    /// Where it ran.
+    pub machine: Machine,
+    /// One per strategy.
+    pub runs: Vec<ClusterRun>,
+    /// How long the whole bench took.
+    pub took_s: f64,
+}
+
+/// Why the bench stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchCommandError {
+    /// A cluster did not start or did not become ready: its nodes' logs say why (run the demo
+    /// to see one form).
+    #[error("the {strategy} cluster: {reason}")]
+    Cluster {
+        /// The strategy of the cluster.
+        strategy: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The units file could not be written.
+    #[error("cannot write the units file {path}: {reason}")]
+    UnitsFile {
+        /// Where.
+        path: PathBuf,
+        /// What the OS said.
+        reason: String,
+    },
+    /// Ctrl-C.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// Run the bench: progress to stderr; the caller prints the report.
+pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchCommandError> {
+    tokio::select! {
+        r = run_inner(opts) => r,
+        _ = tokio::signal::ctrl_c() => Err(BenchCommandError::Interrupted),
+    }
+}
+
+async fn run_inner(opts: &BenchOptions) -> Result<BenchReport, BenchCommandError> {
+    let started = Instant::now();
+    let (warmup, measure) = opts.timing();
+    let dir = std::env::temp_dir().join(format!("understudy-bench-{}", std::process::id()));
+    let mut runs = Vec::new();
+    for strategy in Strategy::ALL {
+        let units = units_file(&dir, strategy)?;
+        let run = run_cluster(opts, strategy, &units, warmup, measure).await;
+        let _ = std::fs::remove_file(&units);
+        runs.push(run?);
+    }
+    let _ = std::fs::remove_dir(&dir);
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    Ok(BenchReport {
+        quick: opts.quick,
+        warmup_ms: millis(warmup),
+        measure_ms: millis(measure),
+        machine: Machine::this(),
+        runs,
+        took_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The units file of one cluster: `kv` alone, with `strategy`.
+fn units_file(dir: &Path, strategy: Strategy) -> Result<PathBuf, BenchCommandError> {
+    let path = dir.join(format!("units-{}.toml", strategy.toml()));
+    let text = format!(
+        "# understudy bench: one key-value unit, {strategy}.\n[[units]]\nname = \"kv\"\nkind = \"kv\"\nstrategy = \"{strategy}\"\nt_max_ms = {T_MAX_MS}\n",
+        strategy = strategy.toml()
+    );
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, text))
+        .map_err(|e| BenchCommandError::UnitsFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    Ok(path)
+}
+
+/// One cluster: start it, find `kv`'s copies, measure baseline and unit at each in-flight
+/// count from the node that holds neither copy, stop it (dropping the cluster kills its nodes).
+async fn run_cluster(
+    opts: &BenchOptions,
+    strategy: Strategy,
+    units: &Path,
+    warmup: Duration,
+    measure: Duration,
+) -> Result<ClusterRun, BenchCommandError> {
+    let failed = |reason: String| BenchCommandError::Cluster {
+        strategy: strategy.toml(),
+        reason,
+    };
+    let cluster = ProcessCluster::builder(&opts.binary)
+        .nodes(&NODES)
+        .cookie(&format!("bench-{}", std::process::id()))
+        .config(units)
+        .start()
+        .map_err(|e| failed(e.to_string()))?;
+    eprintln!(
+        "bench: {} cluster of {} started, waiting for kv to serve",
+        strategy.toml(),
+        NODES.join(", ")
+    );
+    let probe = cluster
+        .ready(Duration::from_secs(45))
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let observer = NodeName::new(cluster.seed());
+    let kv = wait_for_unit(&probe, &observer, "kv", 0, Duration::from_secs(10))
+        .await
+        .ok_or_else(|| failed("kv did not serve with a ready standby within 10 s".into()))?;
+    let primary = kv
+        .primary
+        .map(|(_, node)| node)
+        .ok_or_else(|| failed("kv serves without a primary".into()))?;
+    let standby = kv.standby.map(|(_, node)| node);
+    let driver = driving_node(&primary, standby.as_ref());
+    eprintln!(
+        "bench: kv primary on {primary}, standby on {}, load from {driver}",
+        standby.as_ref().map_or("-", |n| n.0.as_str())
+    );
+    let mut measurements = Vec::new();
+    for in_flight in IN_FLIGHT {
+        let targets = [
+            (
+                Against::Baseline,
+                BenchTarget::Baseline {
+                    node: primary.clone(),
+                },
+            ),
+            (
+                Against::Unit,
+                BenchTarget::Unit {
+                    unit: UnitName::new("kv"),
+                    stimulus: INCR.to_string(),
+                },
+            ),
+        ];
+        for (against, target) in targets {
+            let m = measure_one(&probe, &driver, against, target, in_flight, warmup, measure).await;
+            match (&m.stats, &m.error) {
+                (Some(s), _) => eprintln!(
+                    "bench: {:<11} {:<8} {in_flight:>3} in flight: {:>9.0} ops/s, p50 {} µs, p99 {} µs, {} errors",
+                    strategy.toml(),
+                    label(against),
+                    s.ops_per_s(),
+                    s.p50_us,
+                    s.p99_us,
+                    s.errors
+                ),
+                (None, Some(e)) => eprintln!(
+                    "bench: {:<11} {:<8} {in_flight:>3} in flight: FAILED: {e}",
+                    strategy.toml(),
+                    label(against)
+                ),
+                (None, None) => {}
+            }
+            measurements.push(m);
+        }
+    }
+    let epoch_after = wait_for_unit(&probe, &observer, "kv", 0, Duration::from_secs(5))
+        .await
+        .map(|u| u.epoch.0);
+    drop(probe);
+    drop(cluster);
+    Ok(ClusterRun {
+        strategy,
+        driver,
+        primary,
+        standby,
+        epoch_before: kv.epoch.0,
+        epoch_after,
+        measurements,
+    })
+}
+
+/// The node the load runs in: one that holds neither of `kv`'s copies (with three nodes and one
+/// unit there is one), else one other than the primary's.
+fn driving_node(primary: &NodeName, standby: Option<&NodeName>) -> NodeName {
+    let nodes = NODES.map(NodeName::new);
+    nodes
+        .iter()
+        .find(|n| *n != primary && Some(*n) != standby)
+        .or_else(|| nodes.iter().find(|n| *n != primary))
+        .unwrap_or(primary)
+        .clone()
+}
+
+/// One measurement from `driver`.
+async fn measure_one(
+    probe: &Probe,
+    driver: &NodeName,
+    target: Against,
+    bench: BenchTarget,
+    in_flight: u32,
+    warmup: Duration,
+    measure: Duration,
+) -> Measurement {
+    let outcome = match BenchPlan::new(in_flight, warmup, measure) {
+        Ok(plan) => probe
+            .bench(driver, bench, plan)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let (stats, error) = match outcome {
+        Ok(s) => (Some(s), None),
+        Err(e) => (None, Some(e)),
+    };
+    Measurement {
+        target,
+        in_flight,
+        stats,
+        error,
+    }
+}
+
+fn label(target: Against) -> &'static str {
+    match target {
+        Against::Baseline => "baseline",
+        Against::Unit => "kv",
+    }
+}
+
+/// The median of some values (the middle one, or the mean of the two middle ones).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+/// A number rounded to `places` decimals, as JSON (`null` for none).
+fn num(value: Option<f64>, places: i32) -> Value {
+    let scale = 10f64.powi(places);
+    value
+        .map(|v| (v * scale).round() / scale)
+        .and_then(serde_json::Number::from_f64)
+        .map_or(Value::Null, Value::Number)
+}
+
+impl BenchReport {
+    /// Whether every measurement measured something.
+    pub fn complete(&self) -> bool {
+        self.runs
+            .iter()
+            .flat_map(|r| &r.measurements)
+            .all(|m| m.stats.is_some())
+    }
+
+    /// The baseline's `pick` at `in_flight`: the median over the clusters.
+    fn baseline(&self, in_flight: u32, pick: impl Fn(&BenchStats) -> f64) -> Option<f64> {
+        let values = self
+            .runs
+            .iter()
+            .filter_map(|r| r.get(Against::Baseline, in_flight)?.stats.as_ref())
+            .map(pick)
+            .collect();
+        median(values)
+    }
+
+    /// The one JSON object: flat keys per target and in-flight count (`sync_ops_s_64`,
+    /// `sync_p99_us_64`, `sync_ratio_64`, `baseline_ops_s_1`, …; the baseline's as the median
+    /// over the three clusters, each ratio to its own cluster's baseline), `null` for what
+    /// this build does not measure, and every run in detail.
+    pub fn json(&self) -> Value {
+        let mut o = Map::new();
+        for n in IN_FLIGHT {
+            o.insert(
+                format!("baseline_ops_s_{n}"),
+                num(self.baseline(n, BenchStats::ops_per_s), 1),
+            );
+            o.insert(
+                format!("baseline_p50_us_{n}"),
+                num(self.baseline(n, |s| s.p50_us as f64), 1),
+            );
+            o.insert(
+                format!("baseline_p99_us_{n}"),
+                num(self.baseline(n, |s| s.p99_us as f64), 1),
+            );
+        }
+        for strategy in Strategy::ALL {
+            let run = self.runs.iter().find(|r| r.strategy == strategy);
+            for n in IN_FLIGHT {
+                let stats = run
+                    .and_then(|r| r.get(Against::Unit, n))
+                    .and_then(|m| m.stats.as_ref());
+                let key = strategy.key();
+                o.insert(
+                    format!("{key}_ops_s_{n}"),
+                    num(stats.map(BenchStats::ops_per_s), 1),
+                );
+                o.insert(
+                    format!("{key}_p50_us_{n}"),
+                    num(stats.map(|s| s.p50_us as f64), 1),
+                );
+                o.insert(
+                    format!("{key}_p99_us_{n}"),
+                    num(stats.map(|s| s.p99_us as f64), 1),
+                );
+                o.insert(
+                    format!("{key}_ratio_{n}"),
+                    num(run.and_then(|r| r.ratio(n)), 3),
+                );
+            }
+        }
+        for field in NOT_MEASURED {
+            o.insert(field.to_string(), Value::Null);
+        }
+        o.insert("quick".into(), Value::Bool(self.quick));
+        o.insert("warmup_ms".into(), self.warmup_ms.into());
+        o.insert("measure_ms".into(), self.measure_ms.into());
+        o.insert(
+            "machine".into(),
+            serde_json::to_value(&self.machine).unwrap_or(Value::Null),
+        );
+        o.insert(
+            "runs".into(),
+            serde_json::to_value(&self.runs).unwrap_or(Value::Null),
+        );
+        o.insert("took_s".into(), num(Some(self.took_s), 1));
+        Value::Object(o)
+    }
+
+    /// The table, for people.
+    pub fn print_table(&self) {
+        println!(
+            "Understudy bench ({}): {:.1} s counted after {:.1} s warm-up per measurement; {} cores, {}",
+            if self.quick { "quick" } else { "full" },
+            self.measure_ms as f64 / 1000.0,
+            self.warmup_ms as f64 / 1000.0,
+            self.machine.cores,
+            self.machine.description
+        );
+        println!(
+            "  per strategy a cluster of {} node processes on loopback, kv alone; the load runs in the node holding neither of kv's copies;"
+        , NODES.len());
+        println!(
+            "  baseline: a plain ractor actor (the same incr, no replication, no dedupe) on kv's primary's node, over ractor_cluster, measured in each cluster"
+        );
+        println!(
+            "  {:<12} {:<9} {:>9} {:>11} {:>9} {:>9} {:>9} {:>7} {:>11}",
+            "strategy",
+            "target",
+            "in flight",
+            "ops/s",
+            "p50 µs",
+            "p99 µs",
+            "max µs",
+            "errors",
+            "× baseline"
+        );
+        for run in &self.runs {
+            for m in &run.measurements {
+                let ratio = match m.target {
+                    Against::Unit => run
+                        .ratio(m.in_flight)
+                        .map_or("-".to_string(), |r| format!("{r:.2}")),
+                    Against::Baseline => String::new(),
+                };
+                let line = match &m.stats {
+                    Some(s) => format!(
+                        "  {:<12} {:<9} {:>9} {:>11.0} {:>9} {:>9} {:>9} {:>7} {:>11}",
+                        run.strategy.toml(),
+                        label(m.target),
+                        m.in_flight,
+                        s.ops_per_s(),
+                        s.p50_us,
+                        s.p99_us,
+                        s.max_us,
+                        s.errors,
+                        ratio
+                    ),
+                    None => format!(
+                        "  {:<12} {:<9} {:>9}   not measured: {}",
+                        run.strategy.toml(),
+                        label(m.target),
+                        m.in_flight,
+                        m.error.as_deref().unwrap_or("no answer")
+                    ),
+                };
+                println!("{}", line.trim_end());
+            }
+            if run.epoch_after != Some(run.epoch_before) {
+                println!(
+                    "  {:<12} kv's epoch moved from {} to {:?} during the run: a takeover happened, these numbers include it",
+                    run.strategy.toml(),
+                    run.epoch_before,
+                    run.epoch_after
+                );
+            }
+        }
+        println!("  takeover (crash, crash of the manager's node, hang, panic): not measured in this build");
+        println!("  scale (cold start, memory per unit pair, node loss):        not measured in this build");
+        println!("  took {:.1} s", self.took_s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(ops: u64) -> Option<BenchStats> {
+        Some(BenchStats {
+            ops,
+            window_us: 1_000_000,
+            p50_us: 10,
+            p99_us: 20,
+            max_us: 30,
+            ..BenchStats::default()
+        })
+    }
+
+    fn run(strategy: Strategy, base: u64, unit: u64) -> ClusterRun {
+        let m = |target, in_flight, s| Measurement {
+            target,
+            in_flight,
+            stats: s,
+            error: None,
+        };
+        ClusterRun {
+            strategy,
+            driver: NodeName::new("n3"),
+            primary: NodeName::new("n1"),
+            standby: Some(NodeName::new("n2")),
+            epoch_before: 1,
+            epoch_after: Some(1),
+            measurements: vec![
+                m(Against::Baseline, 1, stats(base)),
+                m(Against::Unit, 1, stats(unit)),
+                m(Against::Baseline, 64, stats(base * 10)),
+                m(Against::Unit, 64, None),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_object_has_every_field_ratios_per_cluster_and_null_for_what_is_not_measured() {
+        let report = BenchReport {
+            quick: true,
+            warmup_ms: 300,
+            measure_ms: 1500,
+            machine: Machine::this(),
+            runs: vec![
+                run(Strategy::Synchronous, 1000, 500),
+                run(Strategy::Trailing, 2000, 1800),
+                run(Strategy::Inflight, 3000, 600),
+            ],
+            took_s: 1.0,
+        };
+        let json = report.json();
+        let o = json.as_object().expect("an object");
+        for key in [
+            "baseline_ops_s_64",
+            "sync_ops_s_64",
+            "trailing_ops_s_64",
+            "inflight_ops_s_64",
+            "sync_ratio_64",
+            "trailing_ratio_64",
+            "inflight_ratio_64",
+            "sync_ratio_1",
+            "trailing_ratio_1",
+            "inflight_ratio_1",
+            "baseline_ops_s_1",
+            "sync_ops_s_1",
+            "sync_p50_us_1",
+            "sync_p99_us_64",
+            "quick",
+            "machine",
+        ]
+        .into_iter()
+        .chain(NOT_MEASURED)
+        {
+            assert!(o.contains_key(key), "no {key} in {json}");
+        }
+        for key in NOT_MEASURED {
+            assert!(o[key].is_null(), "{key}");
+        }
+        // Each ratio to its own cluster's baseline; the baseline as the median of the three.
+        assert_eq!(o["sync_ratio_1"], 0.5);
+        assert_eq!(o["trailing_ratio_1"], 0.9);
+        assert_eq!(o["inflight_ratio_1"], 0.2);
+        assert_eq!(o["baseline_ops_s_1"], 2000.0);
+        // The unit at 64 was not measured: null, not a number.
+        assert!(o["sync_ops_s_64"].is_null() && o["sync_ratio_64"].is_null());
+        assert!(!report.complete());
+        assert_eq!(o["quick"], true);
+    }
+
+    #[test]
+    fn the_driving_node_holds_neither_copy() {
+        let (n1, n2) = (NodeName::new("n1"), NodeName::new("n2"));
+        assert_eq!(driving_node(&n1, Some(&n2)), NodeName::new("n3"));
+        assert_eq!(driving_node(&n2, None), n1);
+    }
+}

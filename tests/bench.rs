@@ -1,0 +1,114 @@
+//! `WireAsk::Bench` over real node processes (the load `understudy bench` asks a node for):
+//! three `understudy` nodes, short loads from the node holding neither of kv's copies against
+//! the baseline counter of kv's primary's node and against kv itself, and the errors a bench
+//! answers when it cannot measure. No timing is asserted: only that the loads ran, without
+//! errors, and that kv's counters moved by at least what was counted.
+
+use std::time::Duration;
+use understudy::cluster::bench::{BenchError, BenchPlan, BenchTarget};
+use understudy::cluster::probe::ProbeError;
+use understudy::runtime::{NodeName, UnitName};
+use understudy::testkit::{wait_for_unit, ProcessCluster};
+
+const INCR: &str = r#"{"Incr":{"key":"bench-{worker}","by":1}}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_drives_closed_loops_against_the_baseline_and_a_unit_and_says_what_it_cannot_measure(
+) {
+    let nodes = ["b1", "b2", "b3"];
+    let cluster = ProcessCluster::builder(env!("CARGO_BIN_EXE_understudy"))
+        .nodes(&nodes)
+        .cookie("bench-test")
+        .start()
+        .expect("three nodes start");
+    let probe = cluster
+        .ready(Duration::from_secs(30))
+        .await
+        .expect("the cluster forms");
+    let kv = wait_for_unit(
+        &probe,
+        &NodeName::new("b1"),
+        "kv",
+        0,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("kv serves");
+    let (_, primary) = kv.primary.expect("a serving unit has a primary");
+    let standby = kv.standby.map(|(_, n)| n);
+    let driver = nodes
+        .map(NodeName::new)
+        .into_iter()
+        .find(|n| *n != primary && Some(n) != standby.as_ref())
+        .expect("a node with neither copy");
+    let workers = 4;
+    let plan = BenchPlan::new(
+        workers,
+        Duration::from_millis(50),
+        Duration::from_millis(300),
+    )
+    .expect("a plan");
+
+    let baseline = BenchTarget::Baseline {
+        node: primary.clone(),
+    };
+    let base = probe
+        .bench(&driver, baseline, plan)
+        .await
+        .expect("the baseline is measured");
+    assert!(base.ops > 0 && base.errors == 0, "{base:?}");
+    assert!(base.p50_us <= base.p99_us && base.p99_us <= base.max_us);
+
+    let unit = BenchTarget::Unit {
+        unit: UnitName::new("kv"),
+        stimulus: INCR.to_string(),
+    };
+    let stats = probe
+        .bench(&driver, unit, plan)
+        .await
+        .expect("kv is measured");
+    assert!(stats.ops > 0 && stats.errors == 0, "{stats:?}");
+    // Every counted increment is in kv (with the first call's and the uncounted ones).
+    let mut total = 0u64;
+    for w in 0..workers {
+        let json = format!(r#"{{"Get":{{"key":"bench-{w}"}}}}"#);
+        let answer = probe
+            .call_json(&driver, "kv", &json, None)
+            .await
+            .expect("kv answers a get");
+        let value: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+        total += value["Value"]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    assert!(total > stats.ops, "kv counted {total}, the bench {stats:?}");
+
+    let refused = |target| probe.bench(&driver, target, plan);
+    let nobody = refused(BenchTarget::Baseline {
+        node: NodeName::new("nobody"),
+    });
+    assert!(
+        matches!(
+            nobody.await,
+            Err(ProbeError::Bench(BenchError::NoBaseline { .. }))
+        ),
+        "a node that does not exist has no counter"
+    );
+    let unknown = refused(BenchTarget::Unit {
+        unit: UnitName::new("nothing"),
+        stimulus: INCR.to_string(),
+    });
+    assert!(matches!(
+        unknown.await,
+        Err(ProbeError::Bench(BenchError::UnknownUnit { .. }))
+    ));
+    let bad = refused(BenchTarget::Unit {
+        unit: UnitName::new("kv"),
+        stimulus: r#"{"Frobnicate":1}"#.to_string(),
+    });
+    assert!(matches!(
+        bad.await,
+        Err(ProbeError::Bench(BenchError::BadStimulus { .. }))
+    ));
+}
