@@ -12,9 +12,13 @@ use understudy::testkit::{wait_for_unit, ProcessCluster};
 
 const INCR: &str = r#"{"Incr":{"key":"bench-{worker}","by":1}}"#;
 
+/// The multi-process tests would fight over the cores: they take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_drives_closed_loops_against_the_baseline_and_a_unit_and_says_what_it_cannot_measure(
 ) {
+    let _turn = SERIAL.lock().await;
     let nodes = ["b1", "b2", "b3"];
     let cluster = ProcessCluster::builder(env!("CARGO_BIN_EXE_understudy"))
         .nodes(&nodes)
@@ -111,4 +115,48 @@ async fn a_node_drives_closed_loops_against_the_baseline_and_a_unit_and_says_wha
         bad.await,
         Err(ProbeError::Bench(BenchError::BadStimulus { .. }))
     ));
+}
+
+/// Two takeover trials (`kill -9` of kv's primary's node, then a restart) in a synchronous
+/// cluster, as `understudy bench` runs them: each valid, no request failed or lost, the cluster
+/// whole again after each. No timing is asserted beyond a takeover having happened.
+#[tokio::test(flavor = "multi_thread")]
+async fn takeover_trials_kill_the_primarys_node_and_measure_the_first_answer_at_a_newer_epoch() {
+    let _turn = SERIAL.lock().await;
+    let dir = std::env::temp_dir().join(format!("understudy-bench-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let units = dir.join("units.toml");
+    std::fs::write(
+        &units,
+        "[[units]]\nname = \"kv\"\nkind = \"kv\"\nstrategy = \"synchronous\"\nt_max_ms = 2000\n",
+    )
+    .expect("the units file");
+    let mut cluster = ProcessCluster::builder(env!("CARGO_BIN_EXE_understudy"))
+        .nodes(&["t1", "t2", "t3"])
+        .cookie("bench-takeover-test")
+        .config(&units)
+        .start()
+        .expect("three nodes start");
+    let probe = cluster
+        .ready(Duration::from_secs(30))
+        .await
+        .expect("the cluster forms");
+    let run = understudy::bench::takeover::run(&mut cluster, &probe, 2).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(run.stopped.is_none(), "{run:#?}");
+    assert!(run.trials.len() >= 2, "{run:#?}");
+    for t in &run.trials {
+        assert!(t.invalid.is_none(), "{t:#?}");
+        assert_eq!((t.failed, t.lost), (0, 0), "{t:#?}");
+        assert!(t.takeover_ms.is_some() && t.epoch_after > Some(t.epoch_before));
+        assert_ne!(t.killed, t.driver);
+        assert!(t.counters_moved >= Some(t.answered));
+    }
+    assert_eq!(
+        run.times(understudy::bench::takeover::Fault::Crash).len()
+            + run
+                .times(understudy::bench::takeover::Fault::CrashManager)
+                .len(),
+        run.trials.len()
+    );
 }

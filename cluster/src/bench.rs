@@ -309,6 +309,16 @@ pub trait UnitBench: Send + Sync + std::fmt::Debug {
         plan: BenchPlan,
         context: &BenchContext,
     ) -> BenchFuture;
+
+    /// Drive unit `unit` with `stimulus` under `plan`, recording who answered each request
+    /// (a closed loop, as [`WireAsk::BenchServed`](crate::wire::WireAsk::BenchServed) says).
+    fn drive_served(
+        &self,
+        unit: UnitName,
+        stimulus: &str,
+        plan: ServedPlan,
+        context: &BenchContext,
+    ) -> ServedFuture;
 }
 
 /// The units a node can bench, by name.
@@ -328,15 +338,17 @@ impl<U: Unit> TypedBench<U> {
     }
 }
 
-impl<U: Unit> UnitBench for TypedBench<U> {
-    fn drive(
+impl<U: Unit> TypedBench<U> {
+    /// One stimulus per worker, parsed from `stimulus`, and a typed client of this node.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
         &self,
-        unit: UnitName,
+        unit: &UnitName,
         stimulus: &str,
-        plan: BenchPlan,
+        in_flight: u32,
         context: &BenchContext,
-    ) -> BenchFuture {
-        let stimuli: Result<Vec<U::Stimulus>, BenchError> = (0..plan.in_flight)
+    ) -> (Result<Vec<U::Stimulus>, BenchError>, UnitClient<U>) {
+        let stimuli = (0..in_flight)
             .map(|worker| {
                 let json = stimulus.replace("{worker}", &worker.to_string());
                 serde_json::from_str(&json).map_err(|e| BenchError::BadStimulus {
@@ -352,6 +364,19 @@ impl<U: Unit> UnitBench for TypedBench<U> {
             context.directory.clone(),
         )
         .with_budgets(context.budgets.clone());
+        (stimuli, client)
+    }
+}
+
+impl<U: Unit> UnitBench for TypedBench<U> {
+    fn drive(
+        &self,
+        unit: UnitName,
+        stimulus: &str,
+        plan: BenchPlan,
+        context: &BenchContext,
+    ) -> BenchFuture {
+        let (stimuli, client) = self.prepare(&unit, stimulus, plan.in_flight, context);
         Box::pin(async move {
             let stimuli = stimuli?;
             let target = format!("unit {unit}");
@@ -364,6 +389,35 @@ impl<U: Unit> UnitBench for TypedBench<U> {
                     async move {
                         match client.call_within(stimulus, t_max).await {
                             Ok(_) => Ok(()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                }
+            })
+            .await
+        })
+    }
+
+    fn drive_served(
+        &self,
+        unit: UnitName,
+        stimulus: &str,
+        plan: ServedPlan,
+        context: &BenchContext,
+    ) -> ServedFuture {
+        let (stimuli, client) = self.prepare(&unit, stimulus, plan.in_flight, context);
+        Box::pin(async move {
+            let stimuli = stimuli?;
+            let target = format!("unit {unit}");
+            served_loop(plan, &target, |worker| {
+                let client = client.clone();
+                let stimulus = stimuli[worker].clone();
+                let t_max = client.budget(&stimulus).t_max();
+                move || {
+                    let (client, stimulus) = (client.clone(), stimulus.clone());
+                    async move {
+                        match client.call_served(stimulus, t_max).await {
+                            Ok(served) => Ok((served.served_by.epoch.0, served.served_by.at_us)),
                             Err(e) => Err(e.to_string()),
                         }
                     }
@@ -499,6 +553,204 @@ fn nearest_rank(sorted: &[u64], q: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Runs a served load on this node against unit `unit`: a closed loop that records who
+/// answered each request (see [`WireAsk::BenchServed`](crate::wire::WireAsk::BenchServed)).
+pub async fn run_served(
+    unit: UnitName,
+    stimulus: String,
+    plan: ServedPlan,
+    units: &BenchUnits,
+    context: &BenchContext,
+) -> Result<ServedLoad, BenchError> {
+    let bench = units
+        .get(&unit)
+        .ok_or_else(|| BenchError::UnknownUnit { unit: unit.clone() })?;
+    bench.drive_served(unit, &stimulus, plan, context).await
+}
+
+/// How a served load runs: `in_flight` workers, until `limit` has passed, or until `after_newer`
+/// after the first answer at an epoch newer than the first call's, whichever comes first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServedPlan {
+    /// Concurrent workers, each with one request in flight.
+    pub in_flight: u32,
+    /// No request is sent after this much time.
+    pub limit: Duration,
+    /// No request is sent once this much time has passed since the first answer at a newer
+    /// epoch than the first call's.
+    pub after_newer: Duration,
+}
+
+impl ServedPlan {
+    /// A plan, or why it cannot run: 1 to [`MAX_IN_FLIGHT`] workers, a limit above zero and at
+    /// most [`MAX_BENCH`].
+    pub fn new(in_flight: u32, limit: Duration, after_newer: Duration) -> Result<Self, BenchError> {
+        let bad = |reason: String| Err(BenchError::BadPlan { reason });
+        if in_flight == 0 || in_flight > MAX_IN_FLIGHT {
+            return bad(format!(
+                "in_flight {in_flight}: use 1 to {MAX_IN_FLIGHT} workers"
+            ));
+        }
+        if limit.is_zero() || limit > MAX_BENCH {
+            return bad(format!(
+                "limit {limit:?}: use above zero, up to {MAX_BENCH:?}"
+            ));
+        }
+        Ok(ServedPlan {
+            in_flight,
+            limit,
+            after_newer,
+        })
+    }
+}
+
+/// One answered request of a served load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedAnswer {
+    /// When it was sent: µs since the Unix epoch, by the driving node's wall clock.
+    pub sent_us: u64,
+    /// When the copy answered it: µs since the Unix epoch, by the answering node's wall clock
+    /// (`ServedBy::at_us`).
+    pub at_us: u64,
+    /// The epoch it was answered at.
+    pub epoch: u64,
+}
+
+/// What a served load saw: every request sent, every answer with who-answered-when, and the
+/// failures. A closed loop waits for each request's outcome, so `sent` is `answers.len()` plus
+/// `errors` unless a worker was lost (`lost()`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedLoad {
+    /// The epoch of the call made before the workers started.
+    pub first_epoch: u64,
+    /// Requests the workers sent.
+    pub sent: u64,
+    /// Their answers, by `at_us`.
+    pub answers: Vec<ServedAnswer>,
+    /// Requests that failed.
+    pub errors: u64,
+    /// What the first of them said.
+    pub first_error: Option<String>,
+}
+
+impl ServedLoad {
+    /// Requests sent with no outcome at all (neither an answer nor an error).
+    pub fn lost(&self) -> u64 {
+        self.sent
+            .saturating_sub(self.answers.len() as u64 + self.errors)
+    }
+}
+
+/// A boxed future of a served load's outcome.
+pub type ServedFuture = Pin<Box<dyn Future<Output = Result<ServedLoad, BenchError>> + Send>>;
+
+/// µs since the Unix epoch, by this process's wall clock.
+pub fn wall_us() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[derive(Debug, Default)]
+struct ServedTally {
+    sent: u64,
+    answers: Vec<ServedAnswer>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// The served closed loop: one call first (its epoch is the first epoch; nothing runs if it
+/// fails), then `plan.in_flight` workers, each calling again as soon as its previous call has
+/// its outcome, every answer recorded with its epoch and answering time, until the plan stops
+/// it. Each call yields the epoch and `at_us` of its answer.
+pub(crate) async fn served_loop<W, C, Fut>(
+    plan: ServedPlan,
+    target: &str,
+    mut worker: W,
+) -> Result<ServedLoad, BenchError>
+where
+    W: FnMut(usize) -> C,
+    C: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(u64, u64), String>> + Send + 'static,
+{
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let mut first = worker(0);
+    let first_sent_us = wall_us();
+    let (first_epoch, first_at_us) =
+        first()
+            .await
+            .map_err(|reason| BenchError::FirstCallFailed {
+                target: target.to_string(),
+                reason,
+            })?;
+    let start = Instant::now();
+    let until = start + plan.limit;
+    // µs after `start` of the first answer at a newer epoch (u64::MAX: none yet).
+    let newer_at = Arc::new(AtomicU64::new(u64::MAX));
+    let after_newer = u64::try_from(plan.after_newer.as_micros()).unwrap_or(u64::MAX);
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..plan.in_flight as usize {
+        let mut call = worker(w);
+        let newer_at = newer_at.clone();
+        tasks.spawn(async move {
+            let mut tally = ServedTally::default();
+            loop {
+                let now = Instant::now();
+                let since = u64::try_from((now - start).as_micros()).unwrap_or(u64::MAX);
+                let newer = newer_at.load(Ordering::SeqCst);
+                if now >= until || (newer != u64::MAX && since >= newer.saturating_add(after_newer))
+                {
+                    return tally;
+                }
+                let sent_us = wall_us();
+                tally.sent += 1;
+                match call().await {
+                    Ok((epoch, at_us)) => {
+                        tally.answers.push(ServedAnswer {
+                            sent_us,
+                            at_us,
+                            epoch,
+                        });
+                        if epoch > first_epoch {
+                            let at = u64::try_from(start.elapsed().as_micros()).unwrap_or(0);
+                            newer_at.fetch_min(at, Ordering::SeqCst);
+                        }
+                    }
+                    Err(e) => {
+                        tally.errors += 1;
+                        tally.first_error.get_or_insert(e);
+                    }
+                }
+            }
+        });
+    }
+    // The first call is one of the load's requests too.
+    let mut load = ServedLoad {
+        first_epoch,
+        sent: 1,
+        answers: vec![ServedAnswer {
+            sent_us: first_sent_us,
+            at_us: first_at_us,
+            epoch: first_epoch,
+        }],
+        ..ServedLoad::default()
+    };
+    while let Some(joined) = tasks.join_next().await {
+        let tally = joined.map_err(|e| BenchError::Worker {
+            reason: e.to_string(),
+        })?;
+        load.sent += tally.sent;
+        load.answers.extend(tally.answers);
+        load.errors += tally.errors;
+        if load.first_error.is_none() {
+            load.first_error = tally.first_error;
+        }
+    }
+    load.answers.sort_by_key(|a| a.at_us);
+    Ok(load)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,5 +840,33 @@ mod tests {
         assert_eq!(stats.ops, 0);
         assert!(stats.errors > 0);
         assert_eq!(stats.first_error.as_deref(), Some("refused"));
+    }
+
+    #[tokio::test]
+    async fn the_served_loop_records_epochs_and_stops_after_a_newer_epoch() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let plan =
+            ServedPlan::new(3, Duration::from_secs(10), Duration::from_millis(20)).expect("a plan");
+        let load = served_loop(plan, "a test", |_| {
+            let calls = calls.clone();
+            move || {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    tokio::time::sleep(Duration::from_millis(1)).await; // the call's own work
+                                                                        // Epoch 1 for the first 30 calls, then epoch 2.
+                    Ok((if n < 30 { 1 } else { 2 }, wall_us()))
+                }
+            }
+        })
+        .await
+        .expect("the loop runs");
+        assert_eq!(load.first_epoch, 1);
+        assert_eq!(load.errors, 0);
+        assert_eq!(load.lost(), 0);
+        assert_eq!(load.sent, load.answers.len() as u64);
+        assert!(load.answers.iter().any(|a| a.epoch == 2), "{load:?}");
+        assert!(load.answers.windows(2).all(|w| w[0].at_us <= w[1].at_us));
+        assert!(ServedPlan::new(0, Duration::from_secs(1), Duration::ZERO).is_err());
+        assert!(ServedPlan::new(1, Duration::ZERO, Duration::ZERO).is_err());
     }
 }

@@ -3,7 +3,7 @@
 //! status or to call a unit. The `understudy status|call|load` commands and the multi-process
 //! tests are built on it.
 
-use crate::bench::{BenchError, BenchPlan, BenchStats, BenchTarget};
+use crate::bench::{BenchError, BenchPlan, BenchStats, BenchTarget, ServedLoad, ServedPlan};
 use crate::wire::{node_of_group, NodeStatus, WireAnswer, WireAsk, WireMsg, WireRequest};
 use ractor::{Actor, ActorRef};
 use ractor_cluster::{NodeServer, NodeServerMessage};
@@ -263,6 +263,34 @@ impl Probe {
         let wait = plan.warmup + plan.duration + Duration::from_secs(30);
         match self.ask(node, &ask, wait).await? {
             WireAnswer::Bench(r) => Ok(r?),
+            other => Err(ProbeError::NoAnswer {
+                node: node.clone(),
+                reason: format!("unexpected answer {other:?}"),
+            }),
+        }
+    }
+
+    /// Drive a served load of `unit` from `node` (see [`WireAsk::BenchServed`]) and wait until
+    /// every request it sent has its outcome.
+    pub async fn bench_served(
+        &self,
+        node: &NodeName,
+        unit: &UnitName,
+        stimulus: &str,
+        plan: ServedPlan,
+    ) -> Result<ServedLoad, ProbeError> {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let ask = WireAsk::BenchServed {
+            unit: unit.clone(),
+            stimulus: stimulus.to_string(),
+            in_flight: plan.in_flight,
+            limit_ms: millis(plan.limit),
+            after_newer_ms: millis(plan.after_newer),
+        };
+        // The load, and its last calls' budgets.
+        let wait = plan.limit + plan.after_newer + Duration::from_secs(30);
+        match self.ask(node, &ask, wait).await? {
+            WireAnswer::BenchServed(r) => Ok(r?),
             other => Err(ProbeError::NoAnswer {
                 node: node.clone(),
                 reason: format!("unexpected answer {other:?}"),

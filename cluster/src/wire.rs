@@ -14,7 +14,9 @@
 //!                            ◄──answer bytes─────
 //! ```
 
-use crate::bench::{BenchContext, BenchPlan, BenchStats, BenchTarget, BenchUnits};
+use crate::bench::{
+    BenchContext, BenchPlan, BenchStats, BenchTarget, BenchUnits, ServedLoad, ServedPlan,
+};
 use crate::control::{ControlHandle, ControlMsg, ControlView};
 use crate::raft::{MemberId, RaftTransport, TransportError};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -205,6 +207,24 @@ pub enum WireAsk {
         /// How long the load runs before it is counted.
         warmup_ms: u64,
     },
+    /// Drive a closed-loop load of `unit` from this node (`in_flight` workers) and record, per
+    /// answer, when it was sent, the epoch it was answered at and the answering node's time
+    /// (`ServedBy::at_us`): what `understudy bench` measures a takeover with. No request is
+    /// sent after `limit_ms`, nor once `after_newer_ms` have passed since the first answer at
+    /// a newer epoch than the first call's. Answered with [`WireAnswer::BenchServed`] when
+    /// every request sent has its outcome.
+    BenchServed {
+        /// The unit.
+        unit: UnitName,
+        /// The stimulus, as JSON (`{worker}` replaced by the worker's number).
+        stimulus: String,
+        /// Concurrent workers.
+        in_flight: u32,
+        /// The longest the load sends requests.
+        limit_ms: u64,
+        /// How long it goes on after the first answer at a newer epoch.
+        after_newer_ms: u64,
+    },
 }
 
 /// What a node says of itself.
@@ -249,6 +269,8 @@ pub enum WireAnswer {
     Raft(Vec<u8>),
     /// What a bench measured, or why it measured nothing.
     Bench(Result<BenchStats, crate::bench::BenchError>),
+    /// What a served load saw, or why it ran no load.
+    BenchServed(Result<ServedLoad, crate::bench::BenchError>),
 }
 
 /// Where a node's endpoint hands what arrives.
@@ -471,6 +493,36 @@ impl EndpointState {
                         Err(e) => Err(e),
                     };
                     reply.answer(&WireAnswer::Bench(stats));
+                });
+            }
+            Ok(WireAsk::BenchServed {
+                unit,
+                stimulus,
+                in_flight,
+                limit_ms,
+                after_newer_ms,
+            }) => {
+                let plan = ServedPlan::new(
+                    in_flight,
+                    Duration::from_millis(limit_ms),
+                    Duration::from_millis(after_newer_ms),
+                );
+                let benches = state.args.benches.clone();
+                let context = BenchContext {
+                    registry: state.args.registry.clone(),
+                    directory: state.args.directory.clone(),
+                    budgets: state.args.budgets.clone(),
+                };
+                tracing::info!(node = %state.args.node, %unit, in_flight, limit_ms, after_newer_ms, "served bench");
+                // Off the endpoint's loop, as a bench.
+                tokio::spawn(async move {
+                    let load = match plan {
+                        Ok(plan) => {
+                            crate::bench::run_served(unit, stimulus, plan, &benches, &context).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    reply.answer(&WireAnswer::BenchServed(load));
                 });
             }
             Err(e) => {

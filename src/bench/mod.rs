@@ -17,9 +17,14 @@
 //!                                                └─incr──► BenchCounter on node P (baseline)
 //! ```
 //!
-//! Takeover times and scale are not measured in this build: their fields are `null` in the
-//! JSON object and the table says so. Every child process is stopped on exit, on an error and
-//! on Ctrl-C.
+//! In the synchronous cluster, once its throughput is measured, it measures takeover after
+//! `kill -9` of `kv`'s primary's node over [`BenchOptions::takeover_trials`] trials
+//! ([`takeover`]): from the kill to the first answer at a newer epoch, as the driving node's
+//! load sees it. Takeover after a hang or a panic, and scale, are not measured in this build:
+//! their fields are `null` in the JSON object and the table says so. Every child process is
+//! stopped on exit, on an error and on Ctrl-C.
+
+pub mod takeover;
 
 use crate::testkit::{wait_for_unit, ProcessCluster};
 use serde::Serialize;
@@ -43,9 +48,7 @@ const T_MAX_MS: u64 = 2000;
 const INCR: &str = r#"{"Incr":{"key":"bench-{worker}","by":1}}"#;
 
 /// The JSON fields of what this build does not measure yet (always `null`).
-pub const NOT_MEASURED: [&str; 7] = [
-    "takeover_crash_ms",
-    "takeover_crash_manager_ms",
+pub const NOT_MEASURED: [&str; 5] = [
     "takeover_hang_ms",
     "takeover_panic_ms",
     "scale_cold_start_ms",
@@ -73,6 +76,21 @@ impl BenchOptions {
             (Duration::from_secs(1), Duration::from_secs(5))
         }
     }
+
+    /// Takeover trials of a crash (of a node not running the group manager) to run.
+    pub fn takeover_trials(&self) -> usize {
+        if self.quick {
+            5
+        } else {
+            100
+        }
+    }
+}
+
+/// µs since the Unix epoch, by this machine's wall clock (the clock the nodes stamp answers
+/// with).
+pub(crate) fn wall_us_now() -> u64 {
+    understudy_cluster::bench::wall_us()
 }
 
 /// A replication strategy, as the bench runs `kv` with it.
@@ -228,6 +246,8 @@ pub struct BenchReport {
     pub machine: Machine,
     /// One per strategy.
     pub runs: Vec<ClusterRun>,
+    /// The takeover trials (in the synchronous cluster), if they ran.
+    pub takeover: Option<takeover::TakeoverRun>,
     /// How long the whole bench took.
     pub took_s: f64,
 }
@@ -270,11 +290,14 @@ async fn run_inner(opts: &BenchOptions) -> Result<BenchReport, BenchCommandError
     let (warmup, measure) = opts.timing();
     let dir = std::env::temp_dir().join(format!("understudy-bench-{}", std::process::id()));
     let mut runs = Vec::new();
+    let mut takeover = None;
     for strategy in Strategy::ALL {
         let units = units_file(&dir, strategy)?;
         let run = run_cluster(opts, strategy, &units, warmup, measure).await;
         let _ = std::fs::remove_file(&units);
-        runs.push(run?);
+        let (run, trials) = run?;
+        runs.push(run);
+        takeover = takeover.or(trials);
     }
     let _ = std::fs::remove_dir(&dir);
     let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -284,6 +307,7 @@ async fn run_inner(opts: &BenchOptions) -> Result<BenchReport, BenchCommandError
         measure_ms: millis(measure),
         machine: Machine::this(),
         runs,
+        takeover,
         took_s: started.elapsed().as_secs_f64(),
     })
 }
@@ -305,19 +329,20 @@ fn units_file(dir: &Path, strategy: Strategy) -> Result<PathBuf, BenchCommandErr
 }
 
 /// One cluster: start it, find `kv`'s copies, measure baseline and unit at each in-flight
-/// count from the node that holds neither copy, stop it (dropping the cluster kills its nodes).
+/// count from the node that holds neither copy, then (synchronous only) the takeover trials,
+/// and stop it (dropping the cluster kills its nodes).
 async fn run_cluster(
     opts: &BenchOptions,
     strategy: Strategy,
     units: &Path,
     warmup: Duration,
     measure: Duration,
-) -> Result<ClusterRun, BenchCommandError> {
+) -> Result<(ClusterRun, Option<takeover::TakeoverRun>), BenchCommandError> {
     let failed = |reason: String| BenchCommandError::Cluster {
         strategy: strategy.toml(),
         reason,
     };
-    let cluster = ProcessCluster::builder(&opts.binary)
+    let mut cluster = ProcessCluster::builder(&opts.binary)
         .nodes(&NODES)
         .cookie(&format!("bench-{}", std::process::id()))
         .config(units)
@@ -388,9 +413,19 @@ async fn run_cluster(
     let epoch_after = wait_for_unit(&probe, &observer, "kv", 0, Duration::from_secs(5))
         .await
         .map(|u| u.epoch.0);
+    let trials = if strategy == Strategy::Synchronous {
+        let wanted = opts.takeover_trials();
+        eprintln!(
+            "bench: takeover: {wanted} trials of kill -9 of kv's primary's node, {} in flight",
+            takeover::IN_FLIGHT
+        );
+        Some(takeover::run(&mut cluster, &probe, wanted).await)
+    } else {
+        None
+    };
     drop(probe);
     drop(cluster);
-    Ok(ClusterRun {
+    let run = ClusterRun {
         strategy,
         driver,
         primary,
@@ -398,7 +433,8 @@ async fn run_cluster(
         epoch_before: kv.epoch.0,
         epoch_after,
         measurements,
-    })
+    };
+    Ok((run, trials))
 }
 
 /// The node the load runs in: one that holds neither of `kv`'s copies (with three nodes and one
@@ -473,12 +509,19 @@ fn num(value: Option<f64>, places: i32) -> Value {
 }
 
 impl BenchReport {
-    /// Whether every measurement measured something.
+    /// Whether every measurement measured something, and the takeover trials ran with at least
+    /// one valid trial of a crash.
     pub fn complete(&self) -> bool {
-        self.runs
+        let measured = self
+            .runs
             .iter()
             .flat_map(|r| &r.measurements)
-            .all(|m| m.stats.is_some())
+            .all(|m| m.stats.is_some());
+        let takeover = self
+            .takeover
+            .as_ref()
+            .is_some_and(|t| !t.times(takeover::Fault::Crash).is_empty());
+        measured && takeover
     }
 
     /// The baseline's `pick` at `in_flight`: the median over the clusters.
@@ -537,6 +580,25 @@ impl BenchReport {
                 );
             }
         }
+        for (fault, key) in [
+            (takeover::Fault::Crash, "takeover_crash"),
+            (takeover::Fault::CrashManager, "takeover_crash_manager"),
+        ] {
+            let t = self.takeover.as_ref();
+            let q = t.and_then(|t| t.quantiles(fault));
+            let ms = q.map_or(Value::Null, |q| {
+                serde_json::json!({"p50": num(Some(q.p50), 3), "p99": num(Some(q.p99), 3), "max": num(Some(q.max), 3)})
+            });
+            o.insert(format!("{key}_ms"), ms);
+            o.insert(
+                format!("{key}_trials"),
+                t.map_or(0, |t| t.times(fault).len()).into(),
+            );
+            o.insert(
+                format!("{key}_invalid"),
+                t.map_or(0, |t| t.invalid(fault)).into(),
+            );
+        }
         for field in NOT_MEASURED {
             o.insert(field.to_string(), Value::Null);
         }
@@ -550,6 +612,10 @@ impl BenchReport {
         o.insert(
             "runs".into(),
             serde_json::to_value(&self.runs).unwrap_or(Value::Null),
+        );
+        o.insert(
+            "takeover".into(),
+            serde_json::to_value(&self.takeover).unwrap_or(Value::Null),
         );
         o.insert("took_s".into(), num(Some(self.took_s), 1));
         Value::Object(o)
@@ -623,9 +689,75 @@ impl BenchReport {
                 );
             }
         }
-        println!("  takeover (crash, crash of the manager's node, hang, panic): not measured in this build");
-        println!("  scale (cold start, memory per unit pair, node loss):        not measured in this build");
+        self.print_takeover();
+        println!("  takeover (hang, panic): not measured in this build");
+        println!(
+            "  scale (cold start, memory per unit pair, node loss): not measured in this build"
+        );
         println!("  took {:.1} s", self.took_s);
+    }
+}
+
+impl BenchReport {
+    /// The takeover part of the table.
+    fn print_takeover(&self) {
+        use takeover::Fault;
+        let Some(t) = &self.takeover else {
+            println!("  takeover (crash): did not run");
+            return;
+        };
+        println!(
+            "  takeover: kill -9 of kv's primary's node (synchronous), {} in flight from the node holding neither copy; from the kill to the first answer at a newer epoch",
+            t.in_flight
+        );
+        println!(
+            "  {:<26} {:>7} {:>8} {:>9} {:>9} {:>9} {:>12}",
+            "fault", "trials", "invalid", "p50 ms", "p99 ms", "max ms", "drained p99"
+        );
+        for (fault, name) in [
+            (Fault::Crash, "crash"),
+            (Fault::CrashManager, "crash of the manager's node"),
+        ] {
+            let valid = t.times(fault).len();
+            let drained = takeover::Quantiles::of(
+                t.of(fault)
+                    .filter(|x| x.invalid.is_none())
+                    .filter_map(|x| x.drained_ms)
+                    .collect(),
+            );
+            match t.quantiles(fault) {
+                Some(q) => println!(
+                    "  {name:<26} {valid:>7} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>12}",
+                    t.invalid(fault),
+                    q.p50,
+                    q.p99,
+                    q.max,
+                    drained.map_or("-".into(), |d| format!("{:.2}", d.p99))
+                ),
+                None => println!(
+                    "  {name:<26} {valid:>7} {:>8}   no valid trial{}",
+                    t.invalid(fault),
+                    if fault == Fault::CrashManager {
+                        " (no trial's killed node ran the group manager; the seed, never killed, may hold it)"
+                    } else {
+                        ""
+                    }
+                ),
+            }
+        }
+        for (i, x) in t.trials.iter().enumerate() {
+            if let Some(why) = &x.invalid {
+                println!(
+                    "  trial {:>3} ({:?}, killed {}) invalid: {why}",
+                    i + 1,
+                    x.fault,
+                    x.killed
+                );
+            }
+        }
+        if let Some(why) = &t.stopped {
+            println!("  the takeover trials stopped early: {why}");
+        }
     }
 }
 
@@ -679,6 +811,7 @@ mod tests {
                 run(Strategy::Trailing, 2000, 1800),
                 run(Strategy::Inflight, 3000, 600),
             ],
+            takeover: None,
             took_s: 1.0,
         };
         let json = report.json();
@@ -700,6 +833,8 @@ mod tests {
             "sync_p99_us_64",
             "quick",
             "machine",
+            "takeover_crash_ms",
+            "takeover_crash_manager_ms",
         ]
         .into_iter()
         .chain(NOT_MEASURED)
