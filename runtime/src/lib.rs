@@ -62,7 +62,7 @@ pub use ids::{BatchSeq, ClientId, CopyId, Epoch, NodeName, Seq, StimulusId, Unit
 pub use liveness::{HeartbeatConfig, Liveness};
 pub use message::{Directive, Entry, PeerMsg, Refusal, Report};
 pub use replay::{Kept, ReplayBook, Round};
-pub use replication::{Decision, Durability, Flush, Replicator, Strategy};
+pub use replication::{Durability, Flush, Replicator, Strategy};
 pub use table::{ControlEntry, ControlInput, GroupTable, ManagerSession};
 pub use time::Time;
 pub use unit::{Budget, DependencyChange, Handled, Reconcile, Step, Unit};

@@ -78,15 +78,6 @@ pub struct Batch<U: Unit> {
     pub entries: Vec<Entry<U>>,
 }
 
-/// What to do with a handled stimulus's answer.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Decision {
-    /// Answer now: nothing it depends on is unacknowledged.
-    Reply,
-    /// Hold the answer until the standby acknowledged this batch.
-    HoldUntilAck(BatchSeq),
-}
-
 /// The primary's side of replication.
 #[derive(Debug)]
 pub struct Replicator<U: Unit, W> {
@@ -178,33 +169,6 @@ impl<U: Unit, W> Replicator<U, W> {
     /// Whether anything is unacknowledged (open or in flight).
     pub fn pending(&self) -> bool {
         !self.open.is_empty() || self.sealed > self.acked
-    }
-
-    /// Offer a handled stimulus: its entry (`None` for a read) and the answer to hold.
-    /// Synchronous: a read with nothing pending is answered at once; anything else waits for
-    /// the batch that holds it (a read waits for the newest pending batch, so it never reveals
-    /// a state the standby does not have). Trailing: every answer leaves at once.
-    pub fn offer(&mut self, entry: Option<Entry<U>>, waiter: W) -> (Decision, Option<W>) {
-        if let Strategy::Trailing(_) = self.strategy {
-            self.open.extend(entry);
-            return (Decision::Reply, Some(waiter));
-        }
-        match entry {
-            None if !self.pending() => (Decision::Reply, Some(waiter)),
-            None if self.open.is_empty() => {
-                let seq = self.sealed;
-                self.waiters.entry(seq).or_default().push(waiter);
-                (Decision::HoldUntilAck(seq), None)
-            }
-            entry => {
-                if let Some(e) = entry {
-                    self.open.push(e);
-                }
-                let seq = self.sealed.next();
-                self.waiters.entry(seq).or_default().push(waiter);
-                (Decision::HoldUntilAck(seq), None)
-            }
-        }
     }
 
     /// Add an entry to the open batch with nobody waiting on it (a change with no caller, or a
