@@ -54,7 +54,8 @@ enum Command {
     },
     /// Measure the key-value unit under each strategy against a plain ractor actor: throughput
     /// and p50/p99 latency at 1 and 64 requests in flight, on three local node processes per
-    /// strategy. (Takeover and scale are not measured in this build.)
+    /// strategy; takeover after a crash, a crash of the manager's node, a hang and a panic;
+    /// and scale (1,000 units on five nodes: cold start, memory per unit pair, node loss).
     Bench {
         /// A short run (1.5 s per measurement, under a minute in all) instead of 5 s each.
         #[arg(long)]
@@ -62,6 +63,12 @@ enum Command {
         /// Also print one JSON object, the last line of output.
         #[arg(long)]
         json: bool,
+        /// Takeover trials per fault (default 100; 5 with --quick).
+        #[arg(long)]
+        trials: Option<usize>,
+        /// Keep the nodes' logs in this directory (one file per node, per strategy).
+        #[arg(long)]
+        logs: Option<std::path::PathBuf>,
     },
     /// Run a unit pair under load inside this one process, kill the primary's node, and print
     /// what happened.
@@ -188,10 +195,17 @@ async fn main() -> std::process::ExitCode {
             })
             .await
         }
-        Command::Bench { quick, json } => {
+        Command::Bench {
+            quick,
+            json,
+            trials,
+            logs,
+        } => {
             bench(understudy::bench::BenchOptions {
                 quick,
                 json,
+                trials,
+                logs,
                 binary: std::env::current_exe().unwrap_or_else(|_| "understudy".into()),
             })
             .await

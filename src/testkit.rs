@@ -293,6 +293,14 @@ impl ProcessCluster {
                     return Some(format!("node {name} does not count {peer} up yet"));
                 }
             }
+            let members: BTreeMap<&str, u64> = statuses
+                .iter()
+                .filter(|(_, n, _)| n.group == node.group)
+                .map(|(peer, _, s)| (peer.as_str(), s.control.member))
+                .collect();
+            if let Some(why) = voters_differ(name, view, &members) {
+                return Some(why);
+            }
             for unit in view.strategies.keys() {
                 let serving = view
                     .units
@@ -325,6 +333,14 @@ impl ProcessCluster {
         self.nodes.keys().cloned().collect()
     }
 
+    /// The OS process id of a node while it runs (`None` once killed, or for no such node).
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.nodes
+            .get(name)
+            .and_then(|n| n.child.as_ref())
+            .map(Child::id)
+    }
+
     /// `127.0.0.1:PORT` of a node.
     pub fn addr(&self, name: &str) -> Result<String, ProcessError> {
         let n = self
@@ -338,6 +354,12 @@ impl ProcessCluster {
     pub fn restart(&mut self, name: &str) -> Result<(), ProcessError> {
         self.kill9(name);
         let seed_port = self.nodes.get(&self.seed).map(|n| n.port);
+        let running_ports: Vec<u16> = self
+            .nodes
+            .iter()
+            .filter(|(n, node)| n.as_str() != name && node.child.is_some())
+            .map(|(_, node)| node.port)
+            .collect();
         let node = self
             .nodes
             .get_mut(name)
@@ -365,6 +387,12 @@ impl ProcessCluster {
             if let Some(p) = seed_port {
                 cmd.args(["--join", &format!("127.0.0.1:{p}")]);
             }
+        } else {
+            // A seed started again joins the running nodes, as an operator would start it: its
+            // groups run, so it founds nothing (see `found_groups`).
+            for p in &running_ports {
+                cmd.args(["--join", &format!("127.0.0.1:{p}")]);
+            }
         }
         if let Some(dir) = &self.logs {
             let _ = std::fs::create_dir_all(dir);
@@ -373,8 +401,10 @@ impl ProcessCluster {
                 .append(true)
                 .open(dir.join(format!("{name}.log")))
             {
-                cmd.stderr(Stdio::from(f))
-                    .env("RUST_LOG", "understudy_cluster=info,understudy_actors=warn");
+                // `UNDERSTUDY_NODE_LOG` (a `RUST_LOG` filter) overrides what the nodes log.
+                let filter = std::env::var("UNDERSTUDY_NODE_LOG")
+                    .unwrap_or_else(|_| "understudy_cluster=info,understudy_actors=warn".into());
+                cmd.stderr(Stdio::from(f)).env("RUST_LOG", filter);
             }
         }
         let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
@@ -429,6 +459,41 @@ impl Drop for ProcessCluster {
             self.kill9(&n);
         }
     }
+}
+
+/// Why node `name`'s view of its group's Raft is not exactly one voter per running node of
+/// the group (`members`: each node's name and current member id), or `None`. Compare ids,
+/// not names: an earlier start of a restarted node that still votes has the node's name.
+/// Until it is removed the group counts a dead voter, and losing one more node (with three)
+/// loses the group's quorum for good.
+pub fn voters_differ(
+    name: &str,
+    view: &understudy_cluster::control::ControlView,
+    members: &BTreeMap<&str, u64>,
+) -> Option<String> {
+    let mut have: Vec<u64> = view.voter_members.clone();
+    have.sort_unstable();
+    let mut want: Vec<u64> = members.values().copied().collect();
+    want.sort_unstable();
+    if have == want {
+        return None;
+    }
+    let stale: Vec<String> = view
+        .voters
+        .iter()
+        .zip(&view.voter_members)
+        .filter(|(_, id)| !want.contains(id))
+        .map(|(n, id)| format!("{n} (member {id})"))
+        .collect();
+    let missing: Vec<&str> = members
+        .iter()
+        .filter(|(_, id)| !have.contains(id))
+        .map(|(n, _)| *n)
+        .collect();
+    Some(format!(
+        "node {name} sees the voters {:?}: not yet one per running node (earlier starts still voting: {stale:?}; running nodes not voting yet: {missing:?})",
+        view.voters.iter().map(|v| v.0.as_str()).collect::<Vec<_>>()
+    ))
 }
 
 /// A port free now, below the kernel's ephemeral range (from 32768), so that no outgoing

@@ -117,11 +117,15 @@ async fn a_node_drives_closed_loops_against_the_baseline_and_a_unit_and_says_wha
     ));
 }
 
-/// Two takeover trials (`kill -9` of kv's primary's node, then a restart) in a synchronous
-/// cluster, as `understudy bench` runs them: each valid, no request failed or lost, the cluster
-/// whole again after each. No timing is asserted beyond a takeover having happened.
+/// Two takeover trials of each fault as `understudy bench` runs them, in a synchronous
+/// cluster: `kill -9` of kv's primary's node, of the node running both kv's primary and the
+/// group manager, `SIGSTOP` of the primary's node, and a panic in the primary's handler. Each
+/// trial valid, no request failed or lost, the cluster whole again after each. No timing is
+/// asserted beyond a takeover having happened.
 #[tokio::test(flavor = "multi_thread")]
-async fn takeover_trials_kill_the_primarys_node_and_measure_the_first_answer_at_a_newer_epoch() {
+async fn takeover_trials_fault_the_primary_four_ways_and_measure_the_first_answer_at_a_newer_epoch()
+{
+    use understudy::bench::takeover::Fault;
     let _turn = SERIAL.lock().await;
     let dir = std::env::temp_dir().join(format!("understudy-bench-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
@@ -144,19 +148,54 @@ async fn takeover_trials_kill_the_primarys_node_and_measure_the_first_answer_at_
     let run = understudy::bench::takeover::run(&mut cluster, &probe, 2).await;
     let _ = std::fs::remove_dir_all(&dir);
     assert!(run.stopped.is_none(), "{run:#?}");
-    assert!(run.trials.len() >= 2, "{run:#?}");
     for t in &run.trials {
         assert!(t.invalid.is_none(), "{t:#?}");
         assert_eq!((t.failed, t.lost), (0, 0), "{t:#?}");
         assert!(t.takeover_ms.is_some() && t.epoch_after > Some(t.epoch_before));
-        assert_ne!(t.killed, t.driver);
+        assert_ne!(t.faulted, t.driver);
         assert!(t.counters_moved >= Some(t.answered));
     }
-    assert_eq!(
-        run.times(understudy::bench::takeover::Fault::Crash).len()
-            + run
-                .times(understudy::bench::takeover::Fault::CrashManager)
-                .len(),
-        run.trials.len()
+    for fault in Fault::ALL {
+        assert!(run.times(fault).len() >= 2, "{fault:?}: {run:#?}");
+    }
+}
+
+/// The scale measurement of `understudy bench` on a small cluster (five nodes, 20 units): the
+/// cold start, the memory per unit pair and the node loss are all measured, and killing the
+/// node with the most primaries lost at least one, each of which serves again elsewhere at a
+/// newer epoch. No timing is asserted.
+#[tokio::test(flavor = "multi_thread")]
+async fn scale_measures_cold_start_memory_per_unit_and_the_loss_of_the_node_with_most_primaries() {
+    let _turn = SERIAL.lock().await;
+    let mut plan = understudy::bench::scale::ScalePlan::new(
+        env!("CARGO_BIN_EXE_understudy"),
+        20,
+        Duration::from_millis(200),
     );
+    plan.cookie = "bench-scale-test".to_string();
+    plan.dir = std::env::temp_dir().join(format!(
+        "understudy-bench-scale-test-{}",
+        std::process::id()
+    ));
+    let run = understudy::bench::scale::run(&plan).await;
+    let _ = std::fs::remove_dir_all(&plan.dir);
+    assert!(run.errors.is_empty(), "{run:#?}");
+    assert!(run.cold_start_ms.is_some_and(|ms| ms > 0.0), "{run:#?}");
+    let (one, all) = (
+        run.rss_one_unit
+            .as_ref()
+            .expect("the one-unit cluster's memory"),
+        run.rss_all_units
+            .as_ref()
+            .expect("the 20-unit cluster's memory"),
+    );
+    assert_eq!((one.by_node.len(), all.by_node.len()), (5, 5));
+    assert!(one.total_kib > 0 && all.total_kib > 0, "{run:#?}");
+    assert!(run.rss_per_unit_kib().is_some(), "{run:#?}");
+    let loss = run.node_loss.as_ref().expect("the node loss is measured");
+    assert!(loss.primaries_lost >= 1, "{loss:#?}");
+    assert_eq!(loss.serving_again, loss.primaries_lost, "{loss:#?}");
+    assert!(loss.serving_ms > 0.0);
+    assert_ne!(loss.killed, loss.observer);
+    assert!(run.complete());
 }

@@ -118,6 +118,7 @@ impl InProcessCluster {
                 incarnation: crate::clock::new_incarnation(),
                 config: self.config.local,
                 budgets: budgets.clone(),
+                routes: crate::local_manager::CopyRoutes::default(),
             },
         )
         .await?;

@@ -166,6 +166,63 @@ pub struct LocalManagerArgs {
     pub config: LocalManagerConfig,
     /// The node's book of time spent against budgets, for its copies.
     pub budgets: crate::budgets::BudgetBook,
+    /// Where the node's endpoint finds the copies the local manager runs, to hand them
+    /// stimuli and peer messages without a hop through the local manager.
+    pub routes: CopyRoutes,
+}
+
+/// The copies a local manager runs, by id, shared with the node's endpoint: a stimulus or a
+/// peer message for a copy goes straight to the copy's mailbox, one actor hop fewer than
+/// through the local manager (which routes them the same way, by the same table). The local
+/// manager adds a copy once it runs and removes it when told to stop it or when it ends.
+#[derive(Clone, Debug, Default)]
+pub struct CopyRoutes {
+    copies: Arc<dashmap::DashMap<CopyId, ActorRef<CopyMsg>>>,
+}
+
+impl CopyRoutes {
+    /// Hands the stimulus to copy `ask.copy`, or answers `NoSuchCopy` if this node does not
+    /// run it.
+    pub fn stimulus(&self, ask: StimulusAsk, reply: RpcReplyPort<StimulusReply>) {
+        let StimulusAsk {
+            unit,
+            copy,
+            id,
+            low_water,
+            body,
+        } = ask;
+        match self.copies.get(&copy) {
+            Some(actor) => {
+                // A copy that is gone returns the message; the reply port inside it is
+                // dropped, which the client reads as a lost copy.
+                let _ = actor.cast(CopyMsg::Stimulus {
+                    id,
+                    low_water,
+                    body,
+                    reply,
+                });
+            }
+            None => {
+                let _ = reply.send(Err(DeliveryError::NoSuchCopy { unit, copy }));
+            }
+        }
+    }
+
+    /// Hands a peer message to copy `to`; dropped (as a lost message) if the node does not
+    /// run it.
+    pub fn peer(&self, to: CopyId, from_node: NodeName, bytes: Vec<u8>) {
+        if let Some(actor) = self.copies.get(&to) {
+            let _ = actor.cast(CopyMsg::Peer { from_node, bytes });
+        }
+    }
+
+    fn insert(&self, copy: CopyId, actor: ActorRef<CopyMsg>) {
+        self.copies.insert(copy, actor);
+    }
+
+    fn remove(&self, copy: &CopyId) {
+        self.copies.remove(copy);
+    }
 }
 
 /// The local manager actor.
@@ -274,6 +331,7 @@ impl Actor for LocalManager {
                 match spec.kind.spawn(args, myself.get_cell()).await {
                     Ok(actor) => {
                         state.by_actor.insert(actor.get_id(), copy);
+                        state.args.routes.insert(copy, actor.clone());
                         state.copies.insert(
                             copy,
                             Running {
@@ -291,6 +349,7 @@ impl Actor for LocalManager {
                 }
             }
             LocalManagerMsg::Cast(NodeCast::StopCopy { copy, .. }) => {
+                state.args.routes.remove(&copy);
                 if let Some(r) = state.copies.remove(&copy) {
                     state.by_actor.remove(&r.actor.get_id());
                     state
@@ -332,37 +391,8 @@ impl Actor for LocalManager {
                 from_node,
                 bytes,
                 ..
-            }) => {
-                if let Some(r) = state.copies.get(&to) {
-                    let _ = r.actor.cast(CopyMsg::Peer { from_node, bytes });
-                }
-            }
-            LocalManagerMsg::Stimulus(
-                StimulusAsk {
-                    unit,
-                    copy,
-                    id,
-                    low_water,
-                    body,
-                },
-                reply,
-            ) => match state.copies.get(&copy) {
-                Some(r) => {
-                    if let Err(e) = r.actor.cast(CopyMsg::Stimulus {
-                        id,
-                        low_water,
-                        body,
-                        reply,
-                    }) {
-                        // The copy is gone; its mailbox returned the message and the reply
-                        // port inside it is dropped, which the client reads as a lost copy.
-                        drop(e);
-                    }
-                }
-                None => {
-                    let _ = reply.send(Err(DeliveryError::NoSuchCopy { unit, copy }));
-                }
-            },
+            }) => state.args.routes.peer(to, from_node, bytes),
+            LocalManagerMsg::Stimulus(ask, reply) => state.args.routes.stimulus(ask, reply),
             LocalManagerMsg::Tick => {
                 state.heartbeat += 1;
                 let seq = state.heartbeat;
@@ -370,6 +400,7 @@ impl Actor for LocalManager {
                     let _ = r.actor.cast(CopyMsg::Heartbeat { seq });
                 }
                 for copy in state.liveness.expire(now) {
+                    state.args.routes.remove(&copy);
                     if let Some(r) = state.copies.remove(&copy) {
                         tracing::warn!(node = %state.args.node, unit = %r.unit, %copy, "copy missed its heartbeats; stopping it");
                         state.by_actor.remove(&r.actor.get_id());
@@ -415,6 +446,7 @@ impl Actor for LocalManager {
         };
         state.lingering.remove(&cell.get_id());
         if let Some(copy) = state.by_actor.remove(&cell.get_id()) {
+            state.args.routes.remove(&copy);
             if let Some(r) = state.copies.remove(&copy) {
                 tracing::warn!(node = %state.args.node, unit = %r.unit, %copy, %why, "copy ended");
                 state.liveness.forget(&copy);

@@ -98,7 +98,9 @@ impl Applier for TableApplier {
             }
             Ok(entry) => {
                 let mut table = lock(&self.table);
+                tracing::trace!(index, ?entry, "applying a control entry");
                 let commands = table.apply(entry);
+                tracing::trace!(index, ?commands, "the entry's commands");
                 for update in commands.iter().filter_map(name_update) {
                     self.registry.apply(update);
                 }
@@ -158,6 +160,10 @@ pub enum ControlMsg {
     Proposed(Result<(), String>),
     /// A membership change ended.
     MembershipChanged(Result<(), String>),
+    /// Node `node`'s process ended: its session closed and its port refuses connections
+    /// ([`crate::departure`]). The manager counts it down at once; if it led the group's
+    /// Raft, the members that saw it go campaign at once.
+    PeerGone(NodeName),
 }
 
 impl ractor::Message for ControlMsg {}
@@ -181,6 +187,10 @@ pub struct ControlView {
     /// The group's voters (node names), by this node's latest membership; empty before the
     /// node joined a group.
     pub voters: Vec<NodeName>,
+    /// The voters' Raft member ids (their nodes' incarnations), in the order of `voters`: an
+    /// earlier start of a node that is still a voter shows here as an id no running node has.
+    #[serde(default)]
+    pub voter_members: Vec<u64>,
     /// The nodes the group's table counts as up (alive, by the manager's heartbeats).
     pub nodes_up: Vec<NodeName>,
     /// Every unit by this node's copy of the committed table.
@@ -249,6 +259,10 @@ pub struct ControlState {
     confirming: bool,
     in_flight: bool,
     last_proposed: Time,
+    /// Nodes whose process ended lately, with the incarnation the table recorded for each
+    /// then: a manager that takes over soon after (it may be taking over from one of them)
+    /// counts them down at once too.
+    departed: BTreeMap<NodeName, (u64, Time)>,
     _ticker: Ticker,
     _watch: tokio::task::JoinHandle<()>,
 }
@@ -263,6 +277,14 @@ impl Drop for ControlState {
 const IDLE_ENTRY: Duration = Duration::from_millis(20);
 /// How often the leader compares Raft membership with the nodes it hears.
 const MEMBERSHIP_CHECK: Duration = Duration::from_millis(200);
+/// How long a node's departure is remembered for a manager that takes over.
+const REMEMBER_DEPARTED: Duration = Duration::from_secs(5);
+/// While the group has no leader after its leader's process ended, how often the member next
+/// in line starts another election (one that a member still inside the gone leader's lease
+/// refused), and how many times.
+const CAMPAIGN_AGAIN: Duration = Duration::from_millis(5);
+const CAMPAIGNS: u32 = 20;
+
 /// How often the leader looks for nodes of other groups to follow its table as learners.
 const LEARNER_CHECK: Duration = Duration::from_secs(1);
 
@@ -295,6 +317,7 @@ impl Actor for ControlPlane {
             confirming: false,
             in_flight: false,
             last_proposed: Time::ZERO,
+            departed: BTreeMap::new(),
             _ticker: ticker,
             _watch: watch,
         })
@@ -351,6 +374,7 @@ impl Actor for ControlPlane {
                     tracing::warn!(node = %state.args.node, error = %e, "a control entry did not commit; its inputs are lost (their senders repeat what matters)");
                 }
             }
+            ControlMsg::PeerGone(node) => state.peer_gone(now, node),
             ControlMsg::MembershipChanged(result) => {
                 if let Some(l) = state.leading.as_mut() {
                     l.membership_busy = false;
@@ -383,6 +407,57 @@ impl ControlState {
                 self.args.node
             ),
         }
+    }
+
+    /// Node `node`'s process ended (see [`ControlMsg::PeerGone`]).
+    fn peer_gone(&mut self, now: Time, node: NodeName) {
+        let table = lock(&self.args.table);
+        self.departed
+            .retain(|_, (_, at)| now.since(*at) < REMEMBER_DEPARTED);
+        if let Some(incarnation) = table.incarnation(&node) {
+            self.departed.insert(node.clone(), (incarnation, now));
+        }
+        if let Some(leading) = self.leading.as_mut() {
+            if leading.session.node_gone(&table, &node) {
+                tracing::warn!(%node, "the node's process ended: counted down at once");
+            }
+            return;
+        }
+        drop(table);
+        let raft = self.args.raft.clone();
+        if raft
+            .leader_member()
+            .is_none_or(|(_, leader)| leader != node.0)
+        {
+            return;
+        }
+        // The leader is gone. Every member that saw it campaigns once, which also ends its
+        // own respect of the gone leader's lease; the first in line by name campaigns again
+        // until a leader is known, so that a split first round does not wait out a timeout.
+        let members = raft.members();
+        let first_in_line = members
+            .voters
+            .values()
+            .filter(|name| **name != node.0)
+            .min()
+            .is_some_and(|name| *name == self.args.node.0);
+        tracing::warn!(%node, first_in_line, "the group's leader's process ended: campaigning at once");
+        tokio::spawn(async move {
+            raft.campaign().await;
+            if !first_in_line {
+                return;
+            }
+            for _ in 0..CAMPAIGNS {
+                tokio::time::sleep(CAMPAIGN_AGAIN).await;
+                if raft
+                    .leader_member()
+                    .is_some_and(|(_, leader)| leader != node.0)
+                {
+                    return;
+                }
+                raft.campaign().await;
+            }
+        });
     }
 
     /// A cast from a local manager or a copy.
@@ -545,6 +620,18 @@ impl ControlState {
             now,
         );
         tracing::info!(node = %self.args.node, term, "now the group manager");
+        let mut session = session;
+        {
+            let table = lock(&self.args.table);
+            for (node, (incarnation, at)) in &self.departed {
+                if now.since(*at) < REMEMBER_DEPARTED
+                    && table.incarnation(node) == Some(*incarnation)
+                    && session.node_gone(&table, node)
+                {
+                    tracing::warn!(%node, "a node whose process ended lately: counted down at once");
+                }
+            }
+        }
         self.leading = Some(Leading {
             term,
             session,
@@ -598,6 +685,7 @@ impl ControlState {
             MemberRole::Stopped => "stopped",
         };
         let table = lock(&self.args.table);
+        let voters = self.args.raft.members().voters;
         ControlView {
             group: self.args.group.clone(),
             member: self.args.raft.id(),
@@ -609,14 +697,8 @@ impl ControlState {
                 .leader_member()
                 .map(|(_, name)| NodeName::new(name.as_str())),
             runs_group_manager: self.leading.is_some(),
-            voters: self
-                .args
-                .raft
-                .members()
-                .voters
-                .into_values()
-                .map(|n| NodeName::new(n.as_str()))
-                .collect(),
+            voters: voters.values().map(|n| NodeName::new(n.as_str())).collect(),
+            voter_members: voters.keys().copied().collect(),
             nodes_up: table.core().nodes_up(),
             units: status(table.core()),
             strategies: self.args.strategies.clone(),

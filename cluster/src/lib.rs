@@ -15,6 +15,7 @@
 //! | [`probe`] | talking to a running cluster from outside it: status and calls |
 //! | [`wire`] | the one advertised endpoint per node, and the links that reach other nodes through it |
 //! | [`config`] | `units.toml`: the groups and units of a cluster |
+//! | [`departure`] | seeing a peer's process end at once: its session closed and its port refuses |
 //! | [`control`] | the group's control plane: the table every node applies from Raft, the group manager on the leader |
 //! | [`raft`] | consensus within a group: openraft over an in-memory log, applying the committed log |
 
@@ -25,6 +26,7 @@ pub mod bench;
 pub mod builder;
 pub mod config;
 pub mod control;
+pub mod departure;
 pub mod node;
 pub mod probe;
 pub mod raft;

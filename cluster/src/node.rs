@@ -173,6 +173,7 @@ fn valid_name(name: &str) -> bool {
 impl Node {
     /// Start a node.
     pub async fn start(opts: NodeOptions) -> Result<Node, NodeError> {
+        report_panics_off_the_hot_path();
         if !valid_name(&opts.name.0) {
             return Err(NodeError::BadName(opts.name.0.clone()));
         }
@@ -263,6 +264,7 @@ impl Node {
             });
         };
         let budgets = BudgetBook::default();
+        let routes = understudy_actors::local_manager::CopyRoutes::default();
         let (local, _) = Actor::spawn(
             None,
             LocalManager,
@@ -275,6 +277,7 @@ impl Node {
                 incarnation,
                 config: opts.local,
                 budgets: budgets.clone(),
+                routes: routes.clone(),
             },
         )
         .await
@@ -287,6 +290,7 @@ impl Node {
             EndpointArgs {
                 node: opts.name.clone(),
                 local: local.clone(),
+                routes,
                 registry: registry.clone(),
                 directory: directory.clone(),
                 catalog: Arc::new(opts.catalog.clone()),
@@ -313,6 +317,14 @@ impl Node {
         let mut tasks = vec![
             tokio::spawn(Membership::new(opts.name.clone(), directory.clone()).run()),
             tokio::spawn(redial(server.clone(), opts.join.clone())),
+            tokio::spawn(crate::departure::watch_departures(
+                server.clone(),
+                opts.name.clone(),
+                std::iter::once(&home)
+                    .chain(others.iter())
+                    .map(|h| h.control.clone())
+                    .collect(),
+            )),
         ];
         if opts.is_seed() {
             tasks.push(tokio::spawn(found_groups(
@@ -385,6 +397,44 @@ impl Node {
         }
         self.server.kill();
     }
+}
+
+/// Installs (once per process) a panic hook that prints the panic's one-line message at once
+/// and its backtrace (when `RUST_BACKTRACE` asks for one) from a thread of its own. The
+/// default hook resolves the backtrace's symbols on the panicking thread while holding
+/// stderr's lock — about 100 ms the first time, during which the copy's supervisor does not
+/// yet know of the panic and every other log line of the node waits — and a takeover after a
+/// panic in a handler waited for that.
+pub fn report_panics_off_the_hot_path() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let (reports, to_print) = std::sync::mpsc::channel::<std::backtrace::Backtrace>();
+        let printer = std::thread::Builder::new()
+            .name("panic-backtraces".into())
+            .spawn(move || {
+                for backtrace in to_print {
+                    // Resolved before taking stderr's lock: resolving takes ~100 ms the first
+                    // time, and every log line of the node waits while stderr is locked.
+                    let text = backtrace.to_string();
+                    eprintln!("stack backtrace of the panic above:\n{text}");
+                }
+            });
+        if printer.is_err() {
+            // Without the thread the default hook stays: slower, but nothing is lost.
+            return;
+        }
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            eprintln!(
+                "thread '{}' panicked: {info}",
+                thread.name().unwrap_or("<unnamed>")
+            );
+            let backtrace = std::backtrace::Backtrace::capture();
+            if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+                let _ = reports.send(backtrace);
+            }
+        }));
+    });
 }
 
 /// The environment variable that makes [`Node::serve_until_signal`] stop the node when its

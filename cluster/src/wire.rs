@@ -31,7 +31,8 @@ use understudy_actors::budgets::{BudgetBook, BudgetReport};
 use understudy_actors::codec::{decode, encode};
 use understudy_actors::copy::StimulusReply;
 use understudy_actors::copy::{JsonAnswer, JsonCallError, JsonCaller};
-use understudy_actors::envelope::{Envelope, StimulusAsk};
+use understudy_actors::envelope::{Envelope, NodeCast, StimulusAsk};
+use understudy_actors::local_manager::CopyRoutes;
 use understudy_actors::{
     Catalog, Directory, GroupManagerMsg, LinkError, LocalManagerMsg, ManagerLink, NameState,
     NodeLink, Registry,
@@ -166,7 +167,8 @@ pub enum WireAsk {
     Raft {
         /// The group.
         group: String,
-        /// The request.
+        /// The request (one byte string on the wire).
+        #[serde(with = "understudy_actors::codec::bin")]
         request: Vec<u8>,
     },
     /// From the seed: found `group` (this node's own) with these members (Raft member id →
@@ -266,7 +268,7 @@ pub enum WireAnswer {
     /// An operator request was passed to the group manager, or why it was not.
     Done(Result<(), String>),
     /// The reply of this node's Raft member (an encoded [`RaftReply`](crate::raft::RaftReply)).
-    Raft(Vec<u8>),
+    Raft(#[serde(with = "understudy_actors::codec::bin")] Vec<u8>),
     /// What a bench measured, or why it measured nothing.
     Bench(Result<BenchStats, crate::bench::BenchError>),
     /// What a served load saw, or why it ran no load.
@@ -280,6 +282,8 @@ pub struct EndpointArgs {
     pub node: NodeName,
     /// This node's `LocalManager`.
     pub local: ActorRef<LocalManagerMsg>,
+    /// The copies it runs: stimuli and peer messages go straight to them.
+    pub routes: CopyRoutes,
     /// This node's name table.
     pub registry: Registry,
     /// How this node reaches its peers.
@@ -331,6 +335,12 @@ impl Actor for WireEndpoint {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WireMsg::Frame(bytes) => match decode::<Envelope>("envelope", &bytes) {
+                Ok(Envelope::Node(NodeCast::Peer {
+                    to,
+                    from_node,
+                    bytes,
+                    ..
+                })) => state.args.routes.peer(to, from_node, bytes),
                 Ok(Envelope::Node(cast)) => {
                     let _ = state.args.local.cast(LocalManagerMsg::Cast(cast));
                 }
@@ -376,10 +386,7 @@ impl EndpointState {
         match request {
             Ok(WireAsk::Stimulus(ask)) => {
                 let (tx, rx) = ractor::concurrency::oneshot::<StimulusReply>();
-                let _ = state
-                    .args
-                    .local
-                    .cast(LocalManagerMsg::Stimulus(ask, tx.into()));
+                state.args.routes.stimulus(ask, tx.into());
                 // Answer off the endpoint's loop: the copy may take its time.
                 tokio::spawn(async move {
                     let answer = match rx.await {

@@ -20,7 +20,11 @@ use std::time::Duration;
 /// Tuning of the group manager.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupConfig {
-    /// How long a granted lease runs.
+    /// How long a granted lease runs (the primary asks again once a third of it has passed).
+    /// It bounds how long a hung primary's node keeps its units from a takeover (its standby
+    /// is promoted once the node missed its heartbeats *and* the lease lapsed); shorter makes
+    /// that faster but a primary that cannot renew in time (a very busy host) stops serving
+    /// until it does. A primary known dead (its process ended, it crashed) waits for no lease.
     pub lease: Duration,
     /// Resend an unanswered directive after this long.
     pub retry: Duration,
@@ -29,14 +33,14 @@ pub struct GroupConfig {
 impl Default for GroupConfig {
     fn default() -> Self {
         GroupConfig {
-            lease: Duration::from_millis(300),
+            lease: Duration::from_millis(200),
             retry: Duration::from_millis(50),
         }
     }
 }
 
 /// What the group manager hears.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum GroupInput {
     /// Place a new unit (cold start).
     AddUnit {
@@ -386,7 +390,9 @@ impl GroupCore {
         if !self.node_up(node) {
             return diff;
         }
-        let runs = |copy: CopyId| running.iter().any(|(_, c)| *c == copy);
+        let running_copies: std::collections::HashSet<CopyId> =
+            running.iter().map(|(_, c)| *c).collect();
+        let runs = |copy: CopyId| running_copies.contains(&copy);
         let mut expected = std::collections::BTreeSet::new();
         for (unit, rec) in &self.units {
             if let Some(p) = rec.primary.as_ref().filter(|p| &p.node == node) {
@@ -569,10 +575,54 @@ impl GroupCore {
         });
     }
 
+    /// Places a standby for every unit that lacks one and may have one (as
+    /// `place_standby` decides). Runs after every entry: it visits only the units that
+    /// lack a standby, and looks for a node only where some node other than the primary's can
+    /// take one (choosing a node counts the copies of every unit).
     fn place_missing_standbys(&mut self) {
-        let names: Vec<UnitName> = self.units.keys().cloned().collect();
+        let eligible: Vec<&NodeName> = self
+            .nodes
+            .iter()
+            .filter(|(n, up)| **up && !self.draining.contains(*n))
+            .map(|(n, _)| n)
+            .collect();
+        let names: Vec<UnitName> = self
+            .units
+            .iter()
+            .filter(|(_, rec)| {
+                rec.standby.is_none()
+                    && rec.phase != Phase::Unavailable
+                    && !matches!(rec.phase, Phase::AwaitingLeaseLapse { .. })
+                    && rec
+                        .primary
+                        .as_ref()
+                        .is_some_and(|p| eligible.iter().any(|n| **n != p.node))
+            })
+            .map(|(u, _)| u.clone())
+            .collect();
         for u in names {
             self.place_standby(&u);
+        }
+    }
+
+    /// Whether `tick` has anything to do for `rec` at `now`: a lease to wait out,
+    /// a promotion or a hand-over to ask again, a drained primary, a standby's seeding to
+    /// restate. In a steady group, none.
+    fn due(&self, rec: &UnitRecord, now: Time) -> bool {
+        let retry = self.config.retry;
+        match &rec.phase {
+            Phase::AwaitingLeaseLapse { .. } => now >= rec.lease_expires,
+            Phase::Promoting { sent_at } => now.since(*sent_at) >= retry,
+            Phase::Serving => {
+                rec.handover.is_some_and(|asked| now.since(asked) >= retry)
+                    || rec
+                        .primary
+                        .as_ref()
+                        .is_some_and(|p| self.draining.contains(&p.node))
+                    || matches!(rec.standby, Some((_, StandbyState::Seeding { told_at }))
+                        if now.since(told_at) >= retry)
+            }
+            Phase::Unavailable => false,
         }
     }
 
@@ -1049,7 +1099,13 @@ impl GroupCore {
     }
 
     fn tick(&mut self, now: Time) {
-        let names: Vec<UnitName> = self.units.keys().cloned().collect();
+        // Every entry ticks the table on every member: visit only the units with something due.
+        let names: Vec<UnitName> = self
+            .units
+            .iter()
+            .filter(|(_, rec)| self.due(rec, now))
+            .map(|(u, _)| u.clone())
+            .collect();
         for u in names {
             let Some(rec) = self.units.get_mut(&u) else {
                 continue;

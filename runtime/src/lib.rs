@@ -22,6 +22,7 @@
 //! | [`copy`] | one copy and its role machine `Standby → Promoting → Primary → Fenced` |
 //! | [`group`] | the group manager's decisions: placement, leases, takeover |
 //! | [`table`] | the group manager's table as a replicated state machine, and the leader's session deciding what to propose |
+//! | [`pending`] | the leader's queue of inputs for its next entry: each once, a primary's lease requests folded |
 //! | [`sim`] | a seeded simulation of copies, managers and clients over a faulty network |
 //!
 //! ## A takeover, as the core sees it
@@ -42,6 +43,7 @@ pub mod group;
 pub mod ids;
 pub mod liveness;
 pub mod message;
+pub mod pending;
 pub mod replay;
 pub mod replication;
 pub mod sim;

@@ -177,7 +177,7 @@ pub enum Directive {
 }
 
 /// Copy → group manager.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Report {
     /// The primary asks for (a renewal of) its lease.
     LeaseRequest {

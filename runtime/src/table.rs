@@ -17,6 +17,7 @@
 use crate::group::{GroupCommand, GroupConfig, GroupCore, GroupInput, Phase};
 use crate::ids::{CopyId, NodeName, UnitName};
 use crate::liveness::{HeartbeatConfig, Liveness};
+use crate::pending::Pending;
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -31,7 +32,7 @@ pub struct ControlEntry {
 }
 
 /// One input in a [`ControlEntry`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ControlInput {
     /// An input for the group manager's core.
     Core(GroupInput),
@@ -42,6 +43,17 @@ pub enum ControlInput {
         /// The node.
         node: NodeName,
         /// Its incarnation.
+        incarnation: u64,
+    },
+    /// Incarnation `incarnation` of node `node` certainly stopped: its connection closed and
+    /// its port refuses connections, so none of its copies runs. The table counts the node
+    /// down with its copies known dead ([`GroupInput::NodeDown`] with `known_dead`: no lease
+    /// to wait for), unless it already records a newer incarnation of the node or counts it
+    /// down; a repeat changes nothing.
+    NodeGone {
+        /// The node.
+        node: NodeName,
+        /// The incarnation that stopped.
         incarnation: u64,
     },
 }
@@ -78,6 +90,19 @@ impl GroupTable {
                     if self.needs_node_up(&node, incarnation) {
                         self.incarnations.insert(node.clone(), incarnation);
                         self.core.step(now, GroupInput::NodeUp { node });
+                    }
+                }
+                ControlInput::NodeGone { node, incarnation } => {
+                    if self.incarnations.get(&node) == Some(&incarnation)
+                        && self.core.node_up(&node)
+                    {
+                        self.core.step(
+                            now,
+                            GroupInput::NodeDown {
+                                node,
+                                known_dead: true,
+                            },
+                        );
                     }
                 }
             }
@@ -147,7 +172,7 @@ impl GroupTable {
 pub struct ManagerSession {
     liveness: Liveness<NodeName>,
     heard: BTreeMap<NodeName, u64>,
-    pending: Vec<ControlInput>,
+    pending: Pending,
 }
 
 impl ManagerSession {
@@ -165,15 +190,18 @@ impl ManagerSession {
         ManagerSession {
             liveness,
             heard,
-            pending: vec![ControlInput::Core(GroupInput::Resume)],
+            pending: {
+                let mut pending = Pending::new();
+                pending.push(ControlInput::Core(GroupInput::Resume));
+                pending
+            },
         }
     }
 
-    /// Queues `input` for the next entry (once: a repeat already queued is dropped).
+    /// Queues `input` for the next entry (once: a repeat already queued is dropped, and a
+    /// primary's lease requests are folded into one, see [`Pending::push`]).
     pub fn propose(&mut self, input: ControlInput) {
-        if !self.pending.contains(&input) {
-            self.pending.push(input);
-        }
+        self.pending.push(input);
     }
 
     /// Node `node` says it runs as `incarnation` (and, with a heartbeat, which copies it runs).
@@ -201,6 +229,29 @@ impl ManagerSession {
                 }));
             }
         }
+    }
+
+    /// Node `node`'s connection closed and its port refuses connections: the incarnation the
+    /// table records for it stopped, and is proposed gone ([`ControlInput::NodeGone`]) at
+    /// once, without waiting for its heartbeats to lapse. A node the table counts down, or
+    /// does not know, changes nothing. Returns whether it was proposed.
+    pub fn node_gone(&mut self, table: &GroupTable, node: &NodeName) -> bool {
+        let Some(incarnation) = table.incarnation(node) else {
+            return false;
+        };
+        if !table.core().node_up(node) {
+            return false;
+        }
+        // Heard again from a newer start: that one runs, the gone one is already replaced.
+        if self.heard.get(node).is_some_and(|inc| *inc != incarnation) {
+            return false;
+        }
+        self.liveness.forget(node);
+        self.propose(ControlInput::NodeGone {
+            node: node.clone(),
+            incarnation,
+        });
+        true
     }
 
     /// Time passed: nodes silent for the whole heartbeat window are proposed down (not known
@@ -244,7 +295,7 @@ impl ManagerSession {
     pub fn next_entry(&mut self, at: Time) -> ControlEntry {
         ControlEntry {
             at,
-            inputs: std::mem::take(&mut self.pending),
+            inputs: self.pending.take(),
         }
     }
 
@@ -339,6 +390,29 @@ mod tests {
     }
 
     #[test]
+    fn a_node_gone_is_down_at_once_unless_the_table_records_a_newer_start_of_it() {
+        let mut t = GroupTable::new(GroupConfig::default());
+        for e in log() {
+            t.apply(e);
+        }
+        let b = NodeName::new("b");
+        let gone = |incarnation| ControlInput::NodeGone {
+            node: NodeName::new("b"),
+            incarnation,
+        };
+        // An earlier start of b (incarnation 1) stopping says nothing about b's current one.
+        t.apply(entry(500, vec![gone(1)]));
+        assert!(t.core().node_up(&b));
+        t.apply(entry(501, vec![gone(2)]));
+        assert!(!t.core().node_up(&b), "b's incarnation 2 stopped");
+        // A repeat changes nothing; a new start of b counts it up again.
+        t.apply(entry(502, vec![gone(2)]));
+        assert!(t.needs_node_up(&b, 3));
+        t.apply(entry(503, vec![running("b", 3)]));
+        assert!(t.core().node_up(&b));
+    }
+
+    #[test]
     fn name_commands_describe_every_unit() {
         let mut t = GroupTable::new(GroupConfig::default());
         for e in log() {
@@ -423,5 +497,29 @@ mod session_tests {
                 incarnation: 7
             }]
         );
+    }
+
+    #[test]
+    fn a_node_whose_port_refuses_is_proposed_gone_once_and_no_longer_waited_for() {
+        let table = table_with_three_nodes();
+        let hb = HeartbeatConfig::default();
+        let mut s = ManagerSession::start(&table, hb, Time::ZERO);
+        let _ = s.next_entry(Time::ZERO);
+        assert!(s.node_gone(&table, &NodeName::new("c")));
+        assert!(!s.node_gone(&table, &NodeName::new("unknown")));
+        let entry = s.next_entry(Time::ZERO);
+        assert_eq!(
+            entry.inputs,
+            vec![ControlInput::NodeGone {
+                node: NodeName::new("c"),
+                incarnation: 3
+            }]
+        );
+        // Its heartbeats are no longer watched: no second report of the same loss.
+        let later = Time::ZERO.after(hb.deadline() + Duration::from_millis(1));
+        assert!(!s.tick(&table, later, &[], 9).contains(&NodeName::new("c")));
+        // A node heard again as a newer start is not proposed gone.
+        s.node_heard(&table, later, NodeName::new("b"), 8, None);
+        assert!(!s.node_gone(&table, &NodeName::new("b")));
     }
 }

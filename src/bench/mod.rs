@@ -17,13 +17,20 @@
 //!                                                └─incr──► BenchCounter on node P (baseline)
 //! ```
 //!
-//! In the synchronous cluster, once its throughput is measured, it measures takeover after
-//! `kill -9` of `kv`'s primary's node over [`BenchOptions::takeover_trials`] trials
-//! ([`takeover`]): from the kill to the first answer at a newer epoch, as the driving node's
-//! load sees it. Takeover after a hang or a panic, and scale, are not measured in this build:
-//! their fields are `null` in the JSON object and the table says so. Every child process is
-//! stopped on exit, on an error and on Ctrl-C.
+//! In the synchronous cluster, once its throughput is measured, it measures takeover
+//! ([`takeover`]): from the fault to the first answer at a newer epoch, as the driving node's
+//! load sees it — after `kill -9` of the primary's node, of the node running both the primary
+//! and the group manager, after `SIGSTOP` of the primary's node and after a panic in its
+//! handler, [`BenchOptions::takeover_trials`] trials each.
+//!
+//! Last, [`scale`]: one cluster of five node processes with 1,000 synchronous key-value units
+//! (100 with `--quick`): its cold start, the memory per idle unit pair (against the same
+//! cluster with one unit), and the loss of the node holding the most primaries
+//! (`scale_cold_start_ms`, `scale_rss_per_unit_kib`, `scale_node_loss_ms`; `null` where a step
+//! failed, the table says why). Every child process is stopped on exit, on an error and on
+//! Ctrl-C.
 
+pub mod scale;
 pub mod takeover;
 
 use crate::testkit::{wait_for_unit, ProcessCluster};
@@ -47,10 +54,12 @@ const T_MAX_MS: u64 = 2000;
 /// The `incr` every worker sends, with a key of its own.
 const INCR: &str = r#"{"Incr":{"key":"bench-{worker}","by":1}}"#;
 
-/// The JSON fields of what this build does not measure yet (always `null`).
-pub const NOT_MEASURED: [&str; 5] = [
-    "takeover_hang_ms",
-    "takeover_panic_ms",
+/// The JSON fields of what this build does not measure yet (always `null`): none left.
+pub const NOT_MEASURED: [&str; 0] = [];
+
+/// The JSON fields of the scale measurement ([`scale`]): numbers, or `null` where its step
+/// failed (the table says why).
+pub const SCALE_KEYS: [&str; 3] = [
     "scale_cold_start_ms",
     "scale_rss_per_unit_kib",
     "scale_node_loss_ms",
@@ -65,6 +74,11 @@ pub struct BenchOptions {
     pub json: bool,
     /// The node binary (normally this very program).
     pub binary: PathBuf,
+    /// Takeover trials per fault instead of the default (100; 5 with `quick`).
+    pub trials: Option<usize>,
+    /// Keep every node's log (stderr, `RUST_LOG` at info for the cluster crate) in this
+    /// directory, one file per node and strategy, appended across restarts.
+    pub logs: Option<PathBuf>,
 }
 
 impl BenchOptions {
@@ -77,9 +91,25 @@ impl BenchOptions {
         }
     }
 
-    /// Takeover trials of a crash (of a node not running the group manager) to run.
+    /// The scale measurement of this bench: [`scale::UNITS`] units ([`scale::QUICK_UNITS`] with
+    /// `quick`) on [`scale::NODES`], its units files in `dir`, its logs beside the others.
+    pub fn scale_plan(&self, dir: &Path) -> scale::ScalePlan {
+        let (units, idle) = if self.quick {
+            (scale::QUICK_UNITS, Duration::from_millis(500))
+        } else {
+            (scale::UNITS, Duration::from_secs(2))
+        };
+        let mut plan = scale::ScalePlan::new(&self.binary, units, idle);
+        plan.dir = dir.to_path_buf();
+        plan.logs = self.logs.as_ref().map(|d| d.join("scale"));
+        plan
+    }
+
+    /// Takeover trials to run of each fault.
     pub fn takeover_trials(&self) -> usize {
-        if self.quick {
+        if let Some(n) = self.trials {
+            n
+        } else if self.quick {
             5
         } else {
             100
@@ -248,6 +278,8 @@ pub struct BenchReport {
     pub runs: Vec<ClusterRun>,
     /// The takeover trials (in the synchronous cluster), if they ran.
     pub takeover: Option<takeover::TakeoverRun>,
+    /// The scale measurement (5 nodes, many units), if it ran.
+    pub scale: Option<scale::ScaleRun>,
     /// How long the whole bench took.
     pub took_s: f64,
 }
@@ -299,6 +331,7 @@ async fn run_inner(opts: &BenchOptions) -> Result<BenchReport, BenchCommandError
         runs.push(run);
         takeover = takeover.or(trials);
     }
+    let scale = scale::run(&opts.scale_plan(&dir)).await;
     let _ = std::fs::remove_dir(&dir);
     let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     Ok(BenchReport {
@@ -308,6 +341,7 @@ async fn run_inner(opts: &BenchOptions) -> Result<BenchReport, BenchCommandError
         machine: Machine::this(),
         runs,
         takeover,
+        scale: Some(scale),
         took_s: started.elapsed().as_secs_f64(),
     })
 }
@@ -342,12 +376,14 @@ async fn run_cluster(
         strategy: strategy.toml(),
         reason,
     };
-    let mut cluster = ProcessCluster::builder(&opts.binary)
+    let mut builder = ProcessCluster::builder(&opts.binary)
         .nodes(&NODES)
         .cookie(&format!("bench-{}", std::process::id()))
-        .config(units)
-        .start()
-        .map_err(|e| failed(e.to_string()))?;
+        .config(units);
+    if let Some(dir) = &opts.logs {
+        builder = builder.logs(dir.join(strategy.toml()));
+    }
+    let mut cluster = builder.start().map_err(|e| failed(e.to_string()))?;
     eprintln!(
         "bench: {} cluster of {} started, waiting for kv to serve",
         strategy.toml(),
@@ -521,7 +557,8 @@ impl BenchReport {
             .takeover
             .as_ref()
             .is_some_and(|t| !t.times(takeover::Fault::Crash).is_empty());
-        measured && takeover
+        let scale = self.scale.as_ref().is_some_and(scale::ScaleRun::complete);
+        measured && takeover && scale
     }
 
     /// The baseline's `pick` at `in_flight`: the median over the clusters.
@@ -583,6 +620,8 @@ impl BenchReport {
         for (fault, key) in [
             (takeover::Fault::Crash, "takeover_crash"),
             (takeover::Fault::CrashManager, "takeover_crash_manager"),
+            (takeover::Fault::Hang, "takeover_hang"),
+            (takeover::Fault::Panic, "takeover_panic"),
         ] {
             let t = self.takeover.as_ref();
             let q = t.and_then(|t| t.quantiles(fault));
@@ -602,6 +641,18 @@ impl BenchReport {
         for field in NOT_MEASURED {
             o.insert(field.to_string(), Value::Null);
         }
+        let scale = self.scale.as_ref();
+        for (key, value) in SCALE_KEYS.into_iter().zip([
+            num(scale.and_then(|s| s.cold_start_ms), 1),
+            num(scale.and_then(scale::ScaleRun::rss_per_unit_kib), 1),
+            num(scale.and_then(scale::ScaleRun::node_loss_ms), 1),
+        ]) {
+            o.insert(key.to_string(), value);
+        }
+        o.insert(
+            "scale".into(),
+            serde_json::to_value(&self.scale).unwrap_or(Value::Null),
+        );
         o.insert("quick".into(), Value::Bool(self.quick));
         o.insert("warmup_ms".into(), self.warmup_ms.into());
         o.insert("measure_ms".into(), self.measure_ms.into());
@@ -690,15 +741,78 @@ impl BenchReport {
             }
         }
         self.print_takeover();
-        println!("  takeover (hang, panic): not measured in this build");
-        println!(
-            "  scale (cold start, memory per unit pair, node loss): not measured in this build"
-        );
+        self.print_scale();
         println!("  took {:.1} s", self.took_s);
     }
 }
 
 impl BenchReport {
+    /// The scale part of the table.
+    fn print_scale(&self) {
+        let Some(s) = &self.scale else {
+            println!("  scale: did not run");
+            return;
+        };
+        println!(
+            "  scale: one cluster of {} node processes, {} synchronous kv units (the seed watches, never killed)",
+            s.nodes, s.units
+        );
+        let ms = |v: Option<f64>| v.map_or("not measured".to_string(), |v| format!("{v:.0} ms"));
+        println!(
+            "  {:<44} {}",
+            "cold start (every unit serves, standby ready)",
+            ms(s.cold_start_ms)
+        );
+        let sum = |r: &Option<scale::Resident>| {
+            r.as_ref().map_or("not measured".to_string(), |r| {
+                format!("{:.1} MiB", r.total_kib as f64 / 1024.0)
+            })
+        };
+        println!(
+            "  {:<44} {} with one unit, {} with {} units (idle {:.1} s, VmRSS summed over the nodes)",
+            "resident memory",
+            sum(&s.rss_one_unit),
+            sum(&s.rss_all_units),
+            s.units,
+            s.idle_ms as f64 / 1000.0
+        );
+        let cpu = |r: &Option<scale::Resident>| {
+            r.as_ref()
+                .map_or("-".to_string(), |r| format!("{:.2}", r.idle_cpu_cores))
+        };
+        println!(
+            "  {:<44} {} cores with one unit, {} with {} units ({} cores on this machine)",
+            "CPU while idle (all nodes)",
+            cpu(&s.rss_one_unit),
+            cpu(&s.rss_all_units),
+            s.units,
+            self.machine.cores
+        );
+        println!(
+            "  {:<44} {}",
+            "memory per idle unit pair",
+            s.rss_per_unit_kib()
+                .map_or("not measured".to_string(), |k| format!("{k:.1} KiB"))
+        );
+        match &s.node_loss {
+            Some(l) => println!(
+                "  {:<44} {:.0} ms: {} primaries lost on {}{}, all serving again elsewhere at a newer epoch (standbys ready again after {})",
+                "node loss (kill -9, most primaries)",
+                l.serving_ms,
+                l.primaries_lost,
+                l.killed,
+                if l.ran_group_manager { ", the group manager's node" } else { "" },
+                l.standbys_ready_ms
+                    .map_or("more than the deadline".to_string(), |v| format!("{v:.0} ms"))
+            ),
+            None => println!("  {:<44} not measured", "node loss (kill -9, most primaries)"),
+        }
+        for e in &s.errors {
+            println!("  scale did not finish: {e}");
+        }
+        println!("  scale took {:.1} s", s.took_s);
+    }
+
     /// The takeover part of the table.
     fn print_takeover(&self) {
         use takeover::Fault;
@@ -707,17 +821,15 @@ impl BenchReport {
             return;
         };
         println!(
-            "  takeover: kill -9 of kv's primary's node (synchronous), {} in flight from the node holding neither copy; from the kill to the first answer at a newer epoch",
+            "  takeover of kv (synchronous), {} in flight from the node holding neither copy; from the fault to the first answer at a newer epoch",
             t.in_flight
         );
         println!(
-            "  {:<26} {:>7} {:>8} {:>9} {:>9} {:>9} {:>12}",
+            "  {:<44} {:>7} {:>8} {:>9} {:>9} {:>9} {:>12}",
             "fault", "trials", "invalid", "p50 ms", "p99 ms", "max ms", "drained p99"
         );
-        for (fault, name) in [
-            (Fault::Crash, "crash"),
-            (Fault::CrashManager, "crash of the manager's node"),
-        ] {
+        for fault in Fault::ALL {
+            let name = fault.describe();
             let valid = t.times(fault).len();
             let drained = takeover::Quantiles::of(
                 t.of(fault)
@@ -727,7 +839,7 @@ impl BenchReport {
             );
             match t.quantiles(fault) {
                 Some(q) => println!(
-                    "  {name:<26} {valid:>7} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>12}",
+                    "  {name:<44} {valid:>7} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>12}",
                     t.invalid(fault),
                     q.p50,
                     q.p99,
@@ -735,23 +847,18 @@ impl BenchReport {
                     drained.map_or("-".into(), |d| format!("{:.2}", d.p99))
                 ),
                 None => println!(
-                    "  {name:<26} {valid:>7} {:>8}   no valid trial{}",
+                    "  {name:<44} {valid:>7} {:>8}   no valid trial",
                     t.invalid(fault),
-                    if fault == Fault::CrashManager {
-                        " (no trial's killed node ran the group manager; the seed, never killed, may hold it)"
-                    } else {
-                        ""
-                    }
                 ),
             }
         }
         for (i, x) in t.trials.iter().enumerate() {
             if let Some(why) = &x.invalid {
                 println!(
-                    "  trial {:>3} ({:?}, killed {}) invalid: {why}",
+                    "  trial {:>3} ({:?}, {}) invalid: {why}",
                     i + 1,
                     x.fault,
-                    x.killed
+                    x.faulted
                 );
             }
         }
@@ -812,6 +919,7 @@ mod tests {
                 run(Strategy::Inflight, 3000, 600),
             ],
             takeover: None,
+            scale: None,
             took_s: 1.0,
         };
         let json = report.json();
@@ -838,10 +946,11 @@ mod tests {
         ]
         .into_iter()
         .chain(NOT_MEASURED)
+        .chain(SCALE_KEYS)
         {
             assert!(o.contains_key(key), "no {key} in {json}");
         }
-        for key in NOT_MEASURED {
+        for key in NOT_MEASURED.into_iter().chain(SCALE_KEYS) {
             assert!(o[key].is_null(), "{key}");
         }
         // Each ratio to its own cluster's baseline; the baseline as the median of the three.

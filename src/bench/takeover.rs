@@ -1,40 +1,42 @@
-//! Takeover after `kill -9` of `kv`'s primary's node, measured in the synchronous cluster once
-//! its throughput is measured.
+//! Takeover of `kv`, measured in the synchronous cluster once its throughput is measured, for
+//! four faults in turn ([`Fault`]): `kill -9` of the primary's node, `kill -9` of the node
+//! running both the primary and the group manager, `SIGSTOP` of the primary's node, and a
+//! panic in the primary's handler.
 //!
-//! Each trial: wait until `kv` serves with a ready standby and every node is up; if the
-//! primary is on the seed, move it off with a planned switchover (the seed is never killed: the
-//! test kit restarts it without `--join`, so it would found its group again); note which node
-//! runs the group manager; read `kv`'s counters of the load's keys. Then the node that holds
-//! neither of `kv`'s copies (the *driving node*) runs a closed loop of [`IN_FLIGHT`] `incr`s
-//! through its own `UnitClient` (`WireAsk::BenchServed`), recording per answer its epoch and
-//! the answering node's wall clock (`ServedBy::at_us`). [`LEAD`] after the load was asked for,
-//! the bench notes its wall clock and `kill -9`s the primary's node. The load stops sending
+//! Each trial: wait until `kv` serves with a ready standby and every node is up; put `kv`'s
+//! primary where the fault wants it with planned switchovers ([`Fault::CrashManager`]: on the
+//! manager's node; a crash or a hang: off it); read `kv`'s counters of the load's keys. Then
+//! the node that holds neither of `kv`'s copies (the *driving node*) runs a closed loop of
+//! [`IN_FLIGHT`] `incr`s through its own `UnitClient` (`WireAsk::BenchServed`), recording per
+//! answer its epoch and the answering node's wall clock (`ServedBy::at_us`). [`LEAD`] after the
+//! load was asked for, the bench notes its wall clock and strikes. The load stops sending
 //! [`AFTER_NEWER`] after its first answer at a newer epoch, and answers when every request it
 //! sent has its outcome.
 //!
 //! ```text
-//!   takeover = (earliest at_us of an answer at an epoch above the one before) − (kill time)
-//!   drained  = (latest at_us of an answer to a request sent before the kill) − (kill time)
+//!   takeover = (earliest at_us of an answer at an epoch above the one before) − (fault time)
+//!   drained  = (latest at_us of an answer to a request sent before the fault) − (fault time)
 //! ```
 //!
 //! Both clocks are this machine's. A trial is **invalid** (reported, not counted) if the load
-//! did not start at the epoch before, had no answer before the kill, got no answer at a newer
+//! did not start at the epoch before, had no answer before the fault, got no answer at a newer
 //! epoch, or if any request failed, had no outcome, or is missing from `kv`'s counters (read
 //! again after the load: they must have moved by the answered requests, plus at most the
-//! failed ones). Then the killed node is restarted and the next trial waits until the cluster
-//! is whole again. A trial whose killed node ran the group manager is a *crash of the
-//! manager's node*, kept apart.
+//! failed ones). Then a crashed or hung node is started again (the test kit starts a seed
+//! again with `--join`), and the next trial waits until the cluster is whole again — with
+//! exactly one Raft voter per running node, by member id.
 
 use super::wall_us_now;
 use serde::Serialize;
 use std::time::{Duration, Instant};
-use understudy_actors::NameState;
+use understudy_actors::{NameState, UnitStatus};
 use understudy_cluster::bench::{ServedLoad, ServedPlan};
 use understudy_cluster::probe::Probe;
 use understudy_cluster::wire::WireAsk;
 use understudy_runtime::{NodeName, UnitName};
 
-use crate::testkit::{wait_for_unit, ProcessCluster};
+use crate::testkit::{voters_differ, wait_for_unit, ProcessCluster};
+use std::collections::BTreeMap;
 
 /// Requests in flight during a trial.
 pub const IN_FLIGHT: u32 = 8;
@@ -55,13 +57,33 @@ const SETTLE: Duration = Duration::from_secs(30);
 const INCR: &str = r#"{"Incr":{"key":"takeover-{worker}","by":1}}"#;
 
 /// What a trial faulted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
-    /// `kill -9` of the primary's node.
+    /// `kill -9` of the primary's node (not the group manager's).
     Crash,
     /// `kill -9` of the primary's node, which also ran the group manager.
     CrashManager,
+    /// `SIGSTOP` of the primary's node (not the group manager's): the process hangs, its
+    /// sockets stay open.
+    Hang,
+    /// A panic inside the primary's handler, at its next stimulus; the node goes on.
+    Panic,
+}
+
+impl Fault {
+    /// Every fault, in the order trials take turns.
+    pub const ALL: [Fault; 4] = [Fault::Crash, Fault::CrashManager, Fault::Hang, Fault::Panic];
+
+    /// What the table calls it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Fault::Crash => "kill -9 of the primary's node",
+            Fault::CrashManager => "kill -9 of the primary's and manager's node",
+            Fault::Hang => "SIGSTOP of the primary's node",
+            Fault::Panic => "panic in the primary's handler",
+        }
+    }
 }
 
 /// One trial.
@@ -69,17 +91,17 @@ pub enum Fault {
 pub struct Trial {
     /// What was faulted.
     pub fault: Fault,
-    /// The node killed (`kv`'s primary's).
-    pub killed: NodeName,
+    /// The node faulted (`kv`'s primary's).
+    pub faulted: NodeName,
     /// The node the load ran in.
     pub driver: NodeName,
     /// `kv`'s epoch before the kill.
     pub epoch_before: u64,
     /// The epoch of the first answer after it.
     pub epoch_after: Option<u64>,
-    /// From the kill to the first answer at a newer epoch.
+    /// From the fault to the first answer at a newer epoch.
     pub takeover_ms: Option<f64>,
-    /// From the kill until every request sent before it was answered.
+    /// From the fault until every request sent before it was answered.
     pub drained_ms: Option<f64>,
     /// Requests the load sent.
     pub sent: u64,
@@ -109,7 +131,7 @@ impl Trial {
 pub struct TakeoverRun {
     /// Requests in flight during each trial.
     pub in_flight: u32,
-    /// Trials of a crash (not of the manager's node) asked for.
+    /// Trials asked for, of each fault.
     pub wanted: usize,
     /// Every trial.
     pub trials: Vec<Trial>,
@@ -169,29 +191,51 @@ impl TakeoverRun {
     }
 }
 
-/// Runs trials until `wanted` crash trials (of a node without the manager) are done, or the
-/// cluster does not come back.
+/// Runs trials until every fault has `wanted` of them, or the cluster does not come back.
+/// Faults take turns; a crash of the manager's node needs `kv`'s primary or standby on the
+/// manager's node, and waits for a turn where it is (a crash of another node puts the new
+/// standby there, the only node left).
 pub async fn run(cluster: &mut ProcessCluster, probe: &Probe, wanted: usize) -> TakeoverRun {
     let mut run = TakeoverRun {
         in_flight: IN_FLIGHT,
         wanted,
         ..TakeoverRun::default()
     };
-    let seed = NodeName::new(cluster.seed());
-    // Every trial is one of the two kinds; the manager's node is hit only now and then.
-    while run.of(Fault::Crash).count() < wanted && run.trials.len() < wanted * 3 {
-        match trial(cluster, probe, &seed).await {
-            Ok(t) => {
+    let limit = wanted * Fault::ALL.len() * 3;
+    let mut turn = 0usize;
+    while run.trials.len() < limit {
+        let due: Vec<Fault> = Fault::ALL
+            .into_iter()
+            .filter(|f| run.of(*f).count() < wanted)
+            .collect();
+        if due.is_empty() {
+            break;
+        }
+        let mut fault = due[turn % due.len()];
+        turn += 1;
+        let mut outcome = trial(cluster, probe, fault).await;
+        if matches!(outcome, Ok(None)) {
+            // The manager's node holds neither copy: a crash of another node puts the new
+            // standby there (counted as a crash, beyond those asked for if need be).
+            fault = Fault::Crash;
+            outcome = trial(cluster, probe, fault).await;
+        }
+        match outcome {
+            Ok(None) => {
+                run.stopped = Some(format!("no {fault:?} trial could be placed"));
+                break;
+            }
+            Ok(Some(t)) => {
                 let what = match (&t.invalid, t.takeover_ms) {
                     (Some(why), _) => format!("INVALID: {why}"),
                     (None, Some(ms)) => format!("takeover {ms:.2} ms"),
                     (None, None) => "no takeover".into(),
                 };
                 eprintln!(
-                    "bench: takeover trial {:>3} ({:?}, killed {}, load from {}): {what}; sent {}, answered {}, failed {}, lost {}",
+                    "bench: takeover trial {:>3} ({:?}, {}, load from {}): {what}; sent {}, answered {}, failed {}, lost {}",
                     run.trials.len() + 1,
                     t.fault,
-                    t.killed,
+                    t.faulted,
                     t.driver,
                     t.sent,
                     t.answered,
@@ -210,55 +254,104 @@ pub async fn run(cluster: &mut ProcessCluster, probe: &Probe, wanted: usize) -> 
     run
 }
 
-/// One trial (see the module's documentation); `Err` if the cluster is not fit for another.
-async fn trial(
-    cluster: &mut ProcessCluster,
+/// Puts `kv`'s primary where `fault` wants it — on the group manager's node for
+/// [`Fault::CrashManager`], off it for a crash or a hang, anywhere for a panic — with planned
+/// switchovers. `Ok(None)`: not possible now (the manager's node holds neither copy).
+async fn place_for(
     probe: &Probe,
-    seed: &NodeName,
-) -> Result<Trial, String> {
+    observer: &NodeName,
+    fault: Fault,
+) -> Result<Option<(UnitStatus, NodeName)>, String> {
     let kv = UnitName::new("kv");
-    let mut at = wait_for_unit(probe, seed, "kv", 0, SETTLE)
+    let mut at = wait_for_unit(probe, observer, "kv", 0, SETTLE)
         .await
         .ok_or("kv does not serve with a ready standby")?;
+    let manager = probe.manager_node().await.map_err(|e| e.to_string())?;
     for _ in 0..3 {
-        if at.primary.as_ref().map(|(_, n)| n) != Some(seed) {
-            break;
+        let primary = at.primary.as_ref().map(|(_, n)| n.clone());
+        let standby = at.standby.as_ref().map(|(_, n)| n.clone());
+        let placed = match fault {
+            Fault::CrashManager => primary.as_ref() == Some(&manager),
+            Fault::Crash | Fault::Hang => primary.is_some() && primary.as_ref() != Some(&manager),
+            Fault::Panic => primary.is_some(),
+        };
+        if placed {
+            return Ok(Some((at, manager)));
+        }
+        if fault == Fault::CrashManager && standby.as_ref() != Some(&manager) {
+            return Ok(None);
         }
         probe
             .operate(WireAsk::Switchover { unit: kv.clone() })
             .await
-            .map_err(|e| format!("cannot move kv's primary off the seed: {e}"))?;
-        at = wait_for_unit(probe, seed, "kv", at.epoch.0, SETTLE)
+            .map_err(|e| format!("cannot move kv's primary: {e}"))?;
+        at = wait_for_unit(probe, observer, "kv", at.epoch.0, SETTLE)
             .await
             .ok_or("kv did not serve again after a switchover")?;
     }
-    let victim = at.primary.map(|(_, n)| n).ok_or("kv has no primary")?;
-    if &victim == seed {
-        return Err("kv's primary stays on the seed".into());
-    }
+    Err(format!(
+        "kv's primary is not where a {fault:?} trial needs it after 3 switchovers"
+    ))
+}
+
+/// One trial of `fault` (see the module's documentation); `Ok(None)` if it cannot run now,
+/// `Err` if the cluster is not fit for another.
+async fn trial(
+    cluster: &mut ProcessCluster,
+    probe: &Probe,
+    fault: Fault,
+) -> Result<Option<Trial>, String> {
+    let kv = UnitName::new("kv");
+    let nodes = cluster.names();
+    // Watch from a node the trial does not fault (placement may change which one that is).
+    let observer = |avoid: Option<&NodeName>| {
+        nodes
+            .iter()
+            .map(NodeName::new)
+            .find(|n| Some(n) != avoid)
+            .unwrap_or_else(|| NodeName::new(cluster.seed()))
+    };
+    let Some((at, manager)) = place_for(probe, &observer(None), fault).await? else {
+        return Ok(None);
+    };
+    let Some((copy, victim)) = at.primary.clone() else {
+        return Err("kv has no primary".into());
+    };
     let standby = at.standby.map(|(_, n)| n);
-    let driver = driving_node(&cluster.names(), &victim, standby.as_ref());
+    let driver = driving_node(&nodes, &victim, standby.as_ref());
     let epoch_before = at.epoch.0;
-    let fault = match probe.manager_node().await {
-        Ok(m) if m == victim => Fault::CrashManager,
-        _ => Fault::Crash,
+    // The manager may have moved during the placement: what counts is who ran it at the fault.
+    let fault = match fault {
+        Fault::Crash | Fault::CrashManager if victim == manager => Fault::CrashManager,
+        Fault::Crash | Fault::CrashManager => Fault::Crash,
+        other => other,
     };
     let before = counters(probe, &driver).await;
 
     let plan = ServedPlan::new(IN_FLIGHT, LOAD_LIMIT, AFTER_NEWER).map_err(|e| e.to_string())?;
     let load = probe.bench_served(&driver, &kv, INCR, plan);
-    let kill = async {
+    let strike = async {
         tokio::time::sleep(LEAD).await; // the load's lead; that it was running is checked below
-        let kill_us = wall_us_now();
-        cluster.kill9(&victim.0);
-        kill_us
+        let at_us = wall_us_now();
+        let struck = match fault {
+            Fault::Crash | Fault::CrashManager => {
+                cluster.kill9(&victim.0);
+                Ok(())
+            }
+            Fault::Hang => cluster.signal(&victim.0, "STOP").map_err(|e| e.to_string()),
+            Fault::Panic => probe
+                .inject_panic(&victim, &kv, copy)
+                .map_err(|e| e.to_string()),
+        };
+        (at_us, struck)
     };
-    let (load, kill_us) = tokio::join!(load, kill);
+    let (load, (fault_us, struck)) = tokio::join!(load, strike);
+    struck.map_err(|e| format!("cannot fault {victim} ({fault:?}): {e}"))?;
     let after = counters(probe, &driver).await;
 
     let mut trial = Trial {
         fault,
-        killed: victim.clone(),
+        faulted: victim.clone(),
         driver: driver.clone(),
         epoch_before,
         epoch_after: None,
@@ -273,15 +366,19 @@ async fn trial(
         invalid: None,
     };
     match load {
-        Ok(load) => judge(&mut trial, &load, kill_us, before.zip(after)),
+        Ok(load) => judge(&mut trial, &load, fault_us, before.zip(after)),
         Err(e) => trial.invalid = Some(format!("the load failed: {e}")),
     }
 
-    cluster
-        .restart(&victim.0)
-        .map_err(|e| format!("cannot restart {victim}: {e}"))?;
+    // A hung node is not resumed: killed and started again, as a crashed one, so that every
+    // trial starts from a whole cluster of fresh processes alike.
+    if fault != Fault::Panic {
+        cluster
+            .restart(&victim.0)
+            .map_err(|e| format!("cannot restart {victim}: {e}"))?;
+    }
     settle(probe, &cluster.names(), epoch_before).await?;
-    Ok(trial)
+    Ok(Some(trial))
 }
 
 /// A node that holds neither copy, else one other than the primary's.
@@ -391,12 +488,18 @@ async fn settle(probe: &Probe, nodes: &[String], epoch_before: u64) -> Result<()
 }
 
 async fn unsettled(probe: &Probe, nodes: &[String], epoch_before: u64) -> Option<String> {
+    let mut statuses = Vec::new();
     for name in nodes {
-        let node = NodeName::new(name);
-        let s = match probe.status(&node).await {
-            Ok(s) => s,
+        match probe.status(&NodeName::new(name)).await {
+            Ok(s) => statuses.push((name, s)),
             Err(e) => return Some(format!("node {name} does not answer: {e}")),
-        };
+        }
+    }
+    let members: BTreeMap<&str, u64> = statuses
+        .iter()
+        .map(|(name, s)| (name.as_str(), s.control.member))
+        .collect();
+    for (name, s) in &statuses {
         let view = &s.control;
         if view.leader.is_none() {
             return Some(format!("node {name} knows no leader"));
@@ -407,14 +510,8 @@ async fn unsettled(probe: &Probe, nodes: &[String], epoch_before: u64) -> Option
         {
             return Some(format!("node {name} does not count {missing} up"));
         }
-        let mut voters: Vec<&str> = view.voters.iter().map(|v| v.0.as_str()).collect();
-        voters.sort_unstable();
-        let mut want: Vec<&str> = nodes.iter().map(String::as_str).collect();
-        want.sort_unstable();
-        if voters != want {
-            return Some(format!(
-                "node {name} sees the voters {voters:?}, not {want:?}"
-            ));
+        if let Some(why) = voters_differ(name, view, &members) {
+            return Some(why);
         }
         let serving = view.units.iter().any(|u| {
             u.unit.0 == "kv"
@@ -448,7 +545,7 @@ mod tests {
     fn trial() -> Trial {
         Trial {
             fault: Fault::Crash,
-            killed: NodeName::new("n2"),
+            faulted: NodeName::new("n2"),
             driver: NodeName::new("n3"),
             epoch_before: 4,
             epoch_after: None,

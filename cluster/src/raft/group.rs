@@ -369,6 +369,16 @@ impl RaftGroup {
         Ok(request.rpc)
     }
 
+    /// Starts an election at once, this member a candidate of the next term: for a leader
+    /// known to be gone (its process ended), rather than waiting out the election timeout.
+    /// A member whose leader's lease still runs votes for nobody, so every member that saw the
+    /// leader go campaigns: see [`crate::departure`].
+    pub async fn campaign(&self) {
+        if let Err(e) = self.inner.raft.trigger().elect().await {
+            tracing::warn!(member = self.id(), error = %e, "cannot start an election: the member's Raft has stopped");
+        }
+    }
+
     /// The leader as this member knows it (see [`Leadership`] for the caveat).
     pub fn leader(&self) -> Option<MemberId> {
         self.inner.leadership.borrow().leader
