@@ -476,13 +476,7 @@ async fn run_cluster(
 /// The node the load runs in: one that holds neither of `kv`'s copies (with three nodes and one
 /// unit there is one), else one other than the primary's.
 fn driving_node(primary: &NodeName, standby: Option<&NodeName>) -> NodeName {
-    let nodes = NODES.map(NodeName::new);
-    nodes
-        .iter()
-        .find(|n| *n != primary && Some(*n) != standby)
-        .or_else(|| nodes.iter().find(|n| *n != primary))
-        .unwrap_or(primary)
-        .clone()
+    takeover::driving_node(&NODES.map(String::from), primary, standby)
 }
 
 /// One measurement from `driver`.

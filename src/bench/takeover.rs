@@ -382,7 +382,11 @@ async fn trial(
 }
 
 /// A node that holds neither copy, else one other than the primary's.
-fn driving_node(nodes: &[String], primary: &NodeName, standby: Option<&NodeName>) -> NodeName {
+pub(crate) fn driving_node(
+    nodes: &[String],
+    primary: &NodeName,
+    standby: Option<&NodeName>,
+) -> NodeName {
     let nodes: Vec<NodeName> = nodes.iter().map(NodeName::new).collect();
     nodes
         .iter()
