@@ -283,8 +283,12 @@ type Outcome = Result<(), Box<dyn std::error::Error>>;
 async fn run_node(args: NodeArgs) -> Outcome {
     let builder = args.builder(ClusterConfig::default_embedded())?;
     let node = understudy::units::register(builder).start().await?;
+    let http = node
+        .http
+        .map(|addr| format!(", HTTP API on http://{addr}"))
+        .unwrap_or_default();
     println!(
-        "node {} listening on {}:{}",
+        "node {} listening on {}:{}{http}",
         args.name, args.bind, args.port
     );
     node.serve_until_signal().await;
@@ -323,8 +327,8 @@ async fn status(join: &str, cookie: &str, json: bool) -> Outcome {
         String,
         (NodeName, understudy::cluster::control::ControlView),
     > = std::collections::BTreeMap::new();
-    for node in probe.nodes() {
-        let s = probe.status(&node).await?;
+    // The same statuses, in the same order, as the nodes' `GET /api/status`.
+    for s in probe.statuses().await? {
         if json {
             println!("{}", serde_json::to_string(&s)?);
             continue;

@@ -78,6 +78,8 @@ pub enum ProcessError {
 #[derive(Debug)]
 struct NodeProcess {
     port: u16,
+    /// Where its HTTP API listens (`--http`), a port of its own like `port`.
+    http_port: u16,
     /// Its group, if the cluster names groups (`--group`).
     group: Option<String>,
     /// `--expect` for this node (the size of its group).
@@ -176,8 +178,10 @@ impl ProcessClusterBuilder {
         for (group, names) in &self.groups {
             for name in names {
                 let port = free_port().ok_or(ProcessError::NoPort)?;
+                let http_port = free_port().ok_or(ProcessError::NoPort)?;
                 let node = NodeProcess {
                     port,
+                    http_port,
                     group: group.clone(),
                     expect: names.len(),
                     child: None,
@@ -350,6 +354,15 @@ impl ProcessCluster {
         Ok(format!("127.0.0.1:{}", n.port))
     }
 
+    /// `127.0.0.1:PORT` where node `name` serves its HTTP API (`--http`).
+    pub fn http_addr(&self, name: &str) -> Result<String, ProcessError> {
+        let n = self
+            .nodes
+            .get(name)
+            .ok_or_else(|| ProcessError::NoSuchNode(name.to_string()))?;
+        Ok(format!("127.0.0.1:{}", n.http_port))
+    }
+
     /// (Re)start a node on its port, empty; a node other than the seed joins the seed.
     pub fn restart(&mut self, name: &str) -> Result<(), ProcessError> {
         self.kill9(name);
@@ -371,6 +384,8 @@ impl ProcessCluster {
                 &self.cookie,
                 "--expect",
                 &node.expect.to_string(),
+                "--http",
+                &format!("127.0.0.1:{}", node.http_port),
             ])
             .args(
                 node.group

@@ -15,7 +15,7 @@ use understudy::actors::envelope::StimulusAsk;
 use understudy::cluster::probe::Probe;
 use understudy::cluster::wire::{WireAnswer, WireAsk};
 use understudy::demo::load::{verify, IncrLoad, LoadTotals};
-use understudy::runtime::{ClientId, CopyId, NodeName, Seq, StimulusId, UnitName};
+use understudy::runtime::{ClientId, CopyId, Epoch, NodeName, Seq, StimulusId, UnitName};
 use understudy::testkit::{heal, partition, wait_for_unit, Direction, ProcessCluster};
 use understudy::units::KvRequest;
 
@@ -54,6 +54,7 @@ async fn read_from_copy(probe: &Probe, node: &NodeName, copy: CopyId) -> WireAns
             seq: Seq(1),
         },
         low_water: Seq(1),
+        bound_at: Epoch(0),
         body: encode("stimulus", &KvRequest::Get { key: "k0".into() }).expect("encodes"),
     });
     probe

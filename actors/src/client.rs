@@ -569,6 +569,7 @@ impl Route<'_> {
                 copy: binding.copy,
                 id,
                 low_water: low_water(),
+                bound_at: binding.epoch,
                 body: body.to_vec(),
             };
             let sent = self

@@ -71,6 +71,8 @@ pub enum CopyMsg {
         id: StimulusId,
         /// Its client's low-water mark.
         low_water: Seq,
+        /// The epoch of the binding it was sent by.
+        bound_at: Epoch,
         /// The encoded stimulus.
         body: Vec<u8>,
         /// Where the answer goes.
@@ -241,6 +243,7 @@ impl<U: Unit> Actor for UnitCopy<U> {
             CopyMsg::Stimulus {
                 id,
                 low_water,
+                bound_at,
                 body,
                 reply,
             } => match decode::<U::Stimulus>("stimulus", &body) {
@@ -266,6 +269,7 @@ impl<U: Unit> Actor for UnitCopy<U> {
                         Input::Stimulus(StimulusIn {
                             id,
                             low_water,
+                            bound_at,
                             body,
                             reply: token,
                         }),

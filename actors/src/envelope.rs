@@ -7,7 +7,9 @@
 
 use crate::registry::NameUpdate;
 use serde::{Deserialize, Serialize};
-use understudy_runtime::{CopyId, Directive, NodeName, Report, Seq, StartAs, StimulusId, UnitName};
+use understudy_runtime::{
+    CopyId, Directive, Epoch, NodeName, Report, Seq, StartAs, StimulusId, Time, UnitName,
+};
 
 /// A one-way message for another node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +99,9 @@ pub enum ManagerCast {
         incarnation: u64,
         /// The copies it runs (or told to stop and not yet ended), with their units.
         running: Vec<(UnitName, CopyId)>,
+        /// The node's clock when it sent this (a standby's first lease at a promotion is
+        /// counted from it).
+        sent_at: Time,
     },
     /// A local manager lost a copy: crashed (`known_dead`) or hung.
     CopyDown {
@@ -130,6 +135,9 @@ pub struct StimulusAsk {
     pub id: StimulusId,
     /// Its client's low-water mark.
     pub low_water: Seq,
+    /// The epoch of the binding it was sent by (0: addressed to the copy without one). A
+    /// standby that sees a newer epoch than its own knows its promotion is on the way.
+    pub bound_at: Epoch,
     /// The encoded stimulus.
     pub body: Vec<u8>,
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use understudy_runtime::group::{Phase, StandbyState};
 use understudy_runtime::{
     ControlInput, CopyId, Directive, Epoch, GroupCommand, GroupConfig, GroupCore, GroupInput,
-    GroupTable, HeartbeatConfig, ManagerSession, NodeName, StartAs, Time, UnitName,
+    GroupTable, Heartbeat, HeartbeatConfig, ManagerSession, NodeName, StartAs, Time, UnitName,
 };
 
 /// Messages to a `GroupManager`.
@@ -128,7 +128,17 @@ pub fn hear(session: &mut ManagerSession, table: &GroupTable, now: Time, cast: M
             node,
             incarnation,
             running,
-        } => session.node_heard(table, now, node, incarnation, Some(running)),
+            sent_at,
+        } => session.node_heard(
+            table,
+            now,
+            node,
+            incarnation,
+            Some(Heartbeat {
+                running,
+                clock: sent_at,
+            }),
+        ),
         ManagerCast::CopyDown {
             unit,
             copy,

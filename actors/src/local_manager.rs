@@ -189,6 +189,7 @@ impl CopyRoutes {
             copy,
             id,
             low_water,
+            bound_at,
             body,
         } = ask;
         match self.copies.get(&copy) {
@@ -198,6 +199,7 @@ impl CopyRoutes {
                 let _ = actor.cast(CopyMsg::Stimulus {
                     id,
                     low_water,
+                    bound_at,
                     body,
                     reply,
                 });
@@ -424,6 +426,7 @@ impl Actor for LocalManager {
                     node: state.args.node.clone(),
                     incarnation: state.args.incarnation,
                     running,
+                    sent_at: now,
                 });
             }
         }

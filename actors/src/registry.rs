@@ -75,6 +75,8 @@ pub struct NameUpdate {
 struct Inner {
     table: DashMap<UnitName, NameState>,
     version: watch::Sender<u64>,
+    /// Per unit, how many updates this table applied that raised the unit's epoch.
+    epoch_changes: DashMap<UnitName, u64>,
 }
 
 /// A node's name table. Cheap to clone; all clones share the table.
@@ -97,6 +99,7 @@ impl Registry {
             inner: Arc::new(Inner {
                 table: DashMap::new(),
                 version,
+                epoch_changes: DashMap::new(),
             }),
         }
     }
@@ -104,7 +107,8 @@ impl Registry {
     /// Apply an update unless the table already holds a newer state for the unit. Returns
     /// whether it changed anything.
     pub fn apply(&self, update: NameUpdate) -> bool {
-        let changed = match self.inner.table.entry(update.unit) {
+        let mut new_epoch = false;
+        let changed = match self.inner.table.entry(update.unit.clone()) {
             dashmap::mapref::entry::Entry::Vacant(v) => {
                 v.insert(update.state);
                 true
@@ -112,11 +116,15 @@ impl Registry {
             dashmap::mapref::entry::Entry::Occupied(mut o) => {
                 let newer = update.state.rank() > o.get().rank();
                 if newer {
+                    new_epoch = update.state.epoch() > o.get().epoch();
                     o.insert(update.state);
                 }
                 newer
             }
         };
+        if new_epoch {
+            *self.inner.epoch_changes.entry(update.unit).or_insert(0) += 1;
+        }
         if changed {
             self.inner.version.send_modify(|v| *v += 1);
         }
@@ -135,6 +143,20 @@ impl Registry {
             .table
             .iter()
             .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Per unit, how many times this table moved the unit to a newer epoch since it was made
+    /// (takeovers, switchovers, restores — as far as this node saw them; a unit's first
+    /// state is no change), sorted by name. Units never moved are absent.
+    pub fn epoch_changes(&self) -> Vec<(UnitName, u64)> {
+        let mut all: Vec<_> = self
+            .inner
+            .epoch_changes
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
@@ -201,6 +223,36 @@ mod tests {
             state: bound(3, 9)
         }));
         assert_eq!(r.resolve(&kv), Some(bound(3, 9)));
+    }
+
+    #[test]
+    fn the_table_counts_each_move_to_a_newer_epoch_once_and_nothing_else() {
+        let r = Registry::new();
+        let kv = UnitName::new("kv");
+        let apply = |state| {
+            r.apply(NameUpdate {
+                unit: kv.clone(),
+                state,
+            })
+        };
+        apply(bound(1, 1));
+        assert!(r.epoch_changes().is_empty(), "a first binding is no change");
+        apply(NameState::Rebinding { epoch: Epoch(1) });
+        assert!(
+            r.epoch_changes().is_empty(),
+            "a withdrawal stays in its epoch"
+        );
+        apply(bound(2, 2));
+        apply(bound(2, 2));
+        apply(bound(1, 1));
+        assert_eq!(
+            r.epoch_changes(),
+            vec![(kv.clone(), 1)],
+            "repeats and stale updates"
+        );
+        apply(NameState::Unavailable { epoch: Epoch(2) });
+        apply(bound(3, 3));
+        assert_eq!(r.epoch_changes(), vec![(kv, 2)]);
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
 //! The flags of a node process — `node --name --port --join --cookie --expect --group
-//! --config --heartbeat-ms --heartbeat-misses` — for any binary that runs Understudy nodes:
+//! --config --heartbeat-ms --heartbeat-misses --http --api-token` — for any binary that runs Understudy nodes:
 //! the `understudy` binary, the shop, yours. [`NodeArgs::from_env`] parses them as a `node`
 //! subcommand (what the test kit's `ProcessCluster` passes); a program with its own command
 //! line flattens [`NodeArgs`] into it. [`NodeArgs::builder`] turns them into a
@@ -22,8 +22,9 @@
 
 use crate::builder::{NodeBuilder, DEV_COOKIE};
 use crate::config::{ClusterConfig, ConfigError};
+use crate::http::ApiToken;
 use crate::node::Node;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -63,6 +64,19 @@ pub struct NodeArgs {
     /// 50 ms notices a hung node within 250 ms on loopback).
     #[arg(long, default_value_t = 4)]
     pub heartbeat_misses: u32,
+    /// Where the node serves its HTTP API (status, switchover, drain, /metrics) [default:
+    /// 127.0.0.1 and --port plus 1000].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub http: Option<SocketAddr>,
+    /// The token the HTTP API's changing calls must present (`Authorization: Bearer TOKEN`);
+    /// without one the API refuses every change.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub api_token: Option<ApiToken>,
 }
 
 /// `PROGRAM node …`: the command line [`NodeArgs::from_env`] parses.
@@ -101,6 +115,12 @@ impl NodeArgs {
         if let Some(group) = &self.group {
             builder = builder.group(group.clone());
         }
+        if let Some(addr) = self.http {
+            builder = builder.http(addr);
+        }
+        if let Some(token) = &self.api_token {
+            builder = builder.api_token(token.clone());
+        }
         Ok(builder)
     }
 }
@@ -120,6 +140,36 @@ mod tests {
         assert!(args.join.is_empty() && args.config.is_none());
         let missing = NodeCommand::try_parse_from(["app", "node", "--port", "7000"]);
         assert!(missing.is_err(), "a node needs a name");
+    }
+
+    #[test]
+    fn the_http_address_and_api_token_parse_and_a_bad_address_is_refused() {
+        let NodeCommand::Node(args) = NodeCommand::try_parse_from([
+            "app",
+            "node",
+            "--name",
+            "a",
+            "--port",
+            "7000",
+            "--http",
+            "127.0.0.1:9100",
+            "--api-token",
+            "t0ken",
+        ])
+        .expect("a node command line");
+        assert_eq!(args.http, Some(SocketAddr::from(([127, 0, 0, 1], 9100))));
+        assert_eq!(args.api_token, Some("t0ken".parse().expect("a token")));
+        let bad = NodeCommand::try_parse_from([
+            "app",
+            "node",
+            "--name",
+            "a",
+            "--port",
+            "7000",
+            "--http",
+            "localhost",
+        ]);
+        assert!(bad.is_err(), "--http takes ADDR:PORT");
     }
 
     #[test]

@@ -29,9 +29,10 @@
 
 use crate::bench::{BenchUnits, TypedBench, UnitBench};
 use crate::config::{ClusterConfig, ConfigError, UnitConfig, DEFAULT_GROUP};
+use crate::http::{ApiConfig, ApiToken, StartError};
 use crate::node::{Node, NodeError, NodeOptions};
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use understudy_actors::copy::CopySpawner;
@@ -57,6 +58,9 @@ pub struct NodeBuilder {
     group: Option<String>,
     expect: usize,
     heartbeat: Option<HeartbeatConfig>,
+    /// The HTTP API's address (`None`: 127.0.0.1 and `port` plus 1000).
+    http: Option<SocketAddr>,
+    api_token: Option<ApiToken>,
     kinds: BTreeMap<String, KindFactory>,
 }
 
@@ -90,6 +94,8 @@ impl Node {
             group: None,
             expect: 1,
             heartbeat: None,
+            http: None,
+            api_token: None,
             kinds: BTreeMap::new(),
         }
     }
@@ -166,6 +172,20 @@ impl NodeBuilder {
         self
     }
 
+    /// Serve the node's HTTP API ([`crate::http`]) on `addr` instead of 127.0.0.1 and the
+    /// node's port plus 1000.
+    pub fn http(mut self, addr: SocketAddr) -> Self {
+        self.http = Some(addr);
+        self
+    }
+
+    /// The token the HTTP API's changing calls must present (`Authorization: Bearer TOKEN`);
+    /// without one the API refuses every change.
+    pub fn api_token(mut self, token: ApiToken) -> Self {
+        self.api_token = Some(token);
+        self
+    }
+
     /// Registers unit kind `kind` (as `units.toml` names it): `make` builds the unit for each
     /// unit of that kind from its entry (its name, budget, strategy…).
     pub fn kind<U, F>(mut self, kind: &str, make: F) -> Self
@@ -210,6 +230,16 @@ impl NodeBuilder {
         }
         opts.join = self.join.clone();
         opts.expect = self.expect;
+        let http = match self.http {
+            Some(addr) => addr,
+            None => crate::http::default_addr(self.port).ok_or(NodeError::Http(
+                StartError::NoDefaultPort { port: self.port },
+            ))?,
+        };
+        opts.http = Some(ApiConfig {
+            addr: http,
+            token: self.api_token.clone(),
+        });
         if let Some(heartbeat) = self.heartbeat {
             opts.local.heartbeat = heartbeat;
             opts.group_config.node_heartbeat = heartbeat;
@@ -248,5 +278,42 @@ impl NodeBuilder {
     /// Starts the node: its node server, its Raft members, its local manager and its endpoint.
     pub async fn start(self) -> Result<Node, NodeError> {
         Node::start(self.options()?).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use understudy_runtime::sim::unit::SetUnit;
+
+    fn builder(port: u16) -> NodeBuilder {
+        let config = ClusterConfig::from_toml_str("[[units]]\nname = \"s\"\nkind = \"set\"\n")
+            .expect("a units file");
+        Node::builder("a", port)
+            .config(config)
+            .kind("set", |_| SetUnit)
+    }
+
+    #[test]
+    fn a_node_serves_its_http_api_on_loopback_at_its_port_plus_1000_unless_told() {
+        let opts = builder(7301).options().expect("options");
+        let api = opts.http.expect("an HTTP API");
+        assert_eq!(api.addr, SocketAddr::from(([127, 0, 0, 1], 8301)));
+        assert!(api.token.is_none());
+        let elsewhere = SocketAddr::from(([127, 0, 0, 1], 9000));
+        let opts = builder(7301).http(elsewhere).options().expect("options");
+        assert_eq!(opts.http.map(|a| a.addr), Some(elsewhere));
+    }
+
+    #[test]
+    fn a_port_whose_http_default_is_past_65535_is_an_error_naming_the_flag() {
+        let err = builder(65000).options().expect_err("no default HTTP port");
+        assert!(matches!(
+            err,
+            NodeError::Http(StartError::NoDefaultPort { port: 65000 })
+        ));
+        assert!(err.to_string().contains("--http ADDR:PORT"), "{err}");
+        let ok = builder(65000).http(SocketAddr::from(([127, 0, 0, 1], 9000)));
+        assert!(ok.options().is_ok());
     }
 }

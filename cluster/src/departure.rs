@@ -27,12 +27,15 @@ use understudy_runtime::NodeName;
 /// How long one probe of a peer's port may take. On loopback a refusal is immediate; a live
 /// but busy process accepts from its kernel backlog just as fast.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
-/// The pause between the two probes: the port must refuse both times, so that the moment a
-/// node's listener is being replaced is not mistaken for its end.
-const SECOND_PROBE_AFTER: Duration = Duration::from_millis(2);
+/// The pause between the two probes: the port must refuse both times, so that one refusal in
+/// the instant a listener is being set up again is not mistaken for the process's end.
+const SECOND_PROBE_AFTER: Duration = Duration::from_micros(100);
 
-/// The pauses before each probe of a port that accepted the probe before it.
-const ACCEPTED_AGAIN_AFTER_MS: [u64; 6] = [0, 1, 2, 4, 8, 16];
+/// The pauses, in microseconds, before each probe of a port that accepted the probe before it:
+/// a dying process's sessions may close a moment before its listener does (the kernel closes
+/// its descriptors one by one), so the first ones come quickly; about 30 ms in all.
+const ACCEPTED_AGAIN_AFTER_US: [u64; 10] =
+    [0, 200, 200, 400, 800, 1_600, 3_200, 6_400, 8_000, 10_000];
 
 /// A session that closed: the peer's node name and the address it listens on.
 #[derive(Debug)]
@@ -89,6 +92,7 @@ pub async fn watch_departures(
         if node == me {
             continue;
         }
+        tracing::debug!(peer = %node, %listens_at, "a session closed: probing the peer's port");
         let planes = planes.clone();
         tokio::spawn(async move {
             if !refuses(&listens_at).await {
@@ -104,27 +108,38 @@ pub async fn watch_departures(
 }
 
 /// Whether `addr` refuses connections twice in a row (the process behind it no longer
-/// listens). A dying process's sessions may close a fraction of a millisecond before its
-/// listener does, so a port that still accepts is probed again a few times, over about 30 ms,
-/// before it counts as alive. A timeout or any other error counts as not refused: heartbeats
-/// decide then.
+/// listens). A port that still accepts is probed again a few times, over about 30 ms
+/// ([`ACCEPTED_AGAIN_AFTER_US`]), before it counts as alive. A timeout or any other error
+/// counts as not refused: heartbeats decide then. The probes run on a blocking thread: their
+/// pauses are shorter than the async timer's millisecond.
 async fn refuses(addr: &str) -> bool {
-    for pause_ms in ACCEPTED_AGAIN_AFTER_MS {
-        if pause_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+    let addr = addr.to_string();
+    tokio::task::spawn_blocking(move || refuses_now(&addr))
+        .await
+        .unwrap_or(false)
+}
+
+fn refuses_now(addr: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let Some(addr) = addr.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return false;
+    };
+    for pause_us in ACCEPTED_AGAIN_AFTER_US {
+        if pause_us > 0 {
+            std::thread::sleep(Duration::from_micros(pause_us));
         }
-        if refused_once(addr).await {
-            tokio::time::sleep(SECOND_PROBE_AFTER).await;
-            return refused_once(addr).await;
+        if refused_once(&addr) {
+            std::thread::sleep(SECOND_PROBE_AFTER);
+            return refused_once(&addr);
         }
     }
     false
 }
 
-async fn refused_once(addr: &str) -> bool {
-    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
-        Ok(Ok(_)) | Err(_) => false,
+fn refused_once(addr: &std::net::SocketAddr) -> bool {
+    match std::net::TcpStream::connect_timeout(addr, PROBE_TIMEOUT) {
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        Ok(_) => false,
     }
 }
 

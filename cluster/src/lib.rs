@@ -13,6 +13,8 @@
 //! | [`builder`] | starting a node from an application's `main`: `Node::builder`, unit kinds, typed clients |
 //! | [`node`] | one node: its `NodeServer`, local manager, name table, membership and re-dialling |
 //! | [`probe`] | talking to a running cluster from outside it: status and calls |
+//! | [`operator`] | what an operator asks of a cluster (status, switchover, drain, restore), from outside or from a node |
+//! | [`http`] | every node's HTTP API (axum): status, switchover, drain, Prometheus `/metrics` |
 //! | [`wire`] | the one advertised endpoint per node, and the links that reach other nodes through it |
 //! | [`config`] | `units.toml`: the groups and units of a cluster |
 //! | [`departure`] | seeing a peer's process end at once: its session closed and its port refuses |
@@ -27,7 +29,9 @@ pub mod builder;
 pub mod config;
 pub mod control;
 pub mod departure;
+pub mod http;
 pub mod node;
+pub mod operator;
 pub mod probe;
 pub mod raft;
 pub mod wire;

@@ -70,6 +70,9 @@ pub struct NodeOptions {
     /// The units a bench may drive from this node, with typed clients (the node builder
     /// fills it from the kinds registered).
     pub benches: BenchUnits,
+    /// Its HTTP API ([`crate::http`]), if it serves one (the node builder serves one by
+    /// default, on 127.0.0.1 and `port` plus 1000).
+    pub http: Option<crate::http::ApiConfig>,
 }
 
 impl NodeOptions {
@@ -94,6 +97,7 @@ impl NodeOptions {
             group_config: GroupManagerConfig::default(),
             raft: RaftTuning::default(),
             benches: BenchUnits::new(),
+            http: None,
         }
     }
 
@@ -131,6 +135,9 @@ pub enum NodeError {
     /// A node name must be non-empty and made of letters, digits, `-` and `_`.
     #[error("bad node name {0:?}: use letters, digits, '-' and '_'")]
     BadName(String),
+    /// The HTTP API has no address, or cannot listen on it.
+    #[error(transparent)]
+    Http(crate::http::StartError),
 }
 
 /// A running node.
@@ -150,6 +157,8 @@ pub struct Node {
     pub others: Vec<ControlHandle>,
     /// Its book of time spent against budgets.
     pub budgets: BudgetBook,
+    /// Where its HTTP API listens, if it serves one.
+    pub http: Option<std::net::SocketAddr>,
     server: ActorRef<NodeServerMessage>,
     endpoint: ActorRef<crate::wire::WireMsg>,
     counter: ActorRef<BenchCounterMsg>,
@@ -177,6 +186,10 @@ impl Node {
         if !valid_name(&opts.name.0) {
             return Err(NodeError::BadName(opts.name.0.clone()));
         }
+        // The HTTP API's address is taken first: a node that cannot serve it joins nothing.
+        let http = crate::http::bind(opts.http.as_ref())
+            .await
+            .map_err(NodeError::Http)?;
         let start_err = |what| {
             move |e: ractor::SpawnErr| NodeError::Start {
                 what,
@@ -334,6 +347,11 @@ impl Node {
                 opts.expect,
             )));
         }
+        let http = http.map(|api| {
+            let (addr, task) = api.serve(opts.name.clone(), endpoint.clone(), registry.clone());
+            tasks.push(task);
+            addr
+        });
         tracing::info!(node = %opts.name, port = opts.port, bind = %opts.bind, seed = opts.is_seed(), group = %opts.group, member = incarnation, "node started");
         Ok(Node {
             name: opts.name,
@@ -343,6 +361,7 @@ impl Node {
             home,
             others,
             budgets,
+            http,
             server,
             endpoint,
             counter,
@@ -406,6 +425,9 @@ impl Node {
 /// yet know of the panic and every other log line of the node waits — and a takeover after a
 /// panic in a handler waited for that.
 pub fn report_panics_off_the_hot_path() {
+    /// How long a panic's backtrace waits before its symbols are resolved: past the takeover
+    /// the panic starts (a few milliseconds), which would otherwise share the cores with it.
+    const RESOLVE_BACKTRACES_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let (reports, to_print) = std::sync::mpsc::channel::<std::backtrace::Backtrace>();
@@ -413,8 +435,11 @@ pub fn report_panics_off_the_hot_path() {
             .name("panic-backtraces".into())
             .spawn(move || {
                 for backtrace in to_print {
-                    // Resolved before taking stderr's lock: resolving takes ~100 ms the first
-                    // time, and every log line of the node waits while stderr is locked.
+                    // Resolved a moment later, and before taking stderr's lock: resolving
+                    // takes ~100 ms of a core the first time, which would slow the takeover
+                    // the panic just started, and every log line of the node waits while
+                    // stderr is locked.
+                    std::thread::sleep(RESOLVE_BACKTRACES_AFTER);
                     let text = backtrace.to_string();
                     eprintln!("stack backtrace of the panic above:\n{text}");
                 }

@@ -4,6 +4,7 @@
 //! tests are built on it.
 
 use crate::bench::{BenchError, BenchPlan, BenchStats, BenchTarget, ServedLoad, ServedPlan};
+use crate::operator::{self, ReachNodes};
 use crate::wire::{node_of_group, NodeStatus, WireAnswer, WireAsk, WireMsg, WireRequest};
 use ractor::{Actor, ActorRef};
 use ractor_cluster::{NodeServer, NodeServerMessage};
@@ -46,6 +47,31 @@ pub enum ProbeError {
     /// The bench reached its node but measured nothing there.
     #[error(transparent)]
     Bench(#[from] BenchError),
+    /// An operator request named a unit that no group of the cluster declares.
+    #[error("no group of the cluster declares unit {0}; `understudy status` lists the units")]
+    UnknownUnit(UnitName),
+    /// An operator request named a node that is neither connected nor in any group's table.
+    #[error("node {0} is neither connected nor in any group's table; `understudy status` lists the nodes")]
+    UnknownNode(NodeName),
+    /// No node that answered runs the group manager (of the group concerned): an election may
+    /// be under way.
+    #[error("no node runs the group manager{} right now (a Raft election may be under way); try again in a moment", .group.as_ref().map(|g| format!(" of group {g}")).unwrap_or_default())]
+    NoManager {
+        /// The group, if the request concerned one.
+        group: Option<String>,
+    },
+    /// No node of the cluster answered a status request.
+    #[error("no node of the cluster answered; check that the nodes run and are reachable")]
+    NoNodeAnswered,
+    /// The group manager's node refused an operator request (it may have stopped running the
+    /// manager since it was asked, or the request does not apply).
+    #[error("node {node} refused: {reason}")]
+    Refused {
+        /// The node asked.
+        node: NodeName,
+        /// What it said.
+        reason: String,
+    },
 }
 
 /// A connection to a cluster from outside it.
@@ -197,16 +223,12 @@ impl Probe {
 
     /// What `node` knows.
     pub async fn status(&self, node: &NodeName) -> Result<NodeStatus, ProbeError> {
-        match self
-            .ask(node, &WireAsk::Status, Duration::from_secs(5))
-            .await?
-        {
-            WireAnswer::Status(s) => Ok(*s),
-            other => Err(ProbeError::NoAnswer {
-                node: node.clone(),
-                reason: format!("unexpected answer {other:?}"),
-            }),
-        }
+        operator::status_of(self, node).await
+    }
+
+    /// Every visible node's status, in the order of their names (see [`operator::statuses`]).
+    pub async fn statuses(&self) -> Result<Vec<NodeStatus>, ProbeError> {
+        operator::statuses(self).await
     }
 
     /// Call `unit` through `node` with a JSON stimulus; the node's client follows takeovers
@@ -301,70 +323,37 @@ impl Probe {
     /// The node that runs the group manager of the first group found running one, as the
     /// nodes' status says (in a cluster of one group: its manager).
     pub async fn manager_node(&self) -> Result<NodeName, ProbeError> {
-        self.manager_where(|_| true).await
+        operator::manager_where(self, |_| true).await
     }
 
     /// The node that runs the manager of `group`.
     pub async fn manager_of(&self, group: &str) -> Result<NodeName, ProbeError> {
-        self.manager_where(|g| g == group).await
-    }
-
-    async fn manager_where(&self, group: impl Fn(&str) -> bool) -> Result<NodeName, ProbeError> {
-        for node in self.nodes() {
-            if let Ok(s) = self.status(&node).await {
-                if s.control.runs_group_manager && group(&s.group) {
-                    return Ok(node);
-                }
-            }
-        }
-        Err(ProbeError::NoSuchNode(NodeName::new(
-            "(the group manager's node)",
-        )))
-    }
-
-    /// The group that houses `unit`, by the first node that answers.
-    async fn group_of_unit(&self, unit: &UnitName) -> Option<String> {
-        for node in self.nodes() {
-            if let Ok(s) = self.status(&node).await {
-                let found = std::iter::once(&s.control)
-                    .chain(s.others.iter())
-                    .find(|v| v.units.iter().any(|u| &u.unit == unit));
-                if let Some(v) = found {
-                    return Some(v.group.clone());
-                }
-            }
-        }
-        None
+        operator::manager_where(self, |g| g == group).await
     }
 
     /// Ask the group manager for a planned switchover of `unit`, to drain `node`, or to
-    /// restore an unavailable `unit`.
+    /// restore an unavailable `unit` (see [`operator::operate`]).
     pub async fn operate(&self, request: WireAsk) -> Result<(), ProbeError> {
-        let group = match &request {
-            WireAsk::Switchover { unit } | WireAsk::Restore { unit } => {
-                self.group_of_unit(unit).await
-            }
-            WireAsk::Drain { node } => self.status(node).await.ok().map(|s| s.group),
-            _ => None,
-        };
-        let node = match group {
-            Some(g) => self.manager_of(&g).await?,
-            None => self.manager_node().await?,
-        };
-        match self.ask(&node, &request, Duration::from_secs(5)).await? {
-            WireAnswer::Done(Ok(())) => Ok(()),
-            WireAnswer::Done(Err(reason)) | WireAnswer::Malformed(reason) => {
-                Err(ProbeError::NoAnswer { node, reason })
-            }
-            other => Err(ProbeError::NoAnswer {
-                node,
-                reason: format!("unexpected answer {other:?}"),
-            }),
-        }
+        operator::operate(self, request).await
     }
 
     /// Leave the cluster (also done when the probe is dropped).
     pub fn stop(self) {}
+}
+
+impl ReachNodes for Probe {
+    fn nodes(&self) -> Vec<NodeName> {
+        Probe::nodes(self)
+    }
+
+    async fn ask(
+        &self,
+        node: &NodeName,
+        ask: &WireAsk,
+        wait: Duration,
+    ) -> Result<WireAnswer, ProbeError> {
+        Probe::ask(self, node, ask, wait).await
+    }
 }
 
 impl Drop for Probe {

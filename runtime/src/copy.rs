@@ -105,6 +105,11 @@ pub struct StimulusIn<U: Unit> {
     pub id: StimulusId,
     /// Its client's low-water mark.
     pub low_water: Seq,
+    /// The epoch of the binding the client sent it by (`Epoch(0)`: addressed to this copy
+    /// without one). A standby that sees a newer epoch than its own knows its promotion was
+    /// committed (the name is bound to it first when the manager grants the lease with the
+    /// promotion) and keeps the stimulus until the directive arrives.
+    pub bound_at: Epoch,
     /// The stimulus itself.
     pub body: U::Stimulus,
     /// Where the answer goes.
@@ -547,6 +552,9 @@ impl<U: Unit> CopyCore<U> {
 
     fn on_stimulus(&mut self, now: Time, s: StimulusIn<U>) {
         match self.role {
+            // Sent by a binding newer than this standby knows: its promotion is committed
+            // and on the way; the stimulus waits for it (or is refused at the park timeout).
+            Role::Standby if s.bound_at > self.epoch => self.park(now, s),
             Role::Standby | Role::Fenced => {
                 let epoch = self.epoch;
                 self.reply(s.reply, Err(Refusal::NotPrimary { epoch }));
@@ -1067,7 +1075,12 @@ impl<U: Unit> CopyCore<U> {
                     self.fence(current);
                 }
             }
-            Directive::Promote { epoch } => self.on_promote(now, epoch),
+            Directive::Promote { epoch, lease } => {
+                self.on_promote(now, epoch);
+                if let Some(grant) = lease {
+                    self.take_lease(now, epoch, grant.from, grant.duration);
+                }
+            }
             Directive::HandOver { epoch } => {
                 if epoch == self.epoch && self.role == Role::Primary {
                     self.handing_over = true;
@@ -1137,28 +1150,33 @@ impl<U: Unit> CopyCore<U> {
                 epoch,
                 requested_at,
                 duration,
-            } => {
-                if epoch != self.epoch || !matches!(self.role, Role::Primary | Role::Promoting) {
-                    return;
-                }
-                let until = requested_at.after(duration);
-                let better = self
-                    .lease
-                    .is_none_or(|l| l.epoch != epoch || until > l.until);
-                if better {
-                    self.lease = Some(Lease {
-                        epoch,
-                        until,
-                        duration,
-                        asked_at: None,
-                    });
-                }
-                if self.role == Role::Promoting && self.lease_live(now) {
-                    self.role = Role::Primary;
-                }
-                self.serve_parked(now);
-            }
+            } => self.take_lease(now, epoch, requested_at, duration),
         }
+    }
+
+    /// A lease for `epoch` from `from` (on this node's clock) for `duration`: kept if it ends
+    /// later than the one held; a promoting copy with a live lease becomes the primary and
+    /// serves what it parked.
+    fn take_lease(&mut self, now: Time, epoch: Epoch, from: Time, duration: Duration) {
+        if epoch != self.epoch || !matches!(self.role, Role::Primary | Role::Promoting) {
+            return;
+        }
+        let until = from.after(duration);
+        let better = self
+            .lease
+            .is_none_or(|l| l.epoch != epoch || until > l.until);
+        if better {
+            self.lease = Some(Lease {
+                epoch,
+                until,
+                duration,
+                asked_at: None,
+            });
+        }
+        if self.role == Role::Promoting && self.lease_live(now) {
+            self.role = Role::Primary;
+        }
+        self.serve_parked(now);
     }
 
     fn on_promote(&mut self, now: Time, epoch: Epoch) {

@@ -2,17 +2,21 @@
 //! takeover when a primary is lost, a new standby when a standby is lost.
 //!
 //! ```text
-//!  primary lost ──known dead──────────────► promote standby (epoch+1) ──Promoted──► bind,
-//!       │                                        ▲                                 grant lease,
-//!       └──not known dead──► wait until its lease lapsed                           place standby
+//!  primary lost ──known dead──────────────► promote standby (epoch+1) ──Promoted──► serving,
+//!       │                                   with its first lease and    (bind and grant the
+//!       │                                   the name bound, when its    lease now if not done
+//!       │                                   node's clock is known       with the promotion),
+//!       └──not known dead──► wait until its lease lapsed                place standby
 //! ```
 //!
 //! A primary's lease is granted here. The manager counts a lease from the moment it grants
-//! it, the holder from the moment it asked, so the holder's lease always ends first; a
-//! standby whose primary is not known dead is promoted only after the manager's count ran out.
+//! it, the holder from a moment on its own clock before that (when it asked, or, for the
+//! first lease granted with a promotion, its node's last heartbeat the manager heard), so the
+//! holder's lease always ends first; a standby whose primary is not known dead is promoted
+//! only after the manager's count ran out.
 
 use crate::ids::{CopyId, Epoch, NodeName, UnitName};
-use crate::message::{Directive, Report};
+use crate::message::{Directive, LeaseGrant, Report};
 use crate::time::Time;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -109,6 +113,16 @@ pub enum GroupInput {
         node: NodeName,
         /// Its copies, with their units.
         running: Vec<(UnitName, CopyId)>,
+    },
+    /// The nodes' own clocks when they last said they live: each heartbeat a node's local
+    /// manager sends carries its clock, and the manager passes on those it heard before this
+    /// input. A promotion to a copy on one of these nodes then grants the copy's first lease
+    /// from that moment and binds the name in the same step, without waiting for the copy
+    /// to ask ([`LeaseGrant`]). Forgotten when the node goes down or starts again (a new
+    /// process has a new clock).
+    NodeClocks {
+        /// Each node with its clock.
+        clocks: Vec<(NodeName, Time)>,
     },
     /// Time passed.
     Tick,
@@ -239,6 +253,9 @@ pub enum Phase {
     Promoting {
         /// When the directive was last sent.
         sent_at: Time,
+        /// The first lease, granted with the promotion (and the name bound at once) when the
+        /// manager knew the clock of the standby's node; resent unchanged with the directive.
+        lease: Option<LeaseGrant>,
     },
     /// No copy holds the state any more.
     Unavailable,
@@ -292,6 +309,9 @@ pub struct GroupCore {
     /// with `Fence`.
     retired: BTreeMap<CopyId, NodeName>,
     next_copy: u64,
+    /// The nodes' clocks at their last heartbeat heard ([`GroupInput::NodeClocks`]).
+    #[serde(default)]
+    clocks: BTreeMap<NodeName, Time>,
     commands: Vec<GroupCommand>,
 }
 
@@ -306,6 +326,7 @@ impl GroupCore {
             units: BTreeMap::new(),
             retired: BTreeMap::new(),
             next_copy: copy_base,
+            clocks: BTreeMap::new(),
             commands: Vec::new(),
         }
     }
@@ -346,6 +367,7 @@ impl GroupCore {
             GroupInput::NodeUp { node } => {
                 // A node that starts (again) is empty: whatever ran there before is gone.
                 self.node_down(now, node.clone(), true);
+                self.clocks.remove(&node);
                 self.draining.remove(&node);
                 self.nodes.insert(node, true);
                 self.place_missing_standbys();
@@ -361,6 +383,13 @@ impl GroupCore {
             GroupInput::Switchover { unit } => self.switchover(now, &unit),
             GroupInput::Drain { node } => self.drain(now, node),
             GroupInput::Restore { unit } => self.restore(now, unit),
+            GroupInput::NodeClocks { clocks } => {
+                for (node, clock) in clocks {
+                    if self.node_up(&node) {
+                        self.clocks.insert(node, clock);
+                    }
+                }
+            }
             GroupInput::Tick => self.tick(now),
             GroupInput::Resume => self.resume(now),
             GroupInput::NodeInventory { node, running } => {
@@ -523,7 +552,10 @@ impl GroupCore {
                 }),
                 standby: None,
                 lease_expires: Time::ZERO,
-                phase: Phase::Promoting { sent_at: now },
+                phase: Phase::Promoting {
+                    sent_at: now,
+                    lease: None,
+                },
                 bound: false,
                 handover: None,
             },
@@ -612,7 +644,7 @@ impl GroupCore {
         let retry = self.config.retry;
         match &rec.phase {
             Phase::AwaitingLeaseLapse { .. } => now >= rec.lease_expires,
-            Phase::Promoting { sent_at } => now.since(*sent_at) >= retry,
+            Phase::Promoting { sent_at, .. } => now.since(*sent_at) >= retry,
             Phase::Serving => {
                 rec.handover.is_some_and(|asked| now.since(asked) >= retry)
                     || rec
@@ -628,6 +660,7 @@ impl GroupCore {
 
     fn node_down(&mut self, now: Time, node: NodeName, known_dead: bool) {
         self.nodes.insert(node.clone(), false);
+        self.clocks.remove(&node);
         let names: Vec<UnitName> = self.units.keys().cloned().collect();
         for u in names {
             let Some(rec) = self.units.get(&u) else {
@@ -754,15 +787,36 @@ impl GroupCore {
         rec.primary = Some(standby.clone());
         // A hand-over was asked of the old primary only.
         rec.handover = None;
-        rec.phase = Phase::Promoting { sent_at: now };
         rec.bound = false;
         rec.lease_expires = Time::ZERO;
         let epoch = rec.epoch;
+        // With the clock of the standby's node known, the first lease is granted now (the
+        // copy counts it from its node's last heartbeat, before this moment; the manager
+        // from now) and the name is bound at once: the copy serves as soon as it hears the
+        // directive, one committed step after the loss instead of two.
+        let lease = self.clocks.get(&standby.node).map(|from| LeaseGrant {
+            from: *from,
+            duration: self.config.lease,
+        });
+        rec.phase = Phase::Promoting {
+            sent_at: now,
+            lease,
+        };
+        if lease.is_some() {
+            rec.lease_expires = now.after(self.config.lease);
+            rec.bound = true;
+            self.commands.push(GroupCommand::Bind {
+                unit: unit.clone(),
+                copy: standby.copy,
+                node: standby.node.clone(),
+                epoch,
+            });
+        }
         self.commands.push(GroupCommand::Direct {
             node: standby.node,
             unit: unit.clone(),
             copy: standby.copy,
-            directive: Directive::Promote { epoch },
+            directive: Directive::Promote { epoch, lease },
         });
     }
 
@@ -1114,15 +1168,18 @@ impl GroupCore {
                 Phase::AwaitingLeaseLapse { .. } if now >= rec.lease_expires => {
                     self.promote(now, &u);
                 }
-                Phase::Promoting { sent_at } if now.since(sent_at) >= self.config.retry => {
-                    rec.phase = Phase::Promoting { sent_at: now };
+                Phase::Promoting { sent_at, lease } if now.since(sent_at) >= self.config.retry => {
+                    rec.phase = Phase::Promoting {
+                        sent_at: now,
+                        lease,
+                    };
                     if let Some(p) = rec.primary.clone() {
                         let epoch = rec.epoch;
                         self.commands.push(GroupCommand::Direct {
                             node: p.node,
                             unit: u.clone(),
                             copy: p.copy,
-                            directive: Directive::Promote { epoch },
+                            directive: Directive::Promote { epoch, lease },
                         });
                     }
                 }

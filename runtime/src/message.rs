@@ -136,13 +136,30 @@ impl<U: Unit> PeerMsg<U> {
     }
 }
 
+/// A lease granted with a promotion: it holds on the copy until `from + duration`, `from`
+/// being on the clock of the copy's node. The manager takes `from` from the node's last
+/// heartbeat it heard before the grant (the node stamps each with its clock), so the copy's
+/// count starts before the manager's and ends first, as with a lease the copy asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LeaseGrant {
+    /// Where the lease starts, on the copy's node's clock.
+    pub from: Time,
+    /// How long it runs.
+    pub duration: Duration,
+}
+
 /// Group manager → copy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Directive {
-    /// Become the primary at `epoch` (takeover step 2 committed it).
+    /// Become the primary at `epoch` (takeover step 2 committed it), with the first lease
+    /// when the manager could grant it in the same step.
     Promote {
         /// The new epoch.
         epoch: Epoch,
+        /// The first lease, counted from a moment on the copy's node's own clock that came
+        /// before the grant (see [`LeaseGrant`]); `None`: the copy asks for it
+        /// ([`Report::Promoted`]) and serves once it is granted.
+        lease: Option<LeaseGrant>,
     },
     /// To a primary: replicate to `standby` from now on (a snapshot first), or to nobody.
     /// The manager restates it with every lease, so a lost or overtaken assignment heals.

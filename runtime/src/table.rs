@@ -17,6 +17,7 @@
 use crate::group::{GroupCommand, GroupConfig, GroupCore, GroupInput, Phase};
 use crate::ids::{CopyId, NodeName, UnitName};
 use crate::liveness::{HeartbeatConfig, Liveness};
+use crate::message::Report;
 use crate::pending::Pending;
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,32 @@ pub enum ControlInput {
         /// The incarnation that stopped.
         incarnation: u64,
     },
+    /// The nodes' own clocks at their last heartbeat the manager heard, each with the
+    /// incarnation that sent it ([`GroupInput::NodeClocks`]: a promotion in this entry can
+    /// grant the first lease at once). A clock of an incarnation the table does not record
+    /// (another process, another clock) is left out.
+    NodeClocks {
+        /// Node, incarnation, and its clock when it sent the heartbeat.
+        clocks: Vec<(NodeName, u64, Time)>,
+    },
+}
+
+impl ControlInput {
+    /// Whether applying this input may promote a standby at once (a copy or node counted
+    /// down known dead, or a hand-over completed): an entry with one carries the nodes'
+    /// clocks, so that the promotion grants its lease and binds in the same entry.
+    pub fn may_promote(&self) -> bool {
+        matches!(
+            self,
+            ControlInput::NodeGone { .. }
+                | ControlInput::Core(
+                    GroupInput::CopyDown { .. }
+                        | GroupInput::NodeDown { .. }
+                        | GroupInput::NodeInventory { .. }
+                        | GroupInput::Report(Report::HandedOver { .. } | Report::Fenced { .. })
+                )
+        )
+    }
 }
 
 /// The table every member of a group applies the control log to.
@@ -91,6 +118,14 @@ impl GroupTable {
                         self.incarnations.insert(node.clone(), incarnation);
                         self.core.step(now, GroupInput::NodeUp { node });
                     }
+                }
+                ControlInput::NodeClocks { clocks } => {
+                    let clocks = clocks
+                        .into_iter()
+                        .filter(|(node, inc, _)| self.incarnations.get(node) == Some(inc))
+                        .map(|(node, _, clock)| (node, clock))
+                        .collect();
+                    self.core.step(now, GroupInput::NodeClocks { clocks });
                 }
                 ControlInput::NodeGone { node, incarnation } => {
                     if self.incarnations.get(&node) == Some(&incarnation)
@@ -163,6 +198,15 @@ impl GroupTable {
     }
 }
 
+/// What a node's periodic heartbeat tells its group manager besides its name and incarnation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The copies it runs, with their units.
+    pub running: Vec<(UnitName, CopyId)>,
+    /// Its clock when it sent the heartbeat.
+    pub clock: Time,
+}
+
 /// The group manager's session on the Raft leader, as a pure machine: what it hears (node
 /// heartbeats with their inventories, copies' notifications and reports, operator requests,
 /// time) in, the [`ControlInput`]s to propose out. Started from the committed table when the
@@ -172,6 +216,8 @@ impl GroupTable {
 pub struct ManagerSession {
     liveness: Liveness<NodeName>,
     heard: BTreeMap<NodeName, u64>,
+    /// Each node's clock at its last heartbeat heard, with the incarnation that sent it.
+    clocks: BTreeMap<NodeName, (u64, Time)>,
     pending: Pending,
 }
 
@@ -190,6 +236,7 @@ impl ManagerSession {
         ManagerSession {
             liveness,
             heard,
+            clocks: BTreeMap::new(),
             pending: {
                 let mut pending = Pending::new();
                 pending.push(ControlInput::Core(GroupInput::Resume));
@@ -204,18 +251,22 @@ impl ManagerSession {
         self.pending.push(input);
     }
 
-    /// Node `node` says it runs as `incarnation` (and, with a heartbeat, which copies it runs).
-    /// A node new to the table (or counted down) is proposed up; an inventory that differs
-    /// from the table is proposed for reconciliation.
+    /// Node `node` says it runs as `incarnation` (and, with a heartbeat, which copies it runs
+    /// and its clock). A node new to the table (or counted down) is proposed up; an inventory
+    /// that differs from the table is proposed for reconciliation.
     pub fn node_heard(
         &mut self,
         table: &GroupTable,
         now: Time,
         node: NodeName,
         incarnation: u64,
-        running: Option<Vec<(UnitName, CopyId)>>,
+        heartbeat: Option<Heartbeat>,
     ) {
         self.heard.insert(node.clone(), incarnation);
+        let running = heartbeat.map(|Heartbeat { running, clock }| {
+            self.clocks.insert(node.clone(), (incarnation, clock));
+            running
+        });
         if !self.liveness.heard(&node, now) {
             self.liveness.watch(node.clone(), now);
         }
@@ -291,12 +342,19 @@ impl ManagerSession {
         !self.pending.is_empty()
     }
 
-    /// The next entry, stamped `at`: everything queued, in order.
+    /// The next entry, stamped `at`: everything queued, in order, after the nodes' clocks
+    /// when one of them may promote a standby ([`ControlInput::may_promote`]).
     pub fn next_entry(&mut self, at: Time) -> ControlEntry {
-        ControlEntry {
-            at,
-            inputs: self.pending.take(),
+        let mut inputs = self.pending.take();
+        if !self.clocks.is_empty() && inputs.iter().any(ControlInput::may_promote) {
+            let clocks = self
+                .clocks
+                .iter()
+                .map(|(node, (inc, clock))| (node.clone(), *inc, *clock))
+                .collect();
+            inputs.insert(0, ControlInput::NodeClocks { clocks });
         }
+        ControlEntry { at, inputs }
     }
 
     /// The nodes heard within the heartbeat window, with the incarnation each runs as: the
@@ -469,7 +527,10 @@ mod session_tests {
             start.after(hb.deadline() / 2),
             NodeName::new("b"),
             2,
-            Some(vec![]),
+            Some(Heartbeat {
+                running: vec![],
+                clock: Time::ZERO,
+            }),
         );
         let down = s.tick(
             &table,

@@ -7,8 +7,8 @@ use std::time::Duration;
 use understudy_runtime::sim::{SetResponse, SetStimulus, SetUnit};
 use understudy_runtime::{
     BatchSeq, ClientId, Command, CopyConfig, CopyCore, CopyId, Directive, Epoch, Flush, Input,
-    PeerMsg, Refusal, ReplyToken, Report, Role, Seq, StimulusId, StimulusIn, Strategy, Time,
-    UnitName,
+    LeaseGrant, PeerMsg, Refusal, ReplyToken, Report, Role, Seq, StimulusId, StimulusIn, Strategy,
+    Time, UnitName,
 };
 
 type Core = CopyCore<SetUnit>;
@@ -41,6 +41,7 @@ fn add(client: u64, seq: u64, tag: u64, token: u64) -> Input<SetUnit> {
             seq: Seq(seq),
         },
         low_water: Seq(seq),
+        bound_at: Epoch(0),
         body: SetStimulus::Add { tag },
         reply: ReplyToken(token),
     })
@@ -53,6 +54,7 @@ fn read(client: u64, seq: u64, token: u64) -> Input<SetUnit> {
             seq: Seq(seq),
         },
         low_water: Seq(seq),
+        bound_at: Epoch(0),
         body: SetStimulus::Read,
         reply: ReplyToken(token),
     })
@@ -143,7 +145,11 @@ fn deliver(cmds: &Cmds, to: CopyId, core: &mut Core, now: Time) -> Cmds {
 
 /// Promote standby `s` to `epoch` at `now` and grant its first lease: it serves.
 fn promote_and_lease(s: &mut Core, epoch: Epoch, now: Time) {
-    step(s, now, Input::Directive(Directive::Promote { epoch }));
+    step(
+        s,
+        now,
+        Input::Directive(Directive::Promote { epoch, lease: None }),
+    );
     step(s, now, lease(epoch, now));
     assert_eq!(s.role(), Role::Primary);
 }
@@ -316,7 +322,10 @@ fn a_torn_batch_is_dropped_at_promotion() {
     let out = step(
         &mut s,
         ms(8),
-        Input::Directive(Directive::Promote { epoch: Epoch(2) }),
+        Input::Directive(Directive::Promote {
+            epoch: Epoch(2),
+            lease: None,
+        }),
     );
     assert_eq!(s.role(), Role::Promoting);
     assert!(matches!(
@@ -395,6 +404,57 @@ fn a_promoting_copy_parks_stimuli_until_its_first_lease_and_a_lapsed_lease_refus
         vec![(2, Err(Refusal::LeaseLapsed { epoch: Epoch(1) }))]
     );
     assert!(refused[0].1.as_ref().unwrap_err().is_retryable());
+}
+
+#[test]
+fn a_standby_promoted_with_its_lease_serves_at_once_and_what_the_new_binding_sent_first_waits_for_it(
+) {
+    let (_p, mut s) = pair();
+    // A stimulus by the old binding is refused: this copy is not the primary.
+    let old = step(&mut s, ms(3), read(7, 1, 1));
+    assert_eq!(
+        replies(&old),
+        vec![(1, Err(Refusal::NotPrimary { epoch: Epoch(1) }))]
+    );
+    // One by the binding at epoch 2 arrives before the promotion directive: it waits.
+    let early = Input::Stimulus(StimulusIn {
+        id: StimulusId {
+            client: ClientId(7),
+            seq: Seq(2),
+        },
+        low_water: Seq(2),
+        bound_at: Epoch(2),
+        body: SetStimulus::Read,
+        reply: ReplyToken(2),
+    });
+    assert!(replies(&step(&mut s, ms(4), early)).is_empty());
+    // The directive carries the first lease, counted from the node's clock at 2 ms.
+    let grant = LeaseGrant {
+        from: ms(2),
+        duration: LEASE,
+    };
+    let out = step(
+        &mut s,
+        ms(5),
+        Input::Directive(Directive::Promote {
+            epoch: Epoch(2),
+            lease: Some(grant),
+        }),
+    );
+    assert_eq!(s.role(), Role::Primary);
+    assert_eq!(s.lease_until(), Some(ms(2).after(LEASE)));
+    assert!(matches!(
+        &replies(&out)[..],
+        [(2, Ok(SetResponse::Tags(_)))]
+    ));
+    // It still tells the manager it promoted (the manager then counts it serving).
+    assert!(reports(&out).iter().any(|r| matches!(
+        r,
+        Report::Promoted {
+            epoch: Epoch(2),
+            ..
+        }
+    )));
 }
 
 #[test]

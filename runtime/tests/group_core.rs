@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use understudy_runtime::group::{Phase, StandbyState};
 use understudy_runtime::{
-    CopyId, Directive, Epoch, GroupCommand, GroupConfig, GroupCore, GroupInput, NodeName, Report,
-    StartAs, Time, UnitName,
+    CopyId, Directive, Epoch, GroupCommand, GroupConfig, GroupCore, GroupInput, LeaseGrant,
+    NodeName, Report, StartAs, Time, UnitName,
 };
 
 fn ms(n: u64) -> Time {
@@ -199,11 +199,131 @@ fn a_primary_known_dead_is_replaced_at_once() {
         .any(|c| matches!(c, GroupCommand::Stop { copy, .. } if *copy == p.primary)));
     assert_eq!(
         directives(&cmds),
-        vec![(p.standby, Directive::Promote { epoch: Epoch(2) })]
+        vec![(
+            p.standby,
+            Directive::Promote {
+                epoch: Epoch(2),
+                lease: None
+            }
+        )]
     );
     let rec = g.unit(&unit("u")).unwrap();
     assert_eq!(rec.epoch, Epoch(2));
     assert_eq!(rec.primary.as_ref().map(|x| x.copy), Some(p.standby));
+}
+
+#[test]
+fn a_standby_whose_nodes_clock_is_known_is_promoted_leased_and_bound_in_one_step() {
+    let mut g = group(3);
+    let p = serving(&mut g, "u", ms(0));
+    // The standby's node said it lives at 3 ms on its own clock (heard before the loss).
+    step(
+        &mut g,
+        ms(4),
+        GroupInput::NodeClocks {
+            clocks: vec![(p.standby_node.clone(), ms(3))],
+        },
+    );
+    let cmds = copy_down(&mut g, ms(5), p.primary, true);
+    let grant = LeaseGrant {
+        from: ms(3),
+        duration: config().lease,
+    };
+    assert_eq!(
+        directives(&cmds),
+        vec![(
+            p.standby,
+            Directive::Promote {
+                epoch: Epoch(2),
+                lease: Some(grant)
+            }
+        )]
+    );
+    assert!(
+        cmds.contains(&GroupCommand::Bind {
+            unit: unit("u"),
+            copy: p.standby,
+            node: p.standby_node.clone(),
+            epoch: Epoch(2)
+        }),
+        "bound in the same step: {cmds:?}"
+    );
+    let rec = g.unit(&unit("u")).unwrap();
+    // The manager counts from the grant, later than the copy's start of count.
+    assert_eq!(rec.lease_expires, ms(5).after(config().lease));
+    // Resent unchanged until the copy confirms, then serving without a second binding.
+    let again = step(&mut g, ms(5).after(config().retry), GroupInput::Tick);
+    assert!(directives(&again).contains(&(
+        p.standby,
+        Directive::Promote {
+            epoch: Epoch(2),
+            lease: Some(grant)
+        }
+    )));
+    let promoted = Report::Promoted {
+        unit: unit("u"),
+        copy: p.standby,
+        epoch: Epoch(2),
+        requested_at: ms(6),
+    };
+    let cmds = step(&mut g, ms(60), GroupInput::Report(promoted));
+    assert!(!cmds.iter().any(|c| matches!(c, GroupCommand::Bind { .. })));
+    assert_eq!(g.unit(&unit("u")).unwrap().phase, Phase::Serving);
+}
+
+#[test]
+fn a_nodes_clock_is_forgotten_when_it_starts_again() {
+    // Two nodes: the standby's replacement goes where the standby was.
+    let mut g = group(2);
+    let p = serving(&mut g, "u", ms(0));
+    step(
+        &mut g,
+        ms(4),
+        GroupInput::NodeClocks {
+            clocks: vec![(p.standby_node.clone(), ms(3))],
+        },
+    );
+    // The standby's node restarts: a new process, a new clock; its copies are gone.
+    step(
+        &mut g,
+        ms(5),
+        GroupInput::NodeUp {
+            node: p.standby_node.clone(),
+        },
+    );
+    let (s, _) = g
+        .unit(&unit("u"))
+        .unwrap()
+        .standby
+        .clone()
+        .expect("a new standby");
+    assert_eq!(s.node, p.standby_node);
+    step(
+        &mut g,
+        ms(6),
+        GroupInput::CopyStarted {
+            unit: unit("u"),
+            copy: s.copy,
+        },
+    );
+    let ready = Report::StandbyReady {
+        unit: unit("u"),
+        copy: s.copy,
+        epoch: Epoch(1),
+    };
+    step(&mut g, ms(7), GroupInput::Report(ready));
+    let cmds = copy_down(&mut g, ms(8), p.primary, true);
+    assert_eq!(
+        directives(&cmds),
+        vec![(
+            s.copy,
+            Directive::Promote {
+                epoch: Epoch(2),
+                lease: None
+            }
+        )],
+        "no lease counted from the old process's clock"
+    );
 }
 
 #[test]
@@ -238,7 +358,13 @@ fn a_primary_not_known_dead_is_replaced_only_after_its_lease_lapsed() {
     let cmds = step(&mut g, ms(400), GroupInput::Tick);
     assert_eq!(
         directives(&cmds),
-        vec![(p.standby, Directive::Promote { epoch: Epoch(2) })]
+        vec![(
+            p.standby,
+            Directive::Promote {
+                epoch: Epoch(2),
+                lease: None
+            }
+        )]
     );
 }
 
@@ -474,7 +600,13 @@ fn a_switchover_asks_for_a_hand_over_and_promotes_the_standby_at_once_when_it_is
         standby: p.standby,
     };
     let cmds = step(&mut g, ms(80), GroupInput::Report(done));
-    assert!(directives(&cmds).contains(&(p.standby, Directive::Promote { epoch: Epoch(2) })));
+    assert!(directives(&cmds).contains(&(
+        p.standby,
+        Directive::Promote {
+            epoch: Epoch(2),
+            lease: None
+        }
+    )));
     assert!(cmds.iter().any(|c| matches!(
         c,
         GroupCommand::Stop { copy, .. } if *copy == p.primary

@@ -159,6 +159,7 @@ fn stimulus(client: u64, seq: u64, body: FrontStimulus, token: u64) -> Input<Fro
     Input::Stimulus(StimulusIn {
         id: id(client, seq),
         low_water: Seq(seq),
+        bound_at: Epoch(0),
         body,
         reply: ReplyToken(token),
     })
@@ -281,7 +282,11 @@ fn pair(config: CopyConfig) -> (Core, Core) {
 /// snapshot and its acknowledgement. Returns everything the new primary emitted after its
 /// lease.
 fn take_over(s: &mut Core, t: &mut Option<Core>, epoch: Epoch, now: Time) -> Cmds {
-    step(s, now, Input::Directive(Directive::Promote { epoch }));
+    step(
+        s,
+        now,
+        Input::Directive(Directive::Promote { epoch, lease: None }),
+    );
     let mut out = step(s, now, lease(epoch, now));
     assert_eq!(s.role(), Role::Primary);
     if let Some(t) = t.as_mut() {

@@ -234,6 +234,7 @@ impl World<'_> {
         let input = Input::Stimulus(StimulusIn {
             id,
             low_water,
+            bound_at: binding.epoch,
             body,
             reply: ReplyToken(token),
         });

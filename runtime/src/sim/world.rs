@@ -664,13 +664,14 @@ impl<'a> World<'a> {
             return Ok(());
         };
         let role_before = copy.core.role();
+        let served_again_before = copy.core.reconciled().served_again;
         copy.core.step(now, input);
         let commands = copy.core.drain_commands();
         let (unit, node, epoch) = (copy.unit, copy.node, copy.core.epoch());
         let role_after = copy.core.role();
-        if role_before == Role::Standby && role_after == Role::Promoting {
-            self.report.open_at_takeover += copy.core.open_stimuli().len() as u64;
-        }
+        // Open stimuli a promotion queued to be served again (it may serve them in the same
+        // step when the directive brings the lease).
+        self.report.open_at_takeover += copy.core.reconciled().served_again - served_again_before;
         let mut newly_acked = false;
         for command in &commands {
             match command {
@@ -823,6 +824,15 @@ impl<'a> World<'a> {
     /// ones included: their actors have not ended). Only an inventory that changes the
     /// manager's record is stepped, as the real manager proposes only those.
     fn send_inventories(&mut self) -> Result<(), Violation> {
+        // Each heartbeat carries its node's clock (one clock for all in the simulation).
+        let now = self.now;
+        let clocks: Vec<(NodeName, Time)> = (0..self.nodes.len())
+            .filter(|n| self.nodes[*n].alive && self.nodes[*n].cut.is_none())
+            .map(|n| (self.node_names[n].clone(), now))
+            .collect();
+        if !clocks.is_empty() {
+            self.step_manager(GroupInput::NodeClocks { clocks })?;
+        }
         for n in 0..self.nodes.len() {
             let node = &self.nodes[n];
             if !node.alive || node.cut.is_some() {
@@ -1053,7 +1063,10 @@ impl<'a> World<'a> {
 fn forge_directive(d: Directive, current: Epoch) -> Directive {
     let up = |e: Epoch| e.max(current);
     match d {
-        Directive::Promote { epoch } => Directive::Promote { epoch: up(epoch) },
+        Directive::Promote { epoch, lease } => Directive::Promote {
+            epoch: up(epoch),
+            lease,
+        },
         Directive::AssignStandby { epoch, standby } => Directive::AssignStandby {
             epoch: up(epoch),
             standby,

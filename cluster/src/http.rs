@@ -1,0 +1,1175 @@
+//! Every node's HTTP API (axum), on `--http ADDR:PORT` — by default 127.0.0.1 and the node's
+//! cluster port plus 1000, never another interface unless told. Reads answer anyone who can
+//! reach the address; a call that changes the cluster needs `Authorization: Bearer TOKEN`
+//! with the node's `--api-token`, and a node started without a token refuses every change.
+//!
+//! | endpoint | answer |
+//! | --- | --- |
+//! | `GET /api/status` | every node's status: a JSON array of the objects `understudy status --json` prints, in the same order |
+//! | `POST /api/units/{name}/switchover` | `202`: the group manager took the planned switchover (`understudy switchover`) |
+//! | `POST /api/nodes/{name}/drain` | `202`: the group manager took the drain (`understudy drain`) |
+//! | `GET /metrics` | this node's counts, in Prometheus' text format (see [`render_metrics`]) |
+//!
+//! The API asks the nodes exactly what the command line asks them, through
+//! [`crate::operator`] over this node's own sessions ([`NodeReach`]). Every error is JSON,
+//! `{"error": "..."}`, saying what to do next: `400` a bad name, `401` a missing or wrong
+//! token, `403` no token configured, `404` an unknown unit, node or endpoint, `409` the
+//! manager's node refused, `503` the cluster cannot answer right now.
+//!
+//! ```text
+//!   client ──HTTP──► node's API ─► operator::{statuses, operate} ─► WireAsk ─► nodes' endpoints
+//!                              └─► this node's status + name table ─► /metrics
+//! ```
+
+use crate::operator::{self, NodeReach, ReachNodes};
+use crate::probe::ProbeError;
+use crate::wire::{NodeStatus, WireAsk, WireMsg};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ractor::ActorRef;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use understudy_actors::{NameState, Registry};
+use understudy_runtime::{NodeName, UnitName};
+
+/// The default HTTP port is the node's cluster port plus this.
+pub const PORT_OFFSET: u16 = 1000;
+
+/// The default address of the HTTP API of a node on cluster port `port`: 127.0.0.1 and `port`
+/// plus [`PORT_OFFSET`]; `None` past port 65535.
+pub fn default_addr(port: u16) -> Option<SocketAddr> {
+    let http = port.checked_add(PORT_OFFSET)?;
+    Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), http))
+}
+
+/// The secret a caller presents (`Authorization: Bearer TOKEN`) to change the cluster through
+/// the API. Never printed: its `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    /// Whether `given` is this token (compared in time independent of where they differ).
+    fn matches(&self, given: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), given.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(<hidden>)")
+    }
+}
+
+impl std::str::FromStr for ApiToken {
+    type Err = BadToken;
+
+    fn from_str(s: &str) -> Result<Self, BadToken> {
+        if s.is_empty() {
+            return Err(BadToken::Empty);
+        }
+        if !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(BadToken::NotPrintable);
+        }
+        Ok(ApiToken(s.to_string()))
+    }
+}
+
+/// Why a string is no API token.
+#[derive(Debug, thiserror::Error)]
+pub enum BadToken {
+    /// An empty token.
+    #[error("the API token is empty: give one of at least one character, or none at all")]
+    Empty,
+    /// A token a `Bearer` header cannot carry.
+    #[error("the API token must be printable ASCII without spaces (it travels in an Authorization header)")]
+    NotPrintable,
+}
+
+/// Where a node serves its API, and the token its changing calls need.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// The address to listen on.
+    pub addr: SocketAddr,
+    /// The token; without one, every changing call is refused.
+    pub token: Option<ApiToken>,
+}
+
+/// Why a node's API does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The default port would be past 65535.
+    #[error("the HTTP API's default port is the cluster port plus {PORT_OFFSET}, and {port} + {PORT_OFFSET} is past 65535: choose its address with --http ADDR:PORT")]
+    NoDefaultPort {
+        /// The node's cluster port.
+        port: u16,
+    },
+    /// The address could not be bound.
+    #[error("cannot listen on {addr} for the HTTP API ({source}): choose another address with --http ADDR:PORT")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// An API whose address is taken, not serving yet: [`bind`], then [`BoundApi::serve`] once
+/// the node's endpoint runs.
+#[derive(Debug)]
+pub struct BoundApi {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    token: Option<ApiToken>,
+}
+
+/// Takes the API's address (`None`: the node serves no API).
+pub async fn bind(config: Option<&ApiConfig>) -> Result<Option<BoundApi>, StartError> {
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let bind_err = |source| StartError::Bind {
+        addr: config.addr,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(bind_err)?;
+    let addr = listener.local_addr().map_err(bind_err)?;
+    Ok(Some(BoundApi {
+        listener,
+        addr,
+        token: config.token.clone(),
+    }))
+}
+
+impl BoundApi {
+    /// Serves the API of node `me` (whose endpoint actor is `endpoint`, whose name table is
+    /// `registry`) until the task is aborted. Returns the address it listens on.
+    pub fn serve(
+        self,
+        me: NodeName,
+        endpoint: ActorRef<WireMsg>,
+        registry: Registry,
+    ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let addr = self.addr;
+        let app = router(
+            me.clone(),
+            NodeReach::new(me.clone(), endpoint),
+            registry,
+            self.token,
+        );
+        tracing::info!(node = %me, %addr, "HTTP API listening");
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(self.listener, app).await {
+                tracing::error!(node = %me, %addr, error = %e, "the HTTP API stopped");
+            }
+        });
+        (addr, task)
+    }
+}
+
+/// What the handlers share.
+#[derive(Debug)]
+struct Api<R> {
+    me: NodeName,
+    reach: R,
+    registry: Registry,
+    token: Option<ApiToken>,
+}
+
+/// The API's routes for node `me`, reaching the cluster through `reach`.
+pub fn router<R: ReachNodes + 'static>(
+    me: NodeName,
+    reach: R,
+    registry: Registry,
+    token: Option<ApiToken>,
+) -> Router {
+    let api = Arc::new(Api {
+        me,
+        reach,
+        registry,
+        token,
+    });
+    Router::new()
+        .route("/api/status", get(status::<R>))
+        .route("/api/units/{name}/switchover", post(switchover::<R>))
+        .route("/api/nodes/{name}/drain", post(drain::<R>))
+        .route("/metrics", get(metrics::<R>))
+        .fallback(no_such_endpoint)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(api)
+}
+
+/// What an API caller is told when a request does not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A changing call reached a node that has no token.
+    #[error("this node has no API token, so it refuses every change: start it with --api-token TOKEN (or UNDERSTUDY_API_TOKEN=TOKEN in its environment) and send `Authorization: Bearer TOKEN`")]
+    NoTokenConfigured,
+    /// A changing call without a bearer token.
+    #[error("this call changes the cluster: send `Authorization: Bearer TOKEN` with the node's API token")]
+    MissingToken,
+    /// A changing call with a bearer token that is not the node's.
+    #[error("the bearer token is not this node's API token: send the one the node was started with (--api-token or UNDERSTUDY_API_TOKEN)")]
+    WrongToken,
+    /// A name in the path that no unit or node can have.
+    #[error("bad {what} name {name:?}: {problem}")]
+    BadName {
+        /// `unit` or `node`.
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// A path that did not decode.
+    #[error("bad request path: {0}")]
+    BadPath(String),
+    /// No group of the cluster declares the unit.
+    #[error("no unit named {0} in any group of the cluster; GET /api/status lists the units")]
+    UnknownUnit(UnitName),
+    /// The node is neither connected nor in any group's table.
+    #[error(
+        "no node named {0} is connected or in any group's table; GET /api/status lists the nodes"
+    )]
+    UnknownNode(NodeName),
+    /// A path the API does not serve.
+    #[error("no endpoint {method} {path}; the API serves GET /api/status, POST /api/units/{{name}}/switchover, POST /api/nodes/{{name}}/drain and GET /metrics")]
+    NoSuchEndpoint {
+        /// The method asked.
+        method: Method,
+        /// The path asked.
+        path: String,
+    },
+    /// A method the endpoint does not take.
+    #[error("{method} is not served at {path}: reads are GET (/api/status, /metrics), changes are POST (/api/units/{{name}}/switchover, /api/nodes/{{name}}/drain)")]
+    MethodNotAllowed {
+        /// The method asked.
+        method: Method,
+        /// The path asked.
+        path: String,
+    },
+    /// The group manager's node refused the request.
+    #[error("node {node} refused: {reason}; GET /api/status shows which node runs the group manager now, then try again")]
+    Refused {
+        /// The node.
+        node: NodeName,
+        /// What it said.
+        reason: String,
+    },
+    /// The cluster cannot answer right now (a node does not answer, no manager runs).
+    #[error("{0}; try again in a moment")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NoTokenConfigured => StatusCode::FORBIDDEN,
+            ApiError::MissingToken | ApiError::WrongToken => StatusCode::UNAUTHORIZED,
+            ApiError::BadName { .. } | ApiError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnknownUnit(_)
+            | ApiError::UnknownNode(_)
+            | ApiError::NoSuchEndpoint { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Refused { .. } => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl From<ProbeError> for ApiError {
+    fn from(e: ProbeError) -> Self {
+        match e {
+            ProbeError::UnknownUnit(unit) => ApiError::UnknownUnit(unit),
+            ProbeError::UnknownNode(node) => ApiError::UnknownNode(node),
+            ProbeError::Refused { node, reason } => ApiError::Refused { node, reason },
+            other => ApiError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = Json(serde_json::json!({ "error": self.to_string() }));
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = [(header::WWW_AUTHENTICATE, "Bearer realm=\"understudy\"")];
+            return (status, challenge, body).into_response();
+        }
+        (status, body).into_response()
+    }
+}
+
+impl<R> Api<R> {
+    /// Refuses a changing call unless it carries this node's token.
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(token) = &self.token else {
+            return Err(ApiError::NoTokenConfigured);
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .ok_or(ApiError::MissingToken)?
+            .to_str()
+            .map_err(|_| ApiError::WrongToken)?;
+        let bearer = given
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+            .ok_or(ApiError::MissingToken)?;
+        if token.matches(bearer) {
+            Ok(())
+        } else {
+            Err(ApiError::WrongToken)
+        }
+    }
+}
+
+/// What is wrong with a unit or node name, by the rules of `units.toml` and `--name`.
+fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name.chars().count() > crate::config::MAX_NAME_LEN {
+        Some("it is longer than 64 characters")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Some("use letters, digits, '-' and '_'")
+    } else {
+        None
+    }
+}
+
+/// The name in a changing call's path, checked.
+fn path_name(
+    what: &'static str,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<String, ApiError> {
+    let Path(name) = path.map_err(|e| ApiError::BadPath(e.body_text()))?;
+    match name_problem(&name) {
+        Some(problem) => Err(ApiError::BadName {
+            what,
+            name,
+            problem,
+        }),
+        None => Ok(name),
+    }
+}
+
+/// `GET /api/status`.
+async fn status<R: ReachNodes>(
+    State(api): State<Arc<Api<R>>>,
+) -> Result<Json<Vec<NodeStatus>>, ApiError> {
+    Ok(Json(operator::statuses(&api.reach).await?))
+}
+
+/// The answer to a changing call the group manager took.
+fn accepted(what: String) -> Response {
+    let body = serde_json::json!({
+        "accepted": what,
+        "next": "the group manager carries it out: follow it with GET /api/status",
+    });
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+/// `POST /api/units/{name}/switchover`.
+async fn switchover<R: ReachNodes>(
+    State(api): State<Arc<Api<R>>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    api.authorize(&headers)?;
+    let unit = UnitName::new(path_name("unit", path)?);
+    let what = format!("switchover of {unit}");
+    operator::operate(&api.reach, WireAsk::Switchover { unit }).await?;
+    Ok(accepted(what))
+}
+
+/// `POST /api/nodes/{name}/drain`.
+async fn drain<R: ReachNodes>(
+    State(api): State<Arc<Api<R>>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    api.authorize(&headers)?;
+    let node = NodeName::new(path_name("node", path)?);
+    let what = format!("drain of {node}");
+    operator::operate(&api.reach, WireAsk::Drain { node }).await?;
+    Ok(accepted(what))
+}
+
+/// `GET /metrics`.
+async fn metrics<R: ReachNodes>(State(api): State<Arc<Api<R>>>) -> Result<Response, ApiError> {
+    let status = operator::status_of(&api.reach, &api.me).await?;
+    let text = render_metrics(&status, &api.registry.epoch_changes());
+    let content_type = [(
+        header::CONTENT_TYPE,
+        "text/plain; version=0.0.4; charset=utf-8",
+    )];
+    Ok((content_type, text).into_response())
+}
+
+async fn no_such_endpoint(method: Method, uri: Uri) -> ApiError {
+    ApiError::NoSuchEndpoint {
+        method,
+        path: uri.path().to_string(),
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method,
+        path: uri.path().to_string(),
+    }
+}
+
+/// Prometheus' text exposition: each family's `HELP` and `TYPE` once, then its samples.
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}");
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (label, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{label}=\"{}\"", escape_label(v));
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+}
+
+/// A label value as the text format needs it: `\`, `"` and line feeds escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn flag(b: bool) -> u8 {
+    u8::from(b)
+}
+
+/// A yes-or-no of a unit's row in the table.
+type UnitFlag = fn(&understudy_actors::UnitStatus) -> bool;
+
+/// A count of a unit's reconciled row.
+type ReconciledCount = fn(&understudy_actors::ReconciledRow) -> u64;
+
+/// Seconds from microseconds, for `_seconds` samples.
+fn seconds(us: u64) -> f64 {
+    us as f64 / 1_000_000.0
+}
+
+/// This node's counts in Prometheus' text format, all read from its own status (`status`) and
+/// its name table (`epoch_changes`, [`Registry::epoch_changes`]); every sample carries the
+/// node's name as `node`.
+///
+/// | family | labels | what |
+/// | --- | --- | --- |
+/// | `understudy_node_info` | `group`, `seed` | 1 |
+/// | `understudy_peers_connected` | | peers this node reaches now, itself not counted |
+/// | `understudy_raft_term`, `understudy_raft_role` | `group` (`role`) | its Raft member of each group it follows |
+/// | `understudy_group_manager` | `group` | 1 while the group manager runs here |
+/// | `understudy_group_nodes_up`, `understudy_group_voters`, `understudy_group_units` | `group` | by this node's copy of the committed table |
+/// | `understudy_group_entries_applied_total` | `group` | entries its table applied |
+/// | `understudy_unit_epoch`, `_serving`, `_standby_ready`, `_unavailable` | `group`, `unit` | by the committed table |
+/// | `understudy_unit_copy` | `group`, `unit`, `role`, `copy`, `copy_node` | 1 per placed primary and standby |
+/// | `understudy_copies` | `role` | copies the tables place on this node |
+/// | `understudy_name_epoch`, `understudy_name_bound` | `unit` | this node's name table |
+/// | `understudy_name_epoch_changes_total` | `unit` | moves to a newer epoch its name table applied (takeovers, switchovers, restores) |
+/// | `understudy_served_seconds` (summary), `_max`, `understudy_served_over_t_normal_total`, `_over_t_max_total` | `unit`, `kind` | stimuli its primaries served, receipt to answer |
+/// | `understudy_called_seconds` (summary), `_max`, `understudy_called_over_t_normal_total`, `_over_t_max_total` | `unit`, `kind` | stimuli its callers sent, call to outcome |
+/// | `understudy_reconciled_*_total` | `unit` | what its promoted primaries found open at takeovers |
+pub fn render_metrics(status: &NodeStatus, epoch_changes: &[(UnitName, u64)]) -> String {
+    let mut out = Exposition {
+        text: String::new(),
+    };
+    let node = status.node.0.as_str();
+    let views: Vec<_> = std::iter::once(&status.control)
+        .chain(status.others.iter())
+        .collect();
+
+    out.family(
+        "understudy_node_info",
+        "gauge",
+        "The node, its group and whether it is the seed.",
+    );
+    let seed = if status.seed { "true" } else { "false" };
+    out.sample(
+        "understudy_node_info",
+        &[("node", node), ("group", &status.group), ("seed", seed)],
+        1,
+    );
+    out.family(
+        "understudy_peers_connected",
+        "gauge",
+        "Peers this node reaches right now, itself not counted.",
+    );
+    let peers = status.members.iter().filter(|m| *m != &status.node).count();
+    out.sample("understudy_peers_connected", &[("node", node)], peers);
+
+    out.family(
+        "understudy_raft_term",
+        "gauge",
+        "The Raft term this node's member of the group knows.",
+    );
+    for v in &views {
+        out.sample(
+            "understudy_raft_term",
+            &[("node", node), ("group", &v.group)],
+            v.term,
+        );
+    }
+    out.family(
+        "understudy_raft_role",
+        "gauge",
+        "1 for the Raft role this node's member of the group has, 0 for the others.",
+    );
+    for v in &views {
+        for role in ["leader", "follower", "candidate", "learner", "stopped"] {
+            out.sample(
+                "understudy_raft_role",
+                &[("node", node), ("group", &v.group), ("role", role)],
+                flag(v.role == role),
+            );
+        }
+    }
+    out.family(
+        "understudy_group_manager",
+        "gauge",
+        "1 while the group's manager runs on this node.",
+    );
+    for v in &views {
+        out.sample(
+            "understudy_group_manager",
+            &[("node", node), ("group", &v.group)],
+            flag(v.runs_group_manager),
+        );
+    }
+    let per_group = [
+        (
+            "understudy_group_nodes_up",
+            "Nodes the group's committed table counts up, by this node's copy.",
+        ),
+        (
+            "understudy_group_voters",
+            "The group's Raft voters, by this node's membership.",
+        ),
+        (
+            "understudy_group_units",
+            "Units in the group's committed table, by this node's copy.",
+        ),
+    ];
+    for (i, (name, help)) in per_group.iter().enumerate() {
+        out.family(name, "gauge", help);
+        for v in &views {
+            let n = [v.nodes_up.len(), v.voters.len(), v.units.len()][i];
+            out.sample(name, &[("node", node), ("group", &v.group)], n);
+        }
+    }
+    out.family(
+        "understudy_group_entries_applied_total",
+        "counter",
+        "Entries of the group's log this node's table applied.",
+    );
+    for v in &views {
+        out.sample(
+            "understudy_group_entries_applied_total",
+            &[("node", node), ("group", &v.group)],
+            v.applied,
+        );
+    }
+
+    out.family(
+        "understudy_unit_epoch",
+        "gauge",
+        "The unit's epoch, by this node's copy of the committed table.",
+    );
+    for v in &views {
+        for u in &v.units {
+            let labels = [("node", node), ("group", &v.group), ("unit", &u.unit.0)];
+            out.sample("understudy_unit_epoch", &labels, u.epoch.0);
+        }
+    }
+    let per_unit: [(&str, &str, UnitFlag); 3] = [
+        (
+            "understudy_unit_serving",
+            "1 while the unit's primary serves (bound, not in a takeover).",
+            |u| u.serving,
+        ),
+        (
+            "understudy_unit_standby_ready",
+            "1 while the unit's standby holds the state and can be promoted.",
+            |u| u.standby_ready,
+        ),
+        (
+            "understudy_unit_unavailable",
+            "1 once no copy holding the unit's state is left.",
+            |u| u.unavailable,
+        ),
+    ];
+    for (name, help, read) in per_unit {
+        out.family(name, "gauge", help);
+        for v in &views {
+            for u in &v.units {
+                let labels = [("node", node), ("group", &v.group), ("unit", &u.unit.0)];
+                out.sample(name, &labels, flag(read(u)));
+            }
+        }
+    }
+    out.family(
+        "understudy_unit_copy",
+        "gauge",
+        "1 per copy the committed table places: the unit's primary and standby, with the node each runs on.",
+    );
+    let mut here = [0usize; 2];
+    for v in &views {
+        for u in &v.units {
+            for (i, (role, placed)) in [("primary", &u.primary), ("standby", &u.standby)]
+                .into_iter()
+                .enumerate()
+            {
+                let Some((copy, at)) = placed else {
+                    continue;
+                };
+                if at == &status.node {
+                    here[i] += 1;
+                }
+                let copy = copy.to_string();
+                let labels = [
+                    ("node", node),
+                    ("group", &v.group),
+                    ("unit", &u.unit.0),
+                    ("role", role),
+                    ("copy", &copy),
+                    ("copy_node", &at.0),
+                ];
+                out.sample("understudy_unit_copy", &labels, 1);
+            }
+        }
+    }
+    out.family(
+        "understudy_copies",
+        "gauge",
+        "Copies the committed tables place on this node, by role.",
+    );
+    for (i, role) in ["primary", "standby"].into_iter().enumerate() {
+        out.sample(
+            "understudy_copies",
+            &[("node", node), ("role", role)],
+            here[i],
+        );
+    }
+
+    out.family(
+        "understudy_name_epoch",
+        "gauge",
+        "The unit's epoch in this node's name table.",
+    );
+    for (unit, state) in &status.names {
+        let labels = [("node", node), ("unit", unit.0.as_str())];
+        out.sample("understudy_name_epoch", &labels, state.epoch().0);
+    }
+    out.family(
+        "understudy_name_bound",
+        "gauge",
+        "1 while this node's name table binds the unit to a primary (0: rebinding or unavailable).",
+    );
+    for (unit, state) in &status.names {
+        let labels = [("node", node), ("unit", unit.0.as_str())];
+        let bound = matches!(state, NameState::Bound(_));
+        out.sample("understudy_name_bound", &labels, flag(bound));
+    }
+    out.family(
+        "understudy_name_epoch_changes_total",
+        "counter",
+        "Moves of the unit to a newer epoch this node's name table applied since the node started: takeovers, switchovers, restores.",
+    );
+    let mut changes: std::collections::BTreeMap<&str, u64> = status
+        .names
+        .iter()
+        .map(|(unit, _)| (unit.0.as_str(), 0))
+        .collect();
+    for (unit, n) in epoch_changes {
+        changes.insert(unit.0.as_str(), *n);
+    }
+    for (unit, n) in changes {
+        let labels = [("node", node), ("unit", unit)];
+        out.sample("understudy_name_epoch_changes_total", &labels, n);
+    }
+
+    for (side, rows, what) in [
+        (
+            "served",
+            &status.budgets.served,
+            "stimuli this node's primaries served, from receipt to answer",
+        ),
+        (
+            "called",
+            &status.budgets.called,
+            "stimuli this node's callers sent, from call to outcome",
+        ),
+    ] {
+        let name = format!("understudy_{side}_seconds");
+        out.family(&name, "summary", &format!("Time spent on {what}."));
+        for r in rows.iter() {
+            let labels = [
+                ("node", node),
+                ("unit", r.unit.0.as_str()),
+                ("kind", &r.kind),
+            ];
+            out.sample(&format!("{name}_sum"), &labels, seconds(r.tally.total_us));
+            out.sample(&format!("{name}_count"), &labels, r.tally.count);
+        }
+        let max = format!("{name}_max");
+        out.family(&max, "gauge", &format!("The longest of the {what}."));
+        for r in rows.iter() {
+            let labels = [
+                ("node", node),
+                ("unit", r.unit.0.as_str()),
+                ("kind", &r.kind),
+            ];
+            out.sample(&max, &labels, seconds(r.tally.max_us));
+        }
+        for (over, read, budget) in [
+            (
+                "t_normal",
+                (|t| t.over_normal) as fn(&understudy_runtime::KindTally) -> u64,
+                "T_normal",
+            ),
+            ("t_max", |t| t.over_max, "T_max"),
+        ] {
+            let name = format!("understudy_{side}_over_{over}_total");
+            out.family(
+                &name,
+                "counter",
+                &format!("Of the {what}: those that took longer than {budget}."),
+            );
+            for r in rows.iter() {
+                let labels = [
+                    ("node", node),
+                    ("unit", r.unit.0.as_str()),
+                    ("kind", &r.kind),
+                ];
+                out.sample(&name, &labels, read(&r.tally));
+            }
+        }
+    }
+
+    let reconciled: [(&str, &str, ReconciledCount); 4] = [
+        (
+            "understudy_reconciled_served_again_total",
+            "Stimuli open at a takeover that this node's promoted primaries served again.",
+            |r| r.served_again,
+        ),
+        (
+            "understudy_reconciled_ignored_total",
+            "Stimuli open at a takeover that this node's promoted primaries recorded as ignored.",
+            |r| r.ignored,
+        ),
+        (
+            "understudy_reconciled_calls_resent_total",
+            "Calls to other units this node's primaries sent again for want of an answer.",
+            |r| r.calls_resent,
+        ),
+        (
+            "understudy_reconciled_calls_redirected_total",
+            "Calls to other units answered only after following a takeover of the called unit.",
+            |r| r.calls_redirected,
+        ),
+    ];
+    for (name, help, read) in reconciled {
+        out.family(name, "counter", help);
+        for r in &status.budgets.reconciled {
+            out.sample(
+                name,
+                &[("node", node), ("unit", r.unit.0.as_str())],
+                read(r),
+            );
+        }
+    }
+    out.text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::ControlView;
+    use crate::wire::WireAnswer;
+    use axum::body::Body;
+    use axum::http::Request;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::time::Duration;
+    use tower::ServiceExt;
+    use understudy_actors::{Binding, BudgetReport, UnitStatus};
+    use understudy_runtime::{BudgetRow, CopyId, Epoch, KindTally};
+
+    const TOKEN: &str = "s3cret-token";
+
+    fn n(name: &str) -> NodeName {
+        NodeName::new(name)
+    }
+
+    /// Node `node` of a two-node group `main` whose manager runs on n1, with unit `kv` at
+    /// epoch 3 (primary copy1 on n1, standby copy2 on n2).
+    fn node_status(node: &str) -> NodeStatus {
+        let kv = UnitName::new("kv");
+        let manager = node == "n1";
+        NodeStatus {
+            node: n(node),
+            group: "main".into(),
+            seed: manager,
+            members: vec![n("n1"), n("n2")],
+            names: vec![(
+                kv.clone(),
+                NameState::Bound(Binding {
+                    node: n("n1"),
+                    copy: CopyId(1),
+                    epoch: Epoch(3),
+                }),
+            )],
+            control: ControlView {
+                group: "main".into(),
+                member: if manager { 1 } else { 2 },
+                role: if manager { "leader" } else { "follower" }.into(),
+                term: 2,
+                leader: Some(n("n1")),
+                runs_group_manager: manager,
+                voters: vec![n("n1"), n("n2")],
+                voter_members: vec![1, 2],
+                nodes_up: vec![n("n1"), n("n2")],
+                units: vec![UnitStatus {
+                    unit: kv.clone(),
+                    epoch: Epoch(3),
+                    primary: Some((CopyId(1), n("n1"))),
+                    standby: Some((CopyId(2), n("n2"))),
+                    standby_ready: true,
+                    serving: true,
+                    unavailable: false,
+                }],
+                strategies: BTreeMap::from([(kv.clone(), "synchronous".to_string())]),
+                applied: 17,
+            },
+            others: Vec::new(),
+            budgets: BudgetReport {
+                served: vec![BudgetRow {
+                    unit: kv,
+                    kind: "incr".into(),
+                    tally: KindTally {
+                        count: 4,
+                        over_normal: 1,
+                        over_max: 0,
+                        total_us: 2_000,
+                        max_us: 900,
+                    },
+                }],
+                called: Vec::new(),
+                reconciled: Vec::new(),
+            },
+        }
+    }
+
+    /// A cluster of n1 and n2 that answers from fixed statuses and records what else it is
+    /// asked, and of whom.
+    #[derive(Clone, Default)]
+    struct FakeCluster {
+        asked: Arc<Mutex<Vec<(NodeName, WireAsk)>>>,
+    }
+
+    impl FakeCluster {
+        fn changes_asked(&self) -> Vec<(NodeName, WireAsk)> {
+            self.asked.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        }
+    }
+
+    impl ReachNodes for FakeCluster {
+        fn nodes(&self) -> Vec<NodeName> {
+            vec![n("n1"), n("n2")]
+        }
+
+        async fn ask(
+            &self,
+            node: &NodeName,
+            ask: &WireAsk,
+            _wait: Duration,
+        ) -> Result<WireAnswer, ProbeError> {
+            if let WireAsk::Status = ask {
+                return Ok(WireAnswer::Status(Box::new(node_status(&node.0))));
+            }
+            self.asked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((node.clone(), ask.clone()));
+            Ok(WireAnswer::Done(Ok(())))
+        }
+    }
+
+    fn api(token: Option<&str>) -> (Router, FakeCluster) {
+        let cluster = FakeCluster::default();
+        let token = token.map(|t| t.parse().expect("a token"));
+        let router = router(n("n1"), cluster.clone(), Registry::new(), token);
+        (router, cluster)
+    }
+
+    async fn send(
+        router: &Router,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(b) = bearer {
+            request = request.header(header::AUTHORIZATION, b);
+        }
+        let request = request.body(Body::empty()).expect("a request");
+        let response = router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("a body");
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn error_of(body: &str) -> String {
+        let v: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+        v["error"].as_str().expect("an error string").to_string()
+    }
+
+    #[tokio::test]
+    async fn a_change_on_a_node_without_a_token_is_refused_with_how_to_set_one() {
+        let (router, cluster) = api(None);
+        for path in ["/api/units/kv/switchover", "/api/nodes/n2/drain"] {
+            let (status, _, body) = send(&router, "POST", path, Some("Bearer anything")).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+            assert!(error_of(&body).contains("--api-token"), "{body}");
+        }
+        assert!(cluster.changes_asked().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_change_without_the_token_or_with_another_is_refused_and_nothing_is_asked() {
+        let (router, cluster) = api(Some(TOKEN));
+        for bearer in [
+            None,
+            Some("Bearer wrong"),
+            Some("Basic czNjcmV0"),
+            Some(TOKEN),
+        ] {
+            let (status, headers, body) =
+                send(&router, "POST", "/api/units/kv/switchover", bearer).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{bearer:?}: {body}");
+            assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+            assert!(error_of(&body).to_lowercase().contains("bearer"), "{body}");
+        }
+        assert!(cluster.changes_asked().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_switchover_or_drain_with_the_token_goes_to_the_group_managers_node() {
+        let (router, cluster) = api(Some(TOKEN));
+        let bearer = format!("Bearer {TOKEN}");
+        let (status, _, body) =
+            send(&router, "POST", "/api/units/kv/switchover", Some(&bearer)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let (status, _, body) = send(&router, "POST", "/api/nodes/n2/drain", Some(&bearer)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(
+            cluster.changes_asked(),
+            vec![
+                (
+                    n("n1"),
+                    WireAsk::Switchover {
+                        unit: UnitName::new("kv")
+                    }
+                ),
+                (n("n1"), WireAsk::Drain { node: n("n2") }),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_unit_or_node_is_404_naming_it_and_a_bad_name_is_400() {
+        let (router, cluster) = api(Some(TOKEN));
+        let bearer = format!("Bearer {TOKEN}");
+        let (status, _, body) = send(
+            &router,
+            "POST",
+            "/api/units/nosuch/switchover",
+            Some(&bearer),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert!(error_of(&body).contains("nosuch"), "{body}");
+        let (status, _, body) = send(&router, "POST", "/api/nodes/n9/drain", Some(&bearer)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert!(error_of(&body).contains("n9"), "{body}");
+        let (status, _, body) = send(
+            &router,
+            "POST",
+            "/api/units/a%20b/switchover",
+            Some(&bearer),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(error_of(&body).contains("letters, digits"), "{body}");
+        assert!(cluster.changes_asked().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_endpoint_or_method_gets_a_json_error_listing_the_api() {
+        let (router, _) = api(None);
+        let (status, _, body) = send(&router, "GET", "/api/nope", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(error_of(&body).contains("GET /api/status"), "{body}");
+        let (status, _, body) = send(&router, "GET", "/api/units/kv/switchover", None).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(error_of(&body).contains("POST"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_status_is_every_nodes_status_in_name_order() {
+        let (router, _) = api(None);
+        let (status, _, body) = send(&router, "GET", "/api/status", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let got: Vec<NodeStatus> = serde_json::from_str(&body).expect("statuses");
+        assert_eq!(got, vec![node_status("n1"), node_status("n2")]);
+    }
+
+    /// Every sample line of an exposition: its name, labels and value.
+    fn samples(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|line| {
+                let (series, value) = line.rsplit_once(' ').expect("a value");
+                let value: f64 = value.parse().expect("a number");
+                let (name, labels) = match series.split_once('{') {
+                    Some((name, rest)) => (name, rest.strip_suffix('}').expect("labels close")),
+                    None => (series, ""),
+                };
+                let labels = labels
+                    .split(',')
+                    .filter(|l| !l.is_empty())
+                    .map(|l| {
+                        let (k, v) = l.split_once('=').expect("label=value");
+                        let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
+                        (k.to_string(), v.expect("a quoted value").to_string())
+                    })
+                    .collect();
+                (name.to_string(), labels, value)
+            })
+            .collect()
+    }
+
+    fn value(text: &str, name: &str, with: &[(&str, &str)]) -> Option<f64> {
+        samples(text)
+            .into_iter()
+            .find(|(n, labels, _)| {
+                n == name
+                    && with
+                        .iter()
+                        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| v)
+    }
+
+    #[test]
+    fn the_metrics_say_what_the_nodes_status_and_name_table_hold() {
+        let text = render_metrics(&node_status("n1"), &[(UnitName::new("kv"), 2)]);
+        let kv = [("node", "n1"), ("group", "main"), ("unit", "kv")];
+        assert_eq!(value(&text, "understudy_unit_epoch", &kv), Some(3.0));
+        let primary = [("unit", "kv"), ("role", "primary"), ("copy_node", "n1")];
+        assert_eq!(value(&text, "understudy_unit_copy", &primary), Some(1.0));
+        let standby = [("unit", "kv"), ("role", "standby"), ("copy_node", "n2")];
+        assert_eq!(value(&text, "understudy_unit_copy", &standby), Some(1.0));
+        let copies = |role| value(&text, "understudy_copies", &[("role", role)]);
+        assert_eq!(
+            (copies("primary"), copies("standby")),
+            (Some(1.0), Some(0.0))
+        );
+        assert_eq!(value(&text, "understudy_group_manager", &[]), Some(1.0));
+        let leader = [("role", "leader")];
+        assert_eq!(value(&text, "understudy_raft_role", &leader), Some(1.0));
+        assert_eq!(value(&text, "understudy_peers_connected", &[]), Some(1.0));
+        let unit = [("unit", "kv")];
+        assert_eq!(
+            value(&text, "understudy_name_epoch_changes_total", &unit),
+            Some(2.0)
+        );
+        let incr = [("unit", "kv"), ("kind", "incr")];
+        assert_eq!(
+            value(&text, "understudy_served_seconds_count", &incr),
+            Some(4.0)
+        );
+        assert_eq!(
+            value(&text, "understudy_served_seconds_sum", &incr),
+            Some(0.002)
+        );
+        assert_eq!(
+            value(&text, "understudy_served_over_t_normal_total", &incr),
+            Some(1.0)
+        );
+        // Each family is declared once, before its samples.
+        let mut declared = std::collections::BTreeSet::new();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let family = line.split(' ').nth(2).expect("a family name");
+            assert!(declared.insert(family.to_string()), "{family} twice");
+        }
+        for (name, labels, _) in samples(&text) {
+            let family = ["_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| declared.contains(*f)))
+                .unwrap_or(&name);
+            assert!(declared.contains(family), "{name} has no TYPE");
+            assert_eq!(labels.get("node").map(String::as_str), Some("n1"), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_label_value_is_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn the_default_address_is_loopback_and_the_cluster_port_plus_1000_or_none_past_65535() {
+        assert_eq!(
+            default_addr(7301),
+            Some(SocketAddr::from(([127, 0, 0, 1], 8301)))
+        );
+        assert_eq!(default_addr(64535).map(|a| a.port()), Some(65535));
+        assert_eq!(default_addr(64536), None);
+    }
+
+    #[test]
+    fn a_token_is_never_printed_and_an_empty_one_is_refused() {
+        let token: ApiToken = TOKEN.parse().expect("a token");
+        assert!(!format!("{token:?}").contains(TOKEN));
+        assert!(token.matches(TOKEN) && !token.matches("s3cret") && !token.matches(""));
+        assert!("".parse::<ApiToken>().is_err());
+        assert!("with space".parse::<ApiToken>().is_err());
+    }
+}
