@@ -6,6 +6,7 @@
 //! its own (`--http`); the default, the cluster port plus 1000, is covered by the node's
 //! argument tests. The tests run one at a time.
 
+use prometheus_parse::{LineInfo, Sample, Scrape, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use understudy::actors::UnitStatus;
@@ -97,53 +98,42 @@ fn units(status: &NodeStatus) -> BTreeMap<String, UnitStatus> {
         .collect()
 }
 
-/// Every sample of a Prometheus text exposition: name, labels, value. Panics on a line that
-/// does not parse.
-fn samples(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
-    text.lines()
+/// Every sample of a Prometheus text exposition, parsed by `prometheus-parse`: name, labels,
+/// value (a histogram's buckets as one sample named after the histogram). Panics on a sample
+/// line that does not parse, which the parser itself would skip.
+fn samples(text: &str) -> Vec<Sample> {
+    for line in text
+        .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|line| {
-            let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
-            let value: f64 = value.parse().expect("a numeric value");
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => (name, rest.strip_suffix('}').expect("labels close")),
-                None => (series, ""),
-            };
-            let labels = labels
-                .split(',')
-                .filter(|l| !l.is_empty())
-                .map(|l| {
-                    let (k, v) = l.split_once('=').expect("label=value");
-                    let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
-                    (k.to_string(), v.expect("a quoted label value").to_string())
-                })
-                .collect();
-            (name.to_string(), labels, value)
-        })
-        .collect()
+    {
+        let parsed = matches!(
+            LineInfo::parse(line),
+            LineInfo::Sample { value, .. } if value.parse::<f64>().is_ok()
+        );
+        assert!(parsed, "a sample line that does not parse: {line:?}");
+    }
+    Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("lines of a string read")
+        .samples
+}
+
+/// The value of a sample of a counter, a gauge or an untyped metric.
+fn number(sample: &Sample) -> f64 {
+    match sample.value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+        ref other => panic!("{} has no single value: {other:?}", sample.metric),
+    }
 }
 
 /// The samples named `name` whose labels include `with`.
-fn find<'a>(
-    all: &'a [(String, BTreeMap<String, String>, f64)],
-    name: &str,
-    with: &[(&str, &str)],
-) -> Vec<&'a (String, BTreeMap<String, String>, f64)> {
+fn find<'a>(all: &'a [Sample], name: &str, with: &[(&str, &str)]) -> Vec<&'a Sample> {
     all.iter()
-        .filter(|(n, labels, _)| {
-            n == name
-                && with
-                    .iter()
-                    .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
-        })
+        .filter(|s| s.metric == name && with.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
         .collect()
 }
 
 /// `GET /metrics` of the API at `base`, parsed.
-async fn metrics(
-    http: &reqwest::Client,
-    base: &str,
-) -> Vec<(String, BTreeMap<String, String>, f64)> {
+async fn metrics(http: &reqwest::Client, base: &str) -> Vec<Sample> {
     let response = http
         .get(format!("{base}/metrics"))
         .send()
@@ -202,13 +192,12 @@ async fn the_api_status_lists_each_units_primary_as_the_cli_status_and_the_metri
         let all = metrics(&http, &api(&cluster, &status.node)).await;
         let node = status.node.0.as_str();
         assert!(
-            all.iter()
-                .all(|(_, l, _)| l.get("node").map(String::as_str) == Some(node)),
+            all.iter().all(|s| s.labels.get("node") == Some(node)),
             "every sample of {node} carries its name"
         );
         let peers = find(&all, "understudy_peers_connected", &[]);
         assert_eq!(peers.len(), 1);
-        assert_eq!(peers[0].2, (names.len() - 1) as f64, "{node}'s peers");
+        assert_eq!(number(peers[0]), (names.len() - 1) as f64, "{node}'s peers");
         let manager = find(
             &all,
             "understudy_group_manager",
@@ -216,7 +205,7 @@ async fn the_api_status_lists_each_units_primary_as_the_cli_status_and_the_metri
         );
         assert_eq!(manager.len(), 1);
         assert_eq!(
-            manager[0].2,
+            number(manager[0]),
             f64::from(u8::from(status.control.runs_group_manager)),
             "{node} runs the group manager or not, as its status says"
         );
@@ -224,7 +213,11 @@ async fn the_api_status_lists_each_units_primary_as_the_cli_status_and_the_metri
         for (unit, u) in units(status) {
             let epoch = find(&all, "understudy_unit_epoch", &[("unit", &unit)]);
             assert_eq!(epoch.len(), 1, "one epoch of {unit}");
-            assert_eq!(epoch[0].2, u.epoch.0 as f64, "{unit}'s epoch on {node}");
+            assert_eq!(
+                number(epoch[0]),
+                u.epoch.0 as f64,
+                "{unit}'s epoch on {node}"
+            );
             let (copy, at) = u.primary.clone().expect("a primary");
             let primary = find(
                 &all,
@@ -233,19 +226,26 @@ async fn the_api_status_lists_each_units_primary_as_the_cli_status_and_the_metri
             );
             assert_eq!(primary.len(), 1, "one primary of {unit}");
             assert_eq!(
-                primary[0].1.get("copy_node"),
-                Some(&at.0),
+                primary[0].labels.get("copy_node"),
+                Some(at.0.as_str()),
                 "{unit}'s primary"
             );
-            assert_eq!(primary[0].1.get("copy"), Some(&copy.to_string()));
+            assert_eq!(
+                primary[0].labels.get("copy"),
+                Some(copy.to_string().as_str())
+            );
             let bound = find(&all, "understudy_name_bound", &[("unit", &unit)]);
             assert_eq!(bound.len(), 1);
-            assert_eq!(bound[0].2, 1.0, "{node}'s name table binds {unit}");
+            assert_eq!(number(bound[0]), 1.0, "{node}'s name table binds {unit}");
             primaries_here += usize::from(at == status.node);
         }
         let copies = find(&all, "understudy_copies", &[("role", "primary")]);
         assert_eq!(copies.len(), 1);
-        assert_eq!(copies[0].2, primaries_here as f64, "primaries on {node}");
+        assert_eq!(
+            number(copies[0]),
+            primaries_here as f64,
+            "primaries on {node}"
+        );
     }
 }
 
@@ -317,9 +317,9 @@ async fn a_switchover_without_the_token_is_refused_and_changes_nothing_and_with_
             "understudy_name_epoch_changes_total",
             &[("unit", "kv")],
         );
-        if epoch.first().map(|s| s.2) == Some(moved.epoch.0 as f64) {
+        if epoch.first().map(|s| number(s)) == Some(moved.epoch.0 as f64) {
             assert_eq!(
-                changes.first().map(|s| s.2),
+                changes.first().map(|s| number(s)),
                 Some(1.0),
                 "one epoch change seen"
             );

@@ -3,7 +3,7 @@
 //! [`ManagerSession`] that decides what to apply, applies each entry at once, and carries the
 //! commands to the nodes' local managers and name tables. Across processes the same table and
 //! session run on a group's Raft leader (`understudy_cluster::control`), which applies entries
-//! only once committed; [`hear`], [`dispatch`] and [`name_update`] serve both.
+//! only once committed; [`hear`], [`carry_out`], [`dispatch`] and [`name_update`] serve both.
 
 use crate::clock::{self, Ticker};
 use crate::envelope::{ManagerCast, NodeCast};
@@ -236,8 +236,9 @@ pub fn status(core: &GroupCore) -> Vec<UnitStatus> {
 }
 
 /// Carries out what applying an entry produced: copies' commands to their nodes, and name
-/// changes to every node's name table.
-fn carry_out(directory: &Directory, core: &GroupCore, commands: Vec<GroupCommand>) {
+/// changes to every node's name table (name tables take only a newer state of a name, so a
+/// node that also applies the entry itself, later, changes nothing then).
+pub fn carry_out(directory: &Directory, core: &GroupCore, commands: Vec<GroupCommand>) {
     let names: Vec<NameUpdate> = commands.iter().filter_map(name_update).collect();
     dispatch(directory, core, commands);
     if !names.is_empty() {

@@ -124,6 +124,17 @@ pub enum LocalManagerMsg {
     },
     /// Heartbeat the copies, check who is silent, tell the group manager this node lives.
     Tick,
+    /// A copy asked for by `StartCopy` has started (or failed to). Copies start off the
+    /// local manager's loop: a node asked for hundreds at once (a cold start, a lost node's
+    /// standbys) still heartbeats its copies and its group manager meanwhile.
+    Started {
+        /// The unit.
+        unit: UnitName,
+        /// The copy.
+        copy: CopyId,
+        /// Its actor, or why it did not start.
+        actor: Result<ActorRef<CopyMsg>, String>,
+    },
 }
 
 impl ractor::Message for LocalManagerMsg {}
@@ -237,6 +248,13 @@ struct Running {
     actor: ActorRef<CopyMsg>,
 }
 
+/// A copy being started.
+#[derive(Debug, Default)]
+struct Starting {
+    held: Vec<CopyMsg>,
+    stop: bool,
+}
+
 /// A local manager's state.
 #[derive(Debug)]
 pub struct LocalManagerState {
@@ -246,6 +264,9 @@ pub struct LocalManagerState {
     /// Copies told to stop (stopped, or hung) whose actor has not ended yet: they may still
     /// run, so the node's inventory keeps listing them.
     lingering: HashMap<ActorId, (UnitName, CopyId)>,
+    /// Copies being started, with the directives that came for them meanwhile (handed over,
+    /// in order, once they run) and whether they were told to stop.
+    starting: HashMap<CopyId, Starting>,
     liveness: Liveness<CopyId>,
     heartbeat: u64,
     _ticker: Ticker,
@@ -290,6 +311,7 @@ impl Actor for LocalManager {
             copies: HashMap::new(),
             by_actor: HashMap::new(),
             lingering: HashMap::new(),
+            starting: HashMap::new(),
             heartbeat: 0,
             _ticker: ticker,
         })
@@ -309,7 +331,7 @@ impl Actor for LocalManager {
                 start_as,
                 peer_node,
             }) => {
-                if state.copies.contains_key(&copy) {
+                if state.copies.contains_key(&copy) || state.starting.contains_key(&copy) {
                     return Ok(());
                 }
                 let Some(spec) = state.args.catalog.get(&unit).cloned() else {
@@ -330,8 +352,28 @@ impl Actor for LocalManager {
                     tick: state.args.config.copy_tick,
                     budgets: state.args.budgets.clone(),
                 };
-                match spec.kind.spawn(args, myself.get_cell()).await {
+                state.starting.insert(copy, Starting::default());
+                let started = spec.kind.spawn(args, myself.get_cell());
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    let actor = started.await.map_err(|e| e.to_string());
+                    let _ = me.cast(LocalManagerMsg::Started { unit, copy, actor });
+                });
+            }
+            LocalManagerMsg::Started { unit, copy, actor } => {
+                let Some(starting) = state.starting.remove(&copy) else {
+                    return Ok(());
+                };
+                match actor {
+                    Ok(actor) if starting.stop => {
+                        // Told to stop while it started: it ends now, listed until it has.
+                        state.lingering.insert(actor.get_id(), (unit.clone(), copy));
+                        actor.kill();
+                    }
                     Ok(actor) => {
+                        for msg in starting.held {
+                            let _ = actor.cast(msg);
+                        }
                         state.by_actor.insert(actor.get_id(), copy);
                         state.args.routes.insert(copy, actor.clone());
                         state.copies.insert(
@@ -351,6 +393,9 @@ impl Actor for LocalManager {
                 }
             }
             LocalManagerMsg::Cast(NodeCast::StopCopy { copy, .. }) => {
+                if let Some(starting) = state.starting.get_mut(&copy) {
+                    starting.stop = true;
+                }
                 state.args.routes.remove(&copy);
                 if let Some(r) = state.copies.remove(&copy) {
                     state.by_actor.remove(&r.actor.get_id());
@@ -367,11 +412,14 @@ impl Actor for LocalManager {
                 peer_node,
                 ..
             }) => {
+                let msg = CopyMsg::Directive {
+                    directive,
+                    peer_node,
+                };
                 if let Some(r) = state.copies.get(&copy) {
-                    let _ = r.actor.cast(CopyMsg::Directive {
-                        directive,
-                        peer_node,
-                    });
+                    let _ = r.actor.cast(msg);
+                } else if let Some(starting) = state.starting.get_mut(&copy) {
+                    starting.held.push(msg);
                 }
             }
             LocalManagerMsg::Cast(NodeCast::InjectPanic { copy, .. }) => {

@@ -6,7 +6,8 @@
 //!  LocalManager ─ ControlLink ─► (the leader's node) ControlPlane ─ batch, stamp ─► propose
 //!                                                                                     │
 //!  every node: committed entry ─► TableApplier ─► GroupTable::apply ─► names ─► Registry
-//!                                                         └─► (leader only) dispatch ─► nodes
+//!                                                         └─► (leader only) carry out:
+//!                                                             commands and names ─► nodes
 //! ```
 //!
 //! - Every decision the manager takes is applied from the committed log, so a new manager
@@ -14,7 +15,10 @@
 //!   It confirms its leadership first, then proposes [`GroupInput::Resume`]: every lease
 //!   counts a whole lease again from then, and starts nobody confirmed are asked for again.
 //! - Only the confirmed leader carries commands out; every node publishes the names in its own
-//!   name table, so any node resolves any unit from its copy of the committed bindings.
+//!   name table, so any node resolves any unit from its copy of the committed bindings. The
+//!   leader also sends each entry's name changes to every node as it applies the entry (it
+//!   learns of the commit first), so a new binding reaches callers without waiting for their
+//!   node's Raft to learn the commit.
 //! - Node liveness (heartbeats from every node's local manager) is watched by the leader only;
 //!   a node that misses its heartbeats is proposed down, one that speaks again (or as a new
 //!   incarnation) is proposed up.
@@ -33,7 +37,7 @@ use std::time::Duration;
 use understudy_actors::clock::{self, Ticker};
 use understudy_actors::codec::{decode, encode};
 use understudy_actors::envelope::ManagerCast;
-use understudy_actors::group_manager::{dispatch, hear, name_update, status, GroupManagerConfig};
+use understudy_actors::group_manager::{carry_out, hear, name_update, status, GroupManagerConfig};
 use understudy_actors::{Directory, GroupManagerMsg, LinkError, ManagerLink, Registry, UnitStatus};
 use understudy_runtime::{
     ControlEntry, ControlInput, GroupInput, GroupTable, ManagerSession, NodeName, Time, UnitName,
@@ -105,7 +109,10 @@ impl Applier for TableApplier {
                     self.registry.apply(update);
                 }
                 if self.executing.load(Ordering::SeqCst) {
-                    dispatch(&self.directory, table.core(), commands);
+                    // The leader applies a committed entry first; the other members learn
+                    // that it is committed with the next message of the Raft, milliseconds
+                    // later on a busy host. Its name changes go to every node at once.
+                    carry_out(&self.directory, table.core(), commands);
                 }
                 Applied::Ok
             }

@@ -30,12 +30,23 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use prometheus_client::encoding::{
+    prometheus_text, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry as MetricsRegistry;
 use ractor::ActorRef;
-use std::fmt::Write as _;
+use std::borrow::Cow;
+use std::fmt::Debug;
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use understudy_actors::{NameState, Registry};
-use understudy_runtime::{NodeName, UnitName};
+use understudy_runtime::{KindTally, NodeName, UnitName};
 
 /// The default HTTP port is the node's cluster port plus this.
 pub const PORT_OFFSET: u16 = 1000;
@@ -409,10 +420,7 @@ async fn drain<R: ReachNodes>(
 async fn metrics<R: ReachNodes>(State(api): State<Arc<Api<R>>>) -> Result<Response, ApiError> {
     let status = operator::status_of(&api.reach, &api.me).await?;
     let text = render_metrics(&status, &api.registry.epoch_changes());
-    let content_type = [(
-        header::CONTENT_TYPE,
-        "text/plain; version=0.0.4; charset=utf-8",
-    )];
+    let content_type = [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)];
     Ok((content_type, text).into_response())
 }
 
@@ -430,42 +438,120 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     }
 }
 
-/// Prometheus' text exposition: each family's `HELP` and `TYPE` once, then its samples.
-struct Exposition {
-    text: String,
+/// A gauge of a whole number: an epoch, a term, a count of nodes or copies, or a 0-or-1 flag.
+type Count = Gauge<u64, AtomicU64>;
+
+/// A gauge of seconds.
+type Seconds = Gauge<f64, AtomicU64>;
+
+/// A counter; registered without its `_total`, which the encoder appends to its name.
+type Total = Counter<u64>;
+
+/// The labels of a group's series. Every series also carries `node`, the registry's own
+/// label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    group: String,
 }
 
-impl Exposition {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.text, "# HELP {name} {help}");
-        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+/// The labels of `understudy_node_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeInfoLabels {
+    group: String,
+    seed: bool,
+}
+
+/// The labels of `understudy_raft_role`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RaftRoleLabels {
+    group: String,
+    role: &'static str,
+}
+
+/// The labels of a unit's series by a group's committed table.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnitLabels {
+    group: String,
+    unit: String,
+}
+
+/// The labels of `understudy_unit_copy`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CopyLabels {
+    group: String,
+    unit: String,
+    role: &'static str,
+    copy: String,
+    copy_node: String,
+}
+
+/// The labels of `understudy_copies`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabels {
+    role: &'static str,
+}
+
+/// The labels of a unit's series by this node's name table or its budgets' reconciled rows.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabels {
+    unit: String,
+}
+
+/// The labels of a unit's series per stimulus kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    unit: String,
+    kind: String,
+}
+
+/// The time spent on one unit's stimuli of one kind, as its budget tally keeps it: a sum and a
+/// count, no distribution. prometheus-client has no summary type, so it goes out as a
+/// histogram with only its `+Inf` bucket: `NAME_bucket{le="+Inf"}` (the count), `NAME_sum`
+/// in seconds and `NAME_count`.
+#[derive(Debug, Default)]
+struct Timing {
+    total_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Timing {
+    fn set(&self, tally: &KindTally) {
+        self.total_us.store(tally.total_us, Ordering::Relaxed);
+        self.count.store(tally.count, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for Timing {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Timing {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let sum = seconds(self.total_us.load(Ordering::Relaxed));
+        let count = self.count.load(Ordering::Relaxed);
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &[], None)
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.text.push_str(name);
-        if !labels.is_empty() {
-            self.text.push('{');
-            for (i, (label, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.text.push(',');
-                }
-                let _ = write!(self.text, "{label}=\"{}\"", escape_label(v));
-            }
-            self.text.push('}');
-        }
-        let _ = writeln!(self.text, " {value}");
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
     }
 }
 
-/// A label value as the text format needs it: `\`, `"` and line feeds escaped.
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Registers an empty family of metrics `M` by label set `S` and returns it to fill. `help`
+/// goes without its final period, which the registry adds; a counter's `name` without its
+/// `_total`, which the encoder adds.
+fn family<S, M>(registry: &mut MetricsRegistry, name: &str, help: &str) -> Family<S, M>
+where
+    S: Clone + Hash + Eq + EncodeLabelSet + Debug + Send + Sync + 'static,
+    M: EncodeMetric + TypedMetric + Default + Debug + Send + Sync + 'static,
+{
+    let family = Family::<S, M>::default();
+    registry.register(name, help, family.clone());
+    family
 }
 
-fn flag(b: bool) -> u8 {
-    u8::from(b)
+fn flag(b: bool) -> u64 {
+    u64::from(b)
 }
 
 /// A yes-or-no of a unit's row in the table.
@@ -479,9 +565,14 @@ fn seconds(us: u64) -> f64 {
     us as f64 / 1_000_000.0
 }
 
-/// This node's counts in Prometheus' text format, all read from its own status (`status`) and
-/// its name table (`epoch_changes`, [`Registry::epoch_changes`]); every sample carries the
-/// node's name as `node`.
+/// The roles `understudy_raft_role` has a series for.
+const RAFT_ROLES: [&str; 5] = ["leader", "follower", "candidate", "learner", "stopped"];
+
+/// This node's counts in Prometheus' text format (version 0.0.4, [`prometheus_text::CONTENT_TYPE`]),
+/// all read from its own status (`status`) and its name table (`epoch_changes`,
+/// [`Registry::epoch_changes`]): a `prometheus-client` registry built for the scrape and
+/// encoded. Every sample carries the node's name as `node`; a family with no series is left
+/// out.
 ///
 /// | family | labels | what |
 /// | --- | --- | --- |
@@ -496,154 +587,143 @@ fn seconds(us: u64) -> f64 {
 /// | `understudy_copies` | `role` | copies the tables place on this node |
 /// | `understudy_name_epoch`, `understudy_name_bound` | `unit` | this node's name table |
 /// | `understudy_name_epoch_changes_total` | `unit` | moves to a newer epoch its name table applied (takeovers, switchovers, restores) |
-/// | `understudy_served_seconds` (summary), `_max`, `understudy_served_over_t_normal_total`, `_over_t_max_total` | `unit`, `kind` | stimuli its primaries served, receipt to answer |
-/// | `understudy_called_seconds` (summary), `_max`, `understudy_called_over_t_normal_total`, `_over_t_max_total` | `unit`, `kind` | stimuli its callers sent, call to outcome |
+/// | `understudy_served_seconds` (`_sum`, `_count`; a histogram with only its `+Inf` bucket), `_max`, `understudy_served_over_t_normal_total`, `_over_t_max_total` | `unit`, `kind` | stimuli its primaries served, receipt to answer |
+/// | `understudy_called_seconds` (as `understudy_served_seconds`), `_max`, `understudy_called_over_t_normal_total`, `_over_t_max_total` | `unit`, `kind` | stimuli its callers sent, call to outcome |
 /// | `understudy_reconciled_*_total` | `unit` | what its promoted primaries found open at takeovers |
 pub fn render_metrics(status: &NodeStatus, epoch_changes: &[(UnitName, u64)]) -> String {
-    let mut out = Exposition {
-        text: String::new(),
-    };
-    let node = status.node.0.as_str();
+    let node = (Cow::Borrowed("node"), Cow::Owned(status.node.0.clone()));
+    let mut registry = MetricsRegistry::with_labels(std::iter::once(node));
     let views: Vec<_> = std::iter::once(&status.control)
         .chain(status.others.iter())
         .collect();
 
-    out.family(
+    let info: Family<NodeInfoLabels, Count> = family(
+        &mut registry,
         "understudy_node_info",
-        "gauge",
-        "The node, its group and whether it is the seed.",
+        "The node, its group and whether it is the seed",
     );
-    let seed = if status.seed { "true" } else { "false" };
-    out.sample(
-        "understudy_node_info",
-        &[("node", node), ("group", &status.group), ("seed", seed)],
-        1,
-    );
-    out.family(
+    let labels = NodeInfoLabels {
+        group: status.group.clone(),
+        seed: status.seed,
+    };
+    info.get_or_create(&labels).set(1);
+    let peers = Count::default();
+    registry.register(
         "understudy_peers_connected",
-        "gauge",
-        "Peers this node reaches right now, itself not counted.",
+        "Peers this node reaches right now, itself not counted",
+        peers.clone(),
     );
-    let peers = status.members.iter().filter(|m| *m != &status.node).count();
-    out.sample("understudy_peers_connected", &[("node", node)], peers);
+    let connected = status.members.iter().filter(|m| *m != &status.node).count();
+    peers.set(connected as u64);
 
-    out.family(
+    let term: Family<GroupLabels, Count> = family(
+        &mut registry,
         "understudy_raft_term",
-        "gauge",
-        "The Raft term this node's member of the group knows.",
+        "The Raft term this node's member of the group knows",
     );
-    for v in &views {
-        out.sample(
-            "understudy_raft_term",
-            &[("node", node), ("group", &v.group)],
-            v.term,
-        );
-    }
-    out.family(
+    let raft_role: Family<RaftRoleLabels, Count> = family(
+        &mut registry,
         "understudy_raft_role",
-        "gauge",
-        "1 for the Raft role this node's member of the group has, 0 for the others.",
+        "1 for the Raft role this node's member of the group has, 0 for the others",
     );
-    for v in &views {
-        for role in ["leader", "follower", "candidate", "learner", "stopped"] {
-            out.sample(
-                "understudy_raft_role",
-                &[("node", node), ("group", &v.group), ("role", role)],
-                flag(v.role == role),
-            );
-        }
-    }
-    out.family(
+    let manager: Family<GroupLabels, Count> = family(
+        &mut registry,
         "understudy_group_manager",
-        "gauge",
-        "1 while the group's manager runs on this node.",
+        "1 while the group's manager runs on this node",
+    );
+    let nodes_up: Family<GroupLabels, Count> = family(
+        &mut registry,
+        "understudy_group_nodes_up",
+        "Nodes the group's committed table counts up, by this node's copy",
+    );
+    let voters: Family<GroupLabels, Count> = family(
+        &mut registry,
+        "understudy_group_voters",
+        "The group's Raft voters, by this node's membership",
+    );
+    let units: Family<GroupLabels, Count> = family(
+        &mut registry,
+        "understudy_group_units",
+        "Units in the group's committed table, by this node's copy",
+    );
+    let applied: Family<GroupLabels, Total> = family(
+        &mut registry,
+        "understudy_group_entries_applied",
+        "Entries of the group's log this node's table applied",
     );
     for v in &views {
-        out.sample(
-            "understudy_group_manager",
-            &[("node", node), ("group", &v.group)],
-            flag(v.runs_group_manager),
-        );
-    }
-    let per_group = [
-        (
-            "understudy_group_nodes_up",
-            "Nodes the group's committed table counts up, by this node's copy.",
-        ),
-        (
-            "understudy_group_voters",
-            "The group's Raft voters, by this node's membership.",
-        ),
-        (
-            "understudy_group_units",
-            "Units in the group's committed table, by this node's copy.",
-        ),
-    ];
-    for (i, (name, help)) in per_group.iter().enumerate() {
-        out.family(name, "gauge", help);
-        for v in &views {
-            let n = [v.nodes_up.len(), v.voters.len(), v.units.len()][i];
-            out.sample(name, &[("node", node), ("group", &v.group)], n);
+        let group = GroupLabels {
+            group: v.group.clone(),
+        };
+        term.get_or_create(&group).set(v.term);
+        for role in RAFT_ROLES {
+            let labels = RaftRoleLabels {
+                group: v.group.clone(),
+                role,
+            };
+            raft_role.get_or_create(&labels).set(flag(v.role == role));
         }
-    }
-    out.family(
-        "understudy_group_entries_applied_total",
-        "counter",
-        "Entries of the group's log this node's table applied.",
-    );
-    for v in &views {
-        out.sample(
-            "understudy_group_entries_applied_total",
-            &[("node", node), ("group", &v.group)],
-            v.applied,
-        );
+        manager
+            .get_or_create(&group)
+            .set(flag(v.runs_group_manager));
+        nodes_up.get_or_create(&group).set(v.nodes_up.len() as u64);
+        voters.get_or_create(&group).set(v.voters.len() as u64);
+        units.get_or_create(&group).set(v.units.len() as u64);
+        applied.get_or_create(&group).inc_by(v.applied);
     }
 
-    out.family(
+    let unit_epoch: Family<UnitLabels, Count> = family(
+        &mut registry,
         "understudy_unit_epoch",
-        "gauge",
-        "The unit's epoch, by this node's copy of the committed table.",
+        "The unit's epoch, by this node's copy of the committed table",
     );
-    for v in &views {
-        for u in &v.units {
-            let labels = [("node", node), ("group", &v.group), ("unit", &u.unit.0)];
-            out.sample("understudy_unit_epoch", &labels, u.epoch.0);
-        }
-    }
-    let per_unit: [(&str, &str, UnitFlag); 3] = [
+    let per_unit: [(Family<UnitLabels, Count>, UnitFlag); 3] = [
         (
-            "understudy_unit_serving",
-            "1 while the unit's primary serves (bound, not in a takeover).",
+            family(
+                &mut registry,
+                "understudy_unit_serving",
+                "1 while the unit's primary serves (bound, not in a takeover)",
+            ),
             |u| u.serving,
         ),
         (
-            "understudy_unit_standby_ready",
-            "1 while the unit's standby holds the state and can be promoted.",
+            family(
+                &mut registry,
+                "understudy_unit_standby_ready",
+                "1 while the unit's standby holds the state and can be promoted",
+            ),
             |u| u.standby_ready,
         ),
         (
-            "understudy_unit_unavailable",
-            "1 once no copy holding the unit's state is left.",
+            family(
+                &mut registry,
+                "understudy_unit_unavailable",
+                "1 once no copy holding the unit's state is left",
+            ),
             |u| u.unavailable,
         ),
     ];
-    for (name, help, read) in per_unit {
-        out.family(name, "gauge", help);
-        for v in &views {
-            for u in &v.units {
-                let labels = [("node", node), ("group", &v.group), ("unit", &u.unit.0)];
-                out.sample(name, &labels, flag(read(u)));
-            }
-        }
-    }
-    out.family(
+    let unit_copy: Family<CopyLabels, Count> = family(
+        &mut registry,
         "understudy_unit_copy",
-        "gauge",
-        "1 per copy the committed table places: the unit's primary and standby, with the node each runs on.",
+        "1 per copy the committed table places: the unit's primary and standby, with the node each runs on",
     );
-    let mut here = [0usize; 2];
+    let copies: Family<RoleLabels, Count> = family(
+        &mut registry,
+        "understudy_copies",
+        "Copies the committed tables place on this node, by role",
+    );
+    let mut here = [0u64; 2];
     for v in &views {
         for u in &v.units {
+            let labels = UnitLabels {
+                group: v.group.clone(),
+                unit: u.unit.0.clone(),
+            };
+            unit_epoch.get_or_create(&labels).set(u.epoch.0);
+            for (metric, read) in &per_unit {
+                metric.get_or_create(&labels).set(flag(read(u)));
+            }
             for (i, (role, placed)) in [("primary", &u.primary), ("standby", &u.standby)]
                 .into_iter()
                 .enumerate()
@@ -654,67 +734,51 @@ pub fn render_metrics(status: &NodeStatus, epoch_changes: &[(UnitName, u64)]) ->
                 if at == &status.node {
                     here[i] += 1;
                 }
-                let copy = copy.to_string();
-                let labels = [
-                    ("node", node),
-                    ("group", &v.group),
-                    ("unit", &u.unit.0),
-                    ("role", role),
-                    ("copy", &copy),
-                    ("copy_node", &at.0),
-                ];
-                out.sample("understudy_unit_copy", &labels, 1);
+                let labels = CopyLabels {
+                    group: v.group.clone(),
+                    unit: u.unit.0.clone(),
+                    role,
+                    copy: copy.to_string(),
+                    copy_node: at.0.clone(),
+                };
+                unit_copy.get_or_create(&labels).set(1);
             }
         }
     }
-    out.family(
-        "understudy_copies",
-        "gauge",
-        "Copies the committed tables place on this node, by role.",
-    );
     for (i, role) in ["primary", "standby"].into_iter().enumerate() {
-        out.sample(
-            "understudy_copies",
-            &[("node", node), ("role", role)],
-            here[i],
-        );
+        copies.get_or_create(&RoleLabels { role }).set(here[i]);
     }
 
-    out.family(
+    let name_epoch: Family<NameLabels, Count> = family(
+        &mut registry,
         "understudy_name_epoch",
-        "gauge",
-        "The unit's epoch in this node's name table.",
+        "The unit's epoch in this node's name table",
     );
-    for (unit, state) in &status.names {
-        let labels = [("node", node), ("unit", unit.0.as_str())];
-        out.sample("understudy_name_epoch", &labels, state.epoch().0);
-    }
-    out.family(
+    let name_bound: Family<NameLabels, Count> = family(
+        &mut registry,
         "understudy_name_bound",
-        "gauge",
-        "1 while this node's name table binds the unit to a primary (0: rebinding or unavailable).",
+        "1 while this node's name table binds the unit to a primary (0: rebinding or unavailable)",
+    );
+    let name_changes: Family<NameLabels, Total> = family(
+        &mut registry,
+        "understudy_name_epoch_changes",
+        "Moves of the unit to a newer epoch this node's name table applied since the node started: takeovers, switchovers, restores",
     );
     for (unit, state) in &status.names {
-        let labels = [("node", node), ("unit", unit.0.as_str())];
+        let labels = NameLabels {
+            unit: unit.0.clone(),
+        };
+        name_epoch.get_or_create(&labels).set(state.epoch().0);
         let bound = matches!(state, NameState::Bound(_));
-        out.sample("understudy_name_bound", &labels, flag(bound));
+        name_bound.get_or_create(&labels).set(flag(bound));
+        // Every unit of the name table has a series, 0 until its first change.
+        name_changes.get_or_create(&labels).inc_by(0);
     }
-    out.family(
-        "understudy_name_epoch_changes_total",
-        "counter",
-        "Moves of the unit to a newer epoch this node's name table applied since the node started: takeovers, switchovers, restores.",
-    );
-    let mut changes: std::collections::BTreeMap<&str, u64> = status
-        .names
-        .iter()
-        .map(|(unit, _)| (unit.0.as_str(), 0))
-        .collect();
     for (unit, n) in epoch_changes {
-        changes.insert(unit.0.as_str(), *n);
-    }
-    for (unit, n) in changes {
-        let labels = [("node", node), ("unit", unit)];
-        out.sample("understudy_name_epoch_changes_total", &labels, n);
+        let labels = NameLabels {
+            unit: unit.0.clone(),
+        };
+        name_changes.get_or_create(&labels).inc_by(*n);
     }
 
     for (side, rows, what) in [
@@ -730,84 +794,71 @@ pub fn render_metrics(status: &NodeStatus, epoch_changes: &[(UnitName, u64)]) ->
         ),
     ] {
         let name = format!("understudy_{side}_seconds");
-        out.family(&name, "summary", &format!("Time spent on {what}."));
+        let timing: Family<KindLabels, Timing> =
+            family(&mut registry, &name, &format!("Time spent on {what}"));
+        let max: Family<KindLabels, Seconds> = family(
+            &mut registry,
+            &format!("{name}_max"),
+            &format!("The longest of the {what}"),
+        );
+        let [over_normal, over_max]: [Family<KindLabels, Total>; 2] =
+            [("t_normal", "T_normal"), ("t_max", "T_max")].map(|(over, budget)| {
+                family(
+                    &mut registry,
+                    &format!("understudy_{side}_over_{over}"),
+                    &format!("Of the {what}: those that took longer than {budget}"),
+                )
+            });
         for r in rows.iter() {
-            let labels = [
-                ("node", node),
-                ("unit", r.unit.0.as_str()),
-                ("kind", &r.kind),
-            ];
-            out.sample(&format!("{name}_sum"), &labels, seconds(r.tally.total_us));
-            out.sample(&format!("{name}_count"), &labels, r.tally.count);
-        }
-        let max = format!("{name}_max");
-        out.family(&max, "gauge", &format!("The longest of the {what}."));
-        for r in rows.iter() {
-            let labels = [
-                ("node", node),
-                ("unit", r.unit.0.as_str()),
-                ("kind", &r.kind),
-            ];
-            out.sample(&max, &labels, seconds(r.tally.max_us));
-        }
-        for (over, read, budget) in [
-            (
-                "t_normal",
-                (|t| t.over_normal) as fn(&understudy_runtime::KindTally) -> u64,
-                "T_normal",
-            ),
-            ("t_max", |t| t.over_max, "T_max"),
-        ] {
-            let name = format!("understudy_{side}_over_{over}_total");
-            out.family(
-                &name,
-                "counter",
-                &format!("Of the {what}: those that took longer than {budget}."),
-            );
-            for r in rows.iter() {
-                let labels = [
-                    ("node", node),
-                    ("unit", r.unit.0.as_str()),
-                    ("kind", &r.kind),
-                ];
-                out.sample(&name, &labels, read(&r.tally));
-            }
+            let labels = KindLabels {
+                unit: r.unit.0.clone(),
+                kind: r.kind.clone(),
+            };
+            timing.get_or_create(&labels).set(&r.tally);
+            max.get_or_create(&labels).set(seconds(r.tally.max_us));
+            over_normal
+                .get_or_create(&labels)
+                .inc_by(r.tally.over_normal);
+            over_max.get_or_create(&labels).inc_by(r.tally.over_max);
         }
     }
 
     let reconciled: [(&str, &str, ReconciledCount); 4] = [
         (
-            "understudy_reconciled_served_again_total",
-            "Stimuli open at a takeover that this node's promoted primaries served again.",
+            "understudy_reconciled_served_again",
+            "Stimuli open at a takeover that this node's promoted primaries served again",
             |r| r.served_again,
         ),
         (
-            "understudy_reconciled_ignored_total",
-            "Stimuli open at a takeover that this node's promoted primaries recorded as ignored.",
+            "understudy_reconciled_ignored",
+            "Stimuli open at a takeover that this node's promoted primaries recorded as ignored",
             |r| r.ignored,
         ),
         (
-            "understudy_reconciled_calls_resent_total",
-            "Calls to other units this node's primaries sent again for want of an answer.",
+            "understudy_reconciled_calls_resent",
+            "Calls to other units this node's primaries sent again for want of an answer",
             |r| r.calls_resent,
         ),
         (
-            "understudy_reconciled_calls_redirected_total",
-            "Calls to other units answered only after following a takeover of the called unit.",
+            "understudy_reconciled_calls_redirected",
+            "Calls to other units answered only after following a takeover of the called unit",
             |r| r.calls_redirected,
         ),
     ];
     for (name, help, read) in reconciled {
-        out.family(name, "counter", help);
+        let counter: Family<NameLabels, Total> = family(&mut registry, name, help);
         for r in &status.budgets.reconciled {
-            out.sample(
-                name,
-                &[("node", node), ("unit", r.unit.0.as_str())],
-                read(r),
-            );
+            let labels = NameLabels {
+                unit: r.unit.0.clone(),
+            };
+            counter.get_or_create(&labels).inc_by(read(r));
         }
     }
-    out.text
+
+    let mut text = String::new();
+    // The encoder fails only where its writer does, and a String takes every write.
+    prometheus_text::encode(&mut text, &registry).expect("writing to a String cannot fail");
+    text
 }
 
 #[cfg(test)]
@@ -1060,41 +1111,36 @@ mod tests {
         assert_eq!(got, vec![node_status("n1"), node_status("n2")]);
     }
 
-    /// Every sample line of an exposition: its name, labels and value.
-    fn samples(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|line| {
-                let (series, value) = line.rsplit_once(' ').expect("a value");
-                let value: f64 = value.parse().expect("a number");
-                let (name, labels) = match series.split_once('{') {
-                    Some((name, rest)) => (name, rest.strip_suffix('}').expect("labels close")),
-                    None => (series, ""),
-                };
-                let labels = labels
-                    .split(',')
-                    .filter(|l| !l.is_empty())
-                    .map(|l| {
-                        let (k, v) = l.split_once('=').expect("label=value");
-                        let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
-                        (k.to_string(), v.expect("a quoted value").to_string())
-                    })
-                    .collect();
-                (name.to_string(), labels, value)
-            })
-            .collect()
+    /// An exposition parsed by `prometheus-parse`. Panics on a sample line that does not
+    /// parse, which the parser itself would skip.
+    fn scrape(text: &str) -> prometheus_parse::Scrape {
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let parsed = matches!(
+                prometheus_parse::LineInfo::parse(line),
+                prometheus_parse::LineInfo::Sample { value, .. } if value.parse::<f64>().is_ok()
+            );
+            assert!(parsed, "a sample line that does not parse: {line:?}");
+        }
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .expect("lines of a string read")
+    }
+
+    /// Every sample of an exposition: its name, labels and value (a histogram's buckets as
+    /// one sample named after the histogram).
+    fn samples(text: &str) -> Vec<prometheus_parse::Sample> {
+        scrape(text).samples
     }
 
     fn value(text: &str, name: &str, with: &[(&str, &str)]) -> Option<f64> {
         samples(text)
             .into_iter()
-            .find(|(n, labels, _)| {
-                n == name
-                    && with
-                        .iter()
-                        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+            .find(|s| s.metric == name && with.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .and_then(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => Some(v),
+                _ => None,
             })
-            .map(|(_, _, v)| v)
     }
 
     #[test]
@@ -1133,25 +1179,45 @@ mod tests {
             value(&text, "understudy_served_over_t_normal_total", &incr),
             Some(1.0)
         );
+        // The tally has a sum and a count and no distribution: a histogram of one bucket.
+        let served = samples(&text)
+            .into_iter()
+            .find(|s| s.metric == "understudy_served_seconds")
+            .map(|s| s.value);
+        let inf = prometheus_parse::HistogramCount {
+            less_than: f64::INFINITY,
+            count: 4.0,
+        };
+        assert_eq!(served, Some(prometheus_parse::Value::Histogram(vec![inf])));
         // Each family is declared once, before its samples.
         let mut declared = std::collections::BTreeSet::new();
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
             let family = line.split(' ').nth(2).expect("a family name");
             assert!(declared.insert(family.to_string()), "{family} twice");
         }
-        for (name, labels, _) in samples(&text) {
+        for sample in samples(&text) {
+            let name = sample.metric.as_str();
             let family = ["_sum", "_count"]
                 .iter()
                 .find_map(|s| name.strip_suffix(s).filter(|f| declared.contains(*f)))
-                .unwrap_or(&name);
+                .unwrap_or(name);
             assert!(declared.contains(family), "{name} has no TYPE");
-            assert_eq!(labels.get("node").map(String::as_str), Some("n1"), "{name}");
+            assert_eq!(sample.labels.get("node"), Some("n1"), "{name}");
         }
+        // The help texts are ours, with one final period.
+        let docs = scrape(&text).docs;
+        assert_eq!(
+            docs.get("understudy_name_epoch_changes_total").map(String::as_str),
+            Some("Moves of the unit to a newer epoch this node's name table applied since the node started: takeovers, switchovers, restores.")
+        );
     }
 
     #[test]
     fn a_label_value_is_escaped() {
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let mut status = node_status("n1");
+        status.group = "a\"b\\c\nd".into();
+        let text = render_metrics(&status, &[]);
+        assert!(text.contains(r#"group="a\"b\\c\nd""#), "{text}");
     }
 
     #[test]
