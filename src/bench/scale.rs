@@ -28,10 +28,10 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use understudy_actors::NameState;
+use understudy_actors::{NameState, UnitStatus};
 use understudy_cluster::probe::Probe;
 use understudy_cluster::wire::NodeStatus;
-use understudy_runtime::{NodeName, UnitName};
+use understudy_runtime::{CopyId, NodeName, UnitName};
 
 use crate::testkit::ProcessCluster;
 
@@ -637,9 +637,22 @@ async fn node_loss(
                         });
                     }
                 }
+                // Where the units not back yet stand, so that a run that gives up says why.
+                let behind: Vec<&UnitStatus> = s
+                    .control
+                    .units
+                    .iter()
+                    .filter(|u| {
+                        lost.contains_key(&u.unit) && !again.iter().any(|a| a.unit == u.unit)
+                    })
+                    .collect();
+                let unavailable = behind.iter().filter(|u| u.unavailable).count();
+                let examples: Vec<String> = behind.iter().take(5).map(|u| describe(u)).collect();
                 last = format!(
-                    "{serving} of {} serve again at a newer epoch off {victim}, {with_standby} of them with a ready standby",
-                    lost.len()
+                    "{serving} of {} serve again at a newer epoch off {victim}, {with_standby} of them with a ready standby; of the {} not back, {unavailable} unavailable; e.g. {}",
+                    lost.len(),
+                    behind.len(),
+                    examples.join("; ")
                 );
             }
             Err(e) => last = format!("{observer} did not answer its status: {e}"),
@@ -662,6 +675,29 @@ async fn node_loss(
         }
         tokio::time::sleep(Duration::from_millis(10)).await; // poll with a deadline
     }
+}
+
+/// One unit's state in a table, in a few words: epoch, serving or not, where its copies are.
+fn describe(u: &UnitStatus) -> String {
+    let at = |c: &Option<(CopyId, NodeName)>| {
+        c.as_ref()
+            .map_or("-".to_string(), |(copy, node)| format!("{copy} on {node}"))
+    };
+    format!(
+        "{} at epoch {}: {}, primary {}, standby {}{}",
+        u.unit,
+        u.epoch.0,
+        if u.unavailable {
+            "unavailable"
+        } else if u.serving {
+            "serving"
+        } else {
+            "not serving"
+        },
+        at(&u.primary),
+        at(&u.standby),
+        if u.standby_ready { " (ready)" } else { "" }
+    )
 }
 
 #[cfg(test)]
