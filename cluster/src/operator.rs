@@ -96,6 +96,24 @@ fn group_of_node(statuses: &[NodeStatus], node: &NodeName) -> Option<String> {
         .map(|v| v.group.clone())
 }
 
+/// What `find` finds in the statuses seen so far, asking one more node at a time until it
+/// does; `None` once every node was asked (or passed over) in vain.
+async fn seek<T>(
+    reach: &impl ReachNodes,
+    rest: &mut impl Iterator<Item = NodeName>,
+    seen: &mut Vec<NodeStatus>,
+    find: impl Fn(&[NodeStatus]) -> Option<T>,
+) -> Option<T> {
+    loop {
+        if let Some(found) = find(seen) {
+            return Some(found);
+        }
+        if !one_more(reach, rest, seen).await {
+            return None;
+        }
+    }
+}
+
 /// Adds the status of the next node of `rest` that answers to `seen`; `false` once every node
 /// was asked.
 async fn one_more(
@@ -121,44 +139,36 @@ async fn one_more(
 pub async fn operate(reach: &impl ReachNodes, request: WireAsk) -> Result<(), ProbeError> {
     let mut seen: Vec<NodeStatus> = Vec::new();
     let mut rest = reach.nodes().into_iter();
+    let none_answered = |seen: &[NodeStatus], otherwise: ProbeError| {
+        if seen.is_empty() {
+            ProbeError::NoNodeAnswered
+        } else {
+            otherwise
+        }
+    };
     let group = match &request {
-        WireAsk::Switchover { unit } | WireAsk::Restore { unit } => loop {
-            if let Some(g) = group_of_unit(&seen, unit) {
-                break Some(g);
-            }
-            if !one_more(reach, &mut rest, &mut seen).await {
-                return Err(if seen.is_empty() {
-                    ProbeError::NoNodeAnswered
-                } else {
-                    ProbeError::UnknownUnit(unit.clone())
-                });
-            }
-        },
-        WireAsk::Drain { node } => loop {
-            if let Some(g) = group_of_node(&seen, node) {
-                break Some(g);
-            }
-            if !one_more(reach, &mut rest, &mut seen).await {
-                return Err(if seen.is_empty() {
-                    ProbeError::NoNodeAnswered
-                } else {
-                    ProbeError::UnknownNode(node.clone())
-                });
-            }
-        },
+        WireAsk::Switchover { unit } | WireAsk::Restore { unit } => Some(
+            seek(reach, &mut rest, &mut seen, |s| group_of_unit(s, unit))
+                .await
+                .ok_or_else(|| none_answered(&seen, ProbeError::UnknownUnit(unit.clone())))?,
+        ),
+        WireAsk::Drain { node } => Some(
+            seek(reach, &mut rest, &mut seen, |s| group_of_node(s, node))
+                .await
+                .ok_or_else(|| none_answered(&seen, ProbeError::UnknownNode(node.clone())))?,
+        ),
         _ => None,
     };
     let runs_it = |s: &NodeStatus| {
         s.control.runs_group_manager && (group.is_none() || group.as_ref() == Some(&s.group))
     };
-    let manager = loop {
-        if let Some(s) = seen.iter().find(|s| runs_it(s)) {
-            break s.node.clone();
-        }
-        if !one_more(reach, &mut rest, &mut seen).await {
-            return Err(ProbeError::NoManager { group });
-        }
-    };
+    let manager = seek(reach, &mut rest, &mut seen, |seen| {
+        seen.iter().find(|s| runs_it(s)).map(|s| s.node.clone())
+    })
+    .await
+    .ok_or(ProbeError::NoManager {
+        group: group.clone(),
+    })?;
     match reach.ask(&manager, &request, ASK_WAIT).await? {
         WireAnswer::Done(Ok(())) => Ok(()),
         WireAnswer::Done(Err(reason)) | WireAnswer::Malformed(reason) => Err(ProbeError::Refused {
