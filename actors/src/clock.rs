@@ -56,3 +56,60 @@ impl Drop for Ticker {
         self.0.abort();
     }
 }
+
+/// A one-shot message to an actor at a time its core chose, stopped when dropped. Arming it for
+/// a time later than the one armed keeps the earlier (the actor asks its core again when it
+/// comes); arming it earlier replaces it.
+#[derive(Debug, Default)]
+pub struct Wakeup {
+    armed: Option<(Time, tokio::task::JoinHandle<()>)>,
+}
+
+impl Wakeup {
+    /// Nothing armed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Make sure `msg()` reaches `actor` at `at` or earlier (`now` is the actor's clock).
+    pub fn arm<M: ractor::Message>(
+        &mut self,
+        actor: &ractor::ActorRef<M>,
+        now: Time,
+        at: Time,
+        msg: fn() -> M,
+    ) {
+        if self.armed.as_ref().is_some_and(|(armed, _)| *armed <= at) {
+            return;
+        }
+        if let Some((_, old)) = self.armed.take() {
+            old.abort();
+        }
+        let cell = actor.get_cell();
+        let delay = if at > now {
+            at.since(now)
+        } else {
+            std::time::Duration::ZERO
+        };
+        let handle = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = cell.send_message::<M>(msg());
+        });
+        self.armed = Some((at, handle));
+    }
+
+    /// The message came at `now`: what was armed for then or earlier is spent.
+    pub fn fired(&mut self, now: Time) {
+        if self.armed.as_ref().is_some_and(|(armed, _)| *armed <= now) {
+            self.armed = None;
+        }
+    }
+}
+
+impl Drop for Wakeup {
+    fn drop(&mut self) {
+        if let Some((_, handle)) = self.armed.take() {
+            handle.abort();
+        }
+    }
+}

@@ -7,7 +7,7 @@
 
 use crate::budgets::BudgetBook;
 use crate::client::{Route, UnitClient};
-use crate::clock::{self, Ticker};
+use crate::clock::{self, Wakeup};
 use crate::codec::{decode, encode};
 use crate::envelope::NodeCast;
 use crate::error::{CallError, DeliveryError};
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use understudy_runtime::{
     Budget, CallFailure, CallReply, CallToken, Command, CopyConfig, CopyCore, CopyId,
-    DependencyChange, Directive, Durability, Epoch, Input, NodeName, PeerMsg, Reconciled,
+    DependencyChange, Directive, Durability, Epoch, Input, NextTick, NodeName, PeerMsg, Reconciled,
     ReplyToken, Role, Seq, StartAs, StimulusId, StimulusIn, Unit, UnitName,
 };
 
@@ -175,7 +175,8 @@ pub struct CopyState<U: Unit> {
     myself: ActorRef<CopyMsg>,
     /// What the core had reconciled when the book last heard.
     reconciled: Reconciled,
-    _ticker: Ticker,
+    /// The core's next tick, armed when its core asks for one.
+    wakeup: Wakeup,
 }
 
 impl<U: Unit> Actor for UnitCopy<U> {
@@ -211,8 +212,7 @@ impl<U: Unit> Actor for UnitCopy<U> {
                 )
             }
         };
-        let ticker = Ticker::start(&myself, args.tick, || CopyMsg::Tick);
-        Ok(CopyState {
+        let mut state = CopyState {
             args,
             core,
             waiting: HashMap::new(),
@@ -221,8 +221,11 @@ impl<U: Unit> Actor for UnitCopy<U> {
             panic_armed: false,
             myself: myself.clone(),
             reconciled: Reconciled::default(),
-            _ticker: ticker,
-        })
+            wakeup: Wakeup::new(),
+        };
+        // A first copy asks for its lease on its first tick.
+        arm_tick(&mut state, clock::now());
+        Ok(state)
     }
 
     async fn handle(
@@ -320,6 +323,7 @@ impl<U: Unit> Actor for UnitCopy<U> {
                     });
             }
             CopyMsg::Tick => {
+                state.wakeup.fired(now);
                 watch_dependencies(state, now);
                 state.core.step(now, Input::Tick);
             }
@@ -329,8 +333,24 @@ impl<U: Unit> Actor for UnitCopy<U> {
             }
         }
         carry_out(state);
+        arm_tick(state, now);
         Ok(())
     }
+}
+
+/// Arm the copy's next tick for when its core needs it (a primary watching the units it calls
+/// reads the name table on every tick, so it ticks at the regular period).
+fn arm_tick<U: Unit>(state: &mut CopyState<U>, now: understudy_runtime::Time) {
+    let regular = now.after(state.args.tick);
+    let watching = !state.args.calls.is_empty()
+        && matches!(state.core.role(), Role::Primary | Role::Promoting);
+    let at = match state.core.next_tick() {
+        _ if watching => regular,
+        NextTick::Regular => regular,
+        NextTick::At(at) => at.max(regular),
+        NextTick::Never => return,
+    };
+    state.wakeup.arm(&state.myself, now, at, || CopyMsg::Tick);
 }
 
 /// While primary, tell the core when a unit it calls became indefinitely unavailable or came

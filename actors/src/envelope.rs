@@ -7,8 +7,10 @@
 
 use crate::registry::NameUpdate;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 use understudy_runtime::{
-    CopyId, Directive, Epoch, NodeName, Report, Seq, StartAs, StimulusId, Time, UnitName,
+    CopyId, Directive, Epoch, LeaseAsk, LeaseRenewal, NodeName, Report, Seq, StartAs, StimulusId,
+    Time, UnitName,
 };
 
 /// A one-way message for another node.
@@ -57,6 +59,17 @@ pub enum NodeCast {
         directive: Directive,
         /// The node of the copy it names.
         peer_node: Option<NodeName>,
+    },
+    /// Group manager: the leases of primaries here renewed, in answer to this node's
+    /// [`ManagerCast::RenewLeases`]; each goes to its copy as a `Directive::Lease` from
+    /// `from` for `duration` (with its ready standby restated).
+    Leases {
+        /// When this node asked, on its clock.
+        from: Time,
+        /// How long each lease runs.
+        duration: Duration,
+        /// The primaries renewed.
+        renewals: Vec<LeaseRenewal>,
     },
     /// Group manager: changes to the name table.
     Names(Vec<NameUpdate>),
@@ -121,6 +134,18 @@ pub enum ManagerCast {
     },
     /// A copy's report.
     Report(Report),
+    /// A node's primaries ask for their leases, gathered by its local manager into one
+    /// request (see `understudy_runtime::renewal`).
+    RenewLeases {
+        /// The node.
+        node: NodeName,
+        /// Which start of the node's process this is (its clock counts from that start).
+        incarnation: u64,
+        /// When it asked, on its clock.
+        requested_at: Time,
+        /// The primaries that asked.
+        asks: Vec<LeaseAsk>,
+    },
 }
 
 /// A stimulus sent to another node, which answers with an encoded

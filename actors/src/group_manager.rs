@@ -152,6 +152,17 @@ pub fn hear(session: &mut ManagerSession, table: &GroupTable, now: Time, cast: M
             session.propose(ControlInput::Core(GroupInput::CopyStarted { unit, copy }));
         }
         ManagerCast::Report(r) => session.propose(ControlInput::Core(GroupInput::Report(r))),
+        ManagerCast::RenewLeases {
+            node,
+            incarnation,
+            requested_at,
+            asks,
+        } => session.propose(ControlInput::RenewLeases {
+            node,
+            incarnation,
+            requested_at,
+            asks,
+        }),
     }
 }
 
@@ -273,9 +284,10 @@ pub fn name_update(command: &GroupCommand) -> Option<NameUpdate> {
             unit: unit.clone(),
             state: NameState::Unavailable { epoch: *epoch },
         }),
-        GroupCommand::Start { .. } | GroupCommand::Stop { .. } | GroupCommand::Direct { .. } => {
-            None
-        }
+        GroupCommand::Start { .. }
+        | GroupCommand::Stop { .. }
+        | GroupCommand::Direct { .. }
+        | GroupCommand::Leases { .. } => None,
     }
 }
 
@@ -332,6 +344,20 @@ pub fn dispatch(directory: &Directory, core: &GroupCore, commands: Vec<GroupComm
                     },
                 );
             }
+            GroupCommand::Leases {
+                node,
+                from,
+                duration,
+                renewals,
+            } => send(
+                directory,
+                &node,
+                NodeCast::Leases {
+                    from,
+                    duration,
+                    renewals,
+                },
+            ),
             GroupCommand::Bind { .. }
             | GroupCommand::Unbind { .. }
             | GroupCommand::Unavailable { .. } => {}

@@ -18,7 +18,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use understudy_runtime::{
-    CopyConfig, CopyId, HeartbeatConfig, Liveness, NodeName, Report, UnitName,
+    CopyConfig, CopyId, Directive, HeartbeatConfig, LeaseAsk, LeaseAsks, Liveness, NodeName,
+    Report, UnitName,
 };
 
 /// How to run one unit: its kind and the tuning of its copies.
@@ -124,6 +125,9 @@ pub enum LocalManagerMsg {
     },
     /// Heartbeat the copies, check who is silent, tell the group manager this node lives.
     Tick,
+    /// Send the lease asks gathered since the last request, as one request (sent to itself
+    /// behind the asks already queued when the first one came).
+    RenewLeases,
     /// A copy asked for by `StartCopy` has started (or failed to). Copies start off the
     /// local manager's loop: a node asked for hundreds at once (a cold start, a lost node's
     /// standbys) still heartbeats its copies and its group manager meanwhile.
@@ -269,6 +273,8 @@ pub struct LocalManagerState {
     starting: HashMap<CopyId, Starting>,
     liveness: Liveness<CopyId>,
     heartbeat: u64,
+    /// The primaries' lease asks gathered for the next request.
+    lease_asks: LeaseAsks,
     _ticker: Ticker,
 }
 
@@ -276,6 +282,19 @@ impl LocalManagerState {
     fn tell_manager(&self, cast: ManagerCast) {
         if let Err(e) = self.args.group.send(GroupManagerMsg::Cast(cast)) {
             tracing::debug!(node = %self.args.node, error = %e, "group manager unreachable");
+        }
+    }
+
+    /// Pass `directive` to copy `copy` here (held for it while it starts).
+    fn direct(&mut self, copy: CopyId, directive: Directive, peer_node: Option<NodeName>) {
+        let msg = CopyMsg::Directive {
+            directive,
+            peer_node,
+        };
+        if let Some(r) = self.copies.get(&copy) {
+            let _ = r.actor.cast(msg);
+        } else if let Some(starting) = self.starting.get_mut(&copy) {
+            starting.held.push(msg);
         }
     }
 
@@ -313,6 +332,7 @@ impl Actor for LocalManager {
             lingering: HashMap::new(),
             starting: HashMap::new(),
             heartbeat: 0,
+            lease_asks: LeaseAsks::new(),
             _ticker: ticker,
         })
     }
@@ -411,15 +431,44 @@ impl Actor for LocalManager {
                 directive,
                 peer_node,
                 ..
+            }) => state.direct(copy, directive, peer_node),
+            LocalManagerMsg::Cast(NodeCast::Leases {
+                from,
+                duration,
+                renewals,
             }) => {
-                let msg = CopyMsg::Directive {
-                    directive,
-                    peer_node,
-                };
-                if let Some(r) = state.copies.get(&copy) {
-                    let _ = r.actor.cast(msg);
-                } else if let Some(starting) = state.starting.get_mut(&copy) {
-                    starting.held.push(msg);
+                for r in renewals {
+                    let lease = Directive::Lease {
+                        epoch: r.epoch,
+                        requested_at: from,
+                        duration,
+                    };
+                    state.direct(r.copy, lease, None);
+                    if let Some(s) = r.standby {
+                        let restate = Directive::AssignStandby {
+                            epoch: r.epoch,
+                            standby: Some(s.copy),
+                        };
+                        state.direct(r.copy, restate, Some(s.node));
+                    }
+                }
+            }
+            LocalManagerMsg::Report(Report::LeaseRequest {
+                unit, copy, epoch, ..
+            }) => {
+                if state.lease_asks.ask(LeaseAsk { unit, copy, epoch }) {
+                    let _ = myself.cast(LocalManagerMsg::RenewLeases);
+                }
+            }
+            LocalManagerMsg::RenewLeases => {
+                let asks = state.lease_asks.take();
+                if !asks.is_empty() {
+                    state.tell_manager(ManagerCast::RenewLeases {
+                        node: state.args.node.clone(),
+                        incarnation: state.args.incarnation,
+                        requested_at: now,
+                        asks,
+                    });
                 }
             }
             LocalManagerMsg::Cast(NodeCast::InjectPanic { copy, .. }) => {

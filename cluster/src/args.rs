@@ -190,4 +190,108 @@ mod tests {
             .expect_err("no such file");
         assert!(err.to_string().contains("/nonexistent/units.toml"), "{err}");
     }
+
+    mod fuzz {
+        //! Property tests of the flags: a user's text, decoded by clap into [`NodeArgs`].
+
+        use super::*;
+        use proptest::prelude::*;
+        use std::net::Ipv4Addr;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                cases: 256,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        fn parse(extra: &[String]) -> Result<NodeArgs, clap::Error> {
+            let base = ["app", "node", "--name", "a", "--port", "7000"].map(String::from);
+            let NodeCommand::Node(args) = NodeCommand::try_parse_from(base.iter().chain(extra))?;
+            Ok(args)
+        }
+
+        /// The flags that take a value a user may get wrong.
+        static VALUED: [&str; 9] = [
+            "--port",
+            "--bind",
+            "--expect",
+            "--heartbeat-ms",
+            "--heartbeat-misses",
+            "--http",
+            "--api-token",
+            "--name",
+            "--config",
+        ];
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn a_bad_flag_value_is_refused_naming_the_flag(
+                flag in prop::sample::select(&VALUED[..]),
+                value in prop_oneof![".{0,16}", "[0-9.:-]{0,12}", Just(String::new())],
+            ) {
+                if let Err(e) = parse(&[format!("{flag}={value}")]) {
+                    let message = e.to_string();
+                    prop_assert!(message.contains(flag), "{}", message);
+                }
+            }
+
+            #[test]
+            fn any_command_line_parses_or_is_refused_never_a_panic(
+                argv in proptest::collection::vec(prop_oneof![
+                    prop::sample::select(&VALUED[..]).prop_map(String::from),
+                    Just("--join".to_string()),
+                    Just("--group".to_string()),
+                    Just("--cookie".to_string()),
+                    ".{0,12}",
+                ], 0..8),
+            ) {
+                let argv: Vec<String> = ["app".to_string()].into_iter().chain(argv).collect();
+                let _ = NodeCommand::try_parse_from(argv);
+            }
+
+            #[test]
+            fn valid_flags_read_back_as_given(
+                name in "[A-Za-z0-9_-]{1,12}",
+                port in any::<u16>(),
+                expect in 1..100usize,
+                heartbeat_ms in any::<u64>(),
+                misses in any::<u32>(),
+                ip in any::<[u8; 4]>(),
+                http_port in any::<u16>(),
+                token in "[!-~]{1,24}",
+                join in proptest::collection::vec((any::<[u8; 4]>(), any::<u16>()), 0..3),
+            ) {
+                let http = SocketAddr::from((Ipv4Addr::from(ip), http_port));
+                let mut argv = vec![
+                    "app".to_string(), "node".into(),
+                    format!("--name={name}"), format!("--port={port}"),
+                    format!("--expect={expect}"), format!("--heartbeat-ms={heartbeat_ms}"),
+                    format!("--heartbeat-misses={misses}"), format!("--http={http}"),
+                    format!("--api-token={token}"), format!("--bind={}", Ipv4Addr::from(ip)),
+                ];
+                let join: Vec<String> = join
+                    .into_iter()
+                    .map(|(ip, port)| SocketAddr::from((Ipv4Addr::from(ip), port)).to_string())
+                    .collect();
+                argv.extend(join.iter().map(|j| format!("--join={j}")));
+                let NodeCommand::Node(args) = NodeCommand::try_parse_from(&argv)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&args.name, &name);
+                prop_assert_eq!((args.port, args.expect, args.heartbeat_ms, args.heartbeat_misses), (port, expect, heartbeat_ms, misses));
+                prop_assert_eq!(args.http, Some(http));
+                prop_assert_eq!(args.bind, IpAddr::from(ip));
+                prop_assert_eq!(args.api_token, token.parse().ok());
+                prop_assert_eq!(args.join, join);
+            }
+        }
+
+        #[test]
+        fn the_base_command_line_of_the_fuzz_tests_parses() {
+            assert!(parse(&[]).is_ok());
+        }
+    }
 }

@@ -869,4 +869,89 @@ mod tests {
         assert!(ServedPlan::new(0, Duration::from_secs(1), Duration::ZERO).is_err());
         assert!(ServedPlan::new(1, Duration::ZERO, Duration::ZERO).is_err());
     }
+
+    /// The baseline counter takes `BenchCounterMsg::Incr` from other nodes: whatever the
+    /// bytes, a message or a refusal comes out of the frame, and the counter answers an
+    /// amount that is not 8 bytes, or that overflows, with no bytes and changes nothing.
+    #[test]
+    fn a_malformed_counter_increment_is_refused_and_changes_nothing() {
+        use proptest::prelude::*;
+        use ractor::message::SerializedMessage;
+        use ractor::Message as _;
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let counter = runtime
+            .block_on(start_counter(&NodeName::new("fuzz-counter")))
+            .expect("the counter starts");
+        let incr = |key: &[u8], by: &[u8]| -> Result<Vec<u8>, TestCaseError> {
+            let call = counter.call(
+                |reply| BenchCounterMsg::Incr {
+                    key: key.to_vec(),
+                    by: by.to_vec(),
+                    reply,
+                },
+                Some(Duration::from_secs(5)),
+            );
+            match runtime.block_on(call) {
+                Ok(CallResult::Success(answer)) => Ok(answer),
+                other => Err(TestCaseError::fail(format!("{other:?}"))),
+            }
+        };
+        let config = proptest::test_runner::Config {
+            cases: 256,
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        };
+        let input = (
+            proptest::collection::vec(any::<u8>(), 0..64),
+            any::<i64>(),
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..12),
+                any::<i64>().prop_map(|n| n.to_be_bytes().to_vec()),
+            ],
+        );
+        let case = AtomicU64::new(0);
+        proptest::test_runner::TestRunner::new(config)
+            .run(&input, |(args, start, by)| {
+                let (tx, _rx) = ractor::concurrency::oneshot::<Vec<u8>>();
+                let frame = SerializedMessage::Call {
+                    variant: "Incr".into(),
+                    args,
+                    reply: tx.into(),
+                    metadata: None,
+                };
+                {
+                    // Decoding a call spawns the bridge of its reply port.
+                    let _inside = runtime.enter();
+                    let _ = BenchCounterMsg::deserialize(frame);
+                }
+                // A counter of its own per case, at `start`.
+                let key = case.fetch_add(1, Ordering::SeqCst).to_be_bytes();
+                prop_assert_eq!(
+                    incr(&key, &start.to_be_bytes())?,
+                    start.to_be_bytes().to_vec()
+                );
+                let answer = incr(&key, &by)?;
+                let expected = <[u8; 8]>::try_from(by.as_slice())
+                    .ok()
+                    .and_then(|by| start.checked_add(i64::from_be_bytes(by)));
+                match expected {
+                    Some(n) => prop_assert_eq!(answer, n.to_be_bytes().to_vec()),
+                    None => {
+                        prop_assert!(answer.is_empty(), "{:?}", answer);
+                        // Unchanged: adding nothing answers what it held.
+                        prop_assert_eq!(
+                            incr(&key, &0i64.to_be_bytes())?,
+                            start.to_be_bytes().to_vec()
+                        );
+                    }
+                }
+                Ok(())
+            })
+            .expect("every increment is answered as its bytes say");
+        counter.stop(None);
+    }
 }

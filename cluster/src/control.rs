@@ -865,3 +865,192 @@ pub async fn found_groups(me: NodeName, home: ControlHandle, groups: Vec<String>
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Property tests of what a node decodes from its group's Raft: committed control entries
+    //! ([`TableApplier::apply`]) and the table in a snapshot ([`TableApplier::restore`]).
+
+    use super::*;
+    use proptest::prelude::*;
+    use understudy_runtime::GroupConfig;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    fn applier() -> TableApplier {
+        TableApplier::new(
+            Arc::new(Mutex::new(GroupTable::new(GroupConfig::default()))),
+            Registry::new(),
+            Directory::new(),
+            Arc::new(AtomicBool::new(false)),
+        )
+    }
+
+    fn name() -> impl Strategy<Value = String> + Clone {
+        prop_oneof![Just("a".to_string()), Just("b".to_string()), "[a-z]{1,6}"]
+    }
+
+    fn input() -> impl Strategy<Value = ControlInput> {
+        let node = name().prop_map(NodeName::new);
+        prop_oneof![
+            (node.clone(), 0..4u64)
+                .prop_map(|(node, incarnation)| ControlInput::NodeRunning { node, incarnation }),
+            (node.clone(), 0..4u64)
+                .prop_map(|(node, incarnation)| ControlInput::NodeGone { node, incarnation }),
+            proptest::collection::vec((node.clone(), 0..4u64, any::<u64>()), 0..3).prop_map(
+                |clocks| ControlInput::NodeClocks {
+                    clocks: clocks
+                        .into_iter()
+                        .map(|(node, inc, at)| (node, inc, Time(at)))
+                        .collect(),
+                }
+            ),
+            name().prop_map(|unit| ControlInput::Core(GroupInput::AddUnit {
+                unit: UnitName::new(unit)
+            })),
+            node.prop_map(|node| ControlInput::Core(GroupInput::Drain { node })),
+            Just(ControlInput::Core(GroupInput::Resume)),
+        ]
+    }
+
+    fn entry() -> impl Strategy<Value = ControlEntry> {
+        (0..1_000_000u64, proptest::collection::vec(input(), 0..5)).prop_map(|(at, inputs)| {
+            ControlEntry {
+                at: Time(at),
+                inputs,
+            }
+        })
+    }
+
+    /// An applier whose table applied `entries`, encoded as the leader proposes them.
+    fn applied(entries: &[ControlEntry]) -> Result<TableApplier, TestCaseError> {
+        let mut applier = applier();
+        for (index, entry) in entries.iter().enumerate() {
+            let bytes =
+                encode("control entry", entry).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let answer = applier.apply(index as u64 + 1, &bytes);
+            prop_assert!(matches!(
+                decode::<Applied>("applied", &answer),
+                Ok(Applied::Ok)
+            ));
+        }
+        Ok(applier)
+    }
+
+    /// Applying `bytes` either uses them as an entry or skips them with a clear reason,
+    /// leaving the table exactly as it was.
+    fn applies_or_is_skipped_changing_nothing(
+        applier: &mut TableApplier,
+        bytes: &[u8],
+    ) -> Result<(), TestCaseError> {
+        let before = applier.snapshot();
+        let answer = applier.apply(99, bytes);
+        match decode::<Applied>("applied", &answer) {
+            Ok(Applied::Ok) => {}
+            Ok(Applied::Unreadable(reason)) => {
+                prop_assert!(
+                    reason.starts_with("malformed control entry ("),
+                    "{}",
+                    reason
+                );
+                prop_assert_eq!(
+                    applier.snapshot(),
+                    before,
+                    "a skipped entry changed the table"
+                );
+            }
+            Err(e) => prop_assert!(false, "the applier's answer does not decode: {}", e),
+        }
+        Ok(())
+    }
+
+    /// Restoring `bytes` either replaces the table or is refused with a clear reason, leaving
+    /// the table exactly as it was.
+    fn restores_or_is_refused_changing_nothing(
+        applier: &mut TableApplier,
+        bytes: &[u8],
+    ) -> Result<(), TestCaseError> {
+        let before = applier.snapshot();
+        if let Err(e) = applier.restore(bytes) {
+            prop_assert!(
+                e.starts_with("the group table in the snapshot is unreadable"),
+                "{}",
+                e
+            );
+            prop_assert_eq!(
+                applier.snapshot(),
+                before,
+                "a refused snapshot changed the table"
+            );
+        }
+        Ok(())
+    }
+
+    fn damaged(
+        bytes: &[u8],
+        cut: prop::sample::Index,
+        at: prop::sample::Index,
+        flip: u8,
+    ) -> [Vec<u8>; 2] {
+        understudy_actors::codec::damaged(
+            bytes,
+            cut.index(bytes.len()),
+            at.index(bytes.len()),
+            flip,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn an_unreadable_control_entry_is_skipped_with_a_clear_reason_and_changes_nothing(
+            entries in proptest::collection::vec(entry(), 0..4),
+            bytes in proptest::collection::vec(any::<u8>(), 0..128),
+        ) {
+            let mut applier = applied(&entries)?;
+            applies_or_is_skipped_changing_nothing(&mut applier, &bytes)?;
+        }
+
+        #[test]
+        fn a_control_entry_round_trips_and_a_damaged_one_is_used_or_skipped_cleanly(
+            entries in proptest::collection::vec(entry(), 0..4),
+            entry in entry(),
+            cut in any::<prop::sample::Index>(),
+            at in any::<prop::sample::Index>(),
+            flip in 1..=255u8,
+        ) {
+            let bytes = encode("control entry", &entry).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(decode::<ControlEntry>("control entry", &bytes), Ok(entry));
+            let mut applier = applied(&entries)?;
+            for bytes in damaged(&bytes, cut, at, flip) {
+                applies_or_is_skipped_changing_nothing(&mut applier, &bytes)?;
+            }
+        }
+
+        #[test]
+        fn a_table_snapshot_round_trips_and_a_corrupt_one_is_refused_keeping_the_table(
+            entries in proptest::collection::vec(entry(), 1..5),
+            mine in proptest::collection::vec(entry(), 0..3),
+            garbage in proptest::collection::vec(any::<u8>(), 0..128),
+            cut in any::<prop::sample::Index>(),
+            at in any::<prop::sample::Index>(),
+            flip in 1..=255u8,
+        ) {
+            let snapshot = applied(&entries)?.snapshot();
+            let mut target = applied(&mine)?;
+            restores_or_is_refused_changing_nothing(&mut target, &garbage)?;
+            for bytes in damaged(&snapshot, cut, at, flip) {
+                restores_or_is_refused_changing_nothing(&mut target, &bytes)?;
+            }
+            target.restore(&snapshot).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(target.snapshot(), snapshot);
+        }
+    }
+}

@@ -1238,4 +1238,148 @@ mod tests {
         assert!("".parse::<ApiToken>().is_err());
         assert!("with space".parse::<ApiToken>().is_err());
     }
+
+    mod fuzz {
+        //! Property tests of what the API decodes from a request: the method, the path and
+        //! the names in it, the bearer token; and of the token flag ([`ApiToken`]'s `FromStr`).
+
+        use super::*;
+        use proptest::prelude::*;
+
+        /// `text` as one path segment: every byte but the unreserved ones percent-encoded.
+        fn segment(text: &str) -> String {
+            text.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        char::from(b).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        }
+
+        fn path() -> impl Strategy<Value = String> {
+            let name = prop_oneof![
+                Just("kv".to_string()),
+                Just("n2".to_string()),
+                ".{0,70}".prop_map(|t| segment(&t)),
+                // Escapes that do not decode, or decode to no UTF-8.
+                "[a-z0-9%]{0,12}",
+            ];
+            prop_oneof![
+                name.clone()
+                    .prop_map(|n| format!("/api/units/{n}/switchover")),
+                name.prop_map(|n| format!("/api/nodes/{n}/drain")),
+                Just("/api/status".to_string()),
+                Just("/metrics".to_string()),
+                "(/[a-z0-9%._~-]{0,8}){0,4}",
+            ]
+            // The event stream never ends: it has tests of its own.
+            .prop_filter("not the event stream", |p| !p.starts_with("/api/events"))
+        }
+
+        fn request() -> impl Strategy<Value = (Method, String, Option<Vec<u8>>, Vec<u8>)> {
+            let method = prop::sample::select(vec![
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::DELETE,
+                Method::PATCH,
+                Method::HEAD,
+            ]);
+            let bearer = prop_oneof![
+                Just(None),
+                Just(Some(format!("Bearer {TOKEN}").into_bytes())),
+                proptest::collection::vec(any::<u8>(), 0..32).prop_map(Some),
+                ".{0,32}".prop_map(|t| Some(format!("Bearer {t}").into_bytes())),
+            ];
+            (
+                method,
+                path(),
+                bearer,
+                proptest::collection::vec(any::<u8>(), 0..64),
+            )
+        }
+
+        #[test]
+        fn any_request_gets_a_clear_answer_and_only_an_accepted_change_asks_anything() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let (router, cluster) = api(Some(TOKEN));
+            let config = ProptestConfig {
+                cases: 512,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            };
+            proptest::test_runner::TestRunner::new(config)
+                .run(&request(), |(method, path, bearer, body)| {
+                    let mut request = Request::builder().method(method.clone()).uri(path.as_str());
+                    if let Some(value) =
+                        bearer.and_then(|b| header::HeaderValue::from_bytes(&b).ok())
+                    {
+                        request = request.header(header::AUTHORIZATION, value);
+                    }
+                    // A path the HTTP layer itself cannot parse never reaches the router.
+                    let Ok(request) = request.body(Body::from(body)) else {
+                        return Ok(());
+                    };
+                    let asked = cluster.changes_asked().len();
+                    let response = runtime
+                        .block_on(router.clone().oneshot(request))
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let status = response.status();
+                    prop_assert!(!status.is_server_error(), "{} {}: {}", method, path, status);
+                    let changed = cluster.changes_asked().len() - asked;
+                    prop_assert_eq!(
+                        changed,
+                        usize::from(status == StatusCode::ACCEPTED),
+                        "{} {}: {}",
+                        method,
+                        path,
+                        status
+                    );
+                    if !status.is_success() && method != Method::HEAD {
+                        let body = runtime
+                            .block_on(axum::body::to_bytes(response.into_body(), 1 << 20))
+                            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                        let body: serde_json::Value =
+                            serde_json::from_slice(&body).map_err(|e| {
+                                TestCaseError::fail(format!(
+                                    "{method} {path}: {status}, not JSON: {e}"
+                                ))
+                            })?;
+                        prop_assert!(
+                            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+                            "{} {}: {}",
+                            method,
+                            path,
+                            body
+                        );
+                    }
+                    Ok(())
+                })
+                .expect("every request gets a clear answer");
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_api_token_text_is_a_token_or_refused_saying_why(text in prop_oneof![".{0,24}", "[!-~]{0,24}"]) {
+                let printable = !text.is_empty() && text.bytes().all(|b| b.is_ascii_graphic());
+                match text.parse::<ApiToken>() {
+                    Ok(token) => {
+                        prop_assert!(printable);
+                        prop_assert!(token.matches(&text));
+                    }
+                    Err(e) => {
+                        prop_assert!(!printable);
+                        prop_assert!(e.to_string().starts_with("the API token "), "{}", e);
+                    }
+                }
+            }
+        }
+    }
 }

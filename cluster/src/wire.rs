@@ -850,4 +850,242 @@ mod tests {
         assert!(decode::<WireAsk>("request", &[0xff, 0x00, 0x13]).is_err());
         assert!(decode::<WireAnswer>("answer", &[]).is_err());
     }
+
+    mod fuzz {
+        //! Property tests of what a node's endpoint decodes: `ractor_cluster` messages
+        //! ([`WireMsg`]), the frames and requests inside them, and the answers a caller reads.
+
+        use super::super::*;
+        use proptest::prelude::*;
+        use ractor::message::SerializedMessage;
+        use ractor::Message as _;
+        use serde::de::DeserializeOwned;
+        use understudy_actors::codec::CodecError;
+        use understudy_actors::DeliveryError;
+        use understudy_runtime::{ClientId, CopyId, Epoch, Seq, StimulusId};
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                cases: 512,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+            proptest::collection::vec(any::<u8>(), 0..max)
+        }
+
+        fn name() -> impl Strategy<Value = String> + Clone {
+            "[a-z0-9_-]{1,12}"
+        }
+
+        fn ask() -> impl Strategy<Value = WireAsk> {
+            let unit = name().prop_map(UnitName::new);
+            let node = name().prop_map(NodeName::new);
+            let stimulus = (
+                unit.clone(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                bytes(48),
+            )
+                .prop_map(|(unit, copy, seq, epoch, body)| {
+                    WireAsk::Stimulus(StimulusAsk {
+                        unit,
+                        copy: CopyId(copy),
+                        id: StimulusId {
+                            client: ClientId(copy | 1),
+                            seq: Seq(seq),
+                        },
+                        low_water: Seq(seq / 2),
+                        bound_at: Epoch(epoch),
+                        body,
+                    })
+                });
+            prop_oneof![
+                stimulus,
+                Just(WireAsk::Status),
+                unit.clone().prop_map(|unit| WireAsk::Switchover { unit }),
+                node.clone().prop_map(|node| WireAsk::Drain { node }),
+                unit.clone().prop_map(|unit| WireAsk::Restore { unit }),
+                (name(), bytes(96)).prop_map(|(group, request)| WireAsk::Raft { group, request }),
+                (
+                    name(),
+                    proptest::collection::btree_map(any::<u64>(), name(), 0..4)
+                )
+                    .prop_map(|(group, members)| WireAsk::Found { group, members }),
+                proptest::collection::vec(node, 0..4).prop_map(|to| WireAsk::Cut { to }),
+                (unit, ".{0,24}", proptest::option::of(any::<u64>())).prop_map(
+                    |(unit, json, t_max_ms)| WireAsk::Call {
+                        unit,
+                        json,
+                        t_max_ms
+                    }
+                ),
+            ]
+        }
+
+        fn request() -> impl Strategy<Value = WireRequest> {
+            (proptest::option::of(name().prop_map(NodeName::new)), ask())
+                .prop_map(|(from, ask)| WireRequest { from, ask })
+        }
+
+        fn answer() -> impl Strategy<Value = WireAnswer> {
+            prop_oneof![
+                Just(WireAnswer::CopyLost),
+                ".{0,24}".prop_map(WireAnswer::Malformed),
+                prop_oneof![Just(Ok(())), ".{0,24}".prop_map(Err)].prop_map(WireAnswer::Done),
+                bytes(96).prop_map(WireAnswer::Raft),
+                (name(), any::<u64>()).prop_map(|(unit, copy)| {
+                    WireAnswer::Stimulus(Err(DeliveryError::NoSuchCopy {
+                        unit: UnitName::new(unit),
+                        copy: CopyId(copy),
+                    }))
+                }),
+                name().prop_map(|unit| WireAnswer::Called(Err(JsonCallError::UnknownUnit(unit)))),
+            ]
+        }
+
+        /// Undecodable bytes are refused as malformed `what`: the error names what was expected.
+        fn decodes_or_is_refused_as<T: DeserializeOwned>(
+            what: &'static str,
+            bytes: &[u8],
+        ) -> Result<(), TestCaseError> {
+            if let Err(e) = decode::<T>(what, bytes) {
+                prop_assert!(
+                    matches!(&e, CodecError::Decode { what: w, .. } if *w == what),
+                    "{:?}",
+                    e
+                );
+                prop_assert!(
+                    e.to_string().starts_with(&format!("malformed {what} (")),
+                    "{}",
+                    e
+                );
+            }
+            Ok(())
+        }
+
+        fn damaged(
+            bytes: &[u8],
+            cut: prop::sample::Index,
+            at: prop::sample::Index,
+            flip: u8,
+        ) -> [Vec<u8>; 2] {
+            understudy_actors::codec::damaged(
+                bytes,
+                cut.index(bytes.len()),
+                at.index(bytes.len()),
+                flip,
+            )
+        }
+
+        /// What `ractor_cluster` hands the endpoint, built from a session's frame.
+        fn wire_msg(call: bool, variant: String, args: Vec<u8>) -> Result<WireMsg, ()> {
+            let message = if call {
+                let (tx, _rx) = ractor::concurrency::oneshot::<Vec<u8>>();
+                SerializedMessage::Call {
+                    variant,
+                    args,
+                    reply: tx.into(),
+                    metadata: None,
+                }
+            } else {
+                SerializedMessage::Cast {
+                    variant,
+                    args,
+                    metadata: None,
+                }
+            };
+            WireMsg::deserialize(message).map_err(|_| ())
+        }
+
+        /// The argument layout of a derived `RactorClusterMessage`: each field's length (u64
+        /// big-endian), then its bytes.
+        fn packed(fields: &[&[u8]]) -> Vec<u8> {
+            let mut args = Vec::new();
+            for field in fields {
+                args.extend_from_slice(&(field.len() as u64).to_be_bytes());
+                args.extend_from_slice(field);
+            }
+            args
+        }
+
+        fn runtime() -> Result<tokio::runtime::Runtime, TestCaseError> {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(|e| TestCaseError::fail(e.to_string()))
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn a_malformed_frame_request_or_answer_is_refused_with_a_clear_error(input in bytes(256)) {
+                decodes_or_is_refused_as::<Envelope>("envelope", &input)?;
+                decodes_or_is_refused_as::<WireRequest>("request", &input)?;
+                decodes_or_is_refused_as::<WireAnswer>("answer", &input)?;
+            }
+
+            #[test]
+            fn a_request_or_answer_round_trips(request in request(), answer in answer()) {
+                let bytes = encode("request", &request).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(decode::<WireRequest>("request", &bytes), Ok(request));
+                let bytes = encode("answer", &answer).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(decode::<WireAnswer>("answer", &bytes), Ok(answer));
+            }
+
+            #[test]
+            fn a_truncated_or_damaged_request_or_answer_decodes_or_is_refused(
+                request in request(),
+                answer in answer(),
+                cut in any::<prop::sample::Index>(),
+                at in any::<prop::sample::Index>(),
+                flip in 1..=255u8,
+            ) {
+                let bytes = encode("request", &request).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                for input in damaged(&bytes, cut, at, flip) {
+                    decodes_or_is_refused_as::<WireRequest>("request", &input)?;
+                }
+                let bytes = encode("answer", &answer).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                for input in damaged(&bytes, cut, at, flip) {
+                    decodes_or_is_refused_as::<WireAnswer>("answer", &input)?;
+                }
+            }
+
+            #[test]
+            fn a_malformed_ractor_cluster_message_is_refused_without_a_panic(
+                call in any::<bool>(),
+                variant in prop_oneof![Just("Frame".to_string()), Just("Ask".to_string()), ".{0,8}"],
+                args in bytes(64),
+                payload in bytes(64),
+            ) {
+                let runtime = runtime()?;
+                let _inside = runtime.enter();
+                // Anything at all: a message or a refusal, never a panic.
+                let _ = wire_msg(call, variant.clone(), args);
+                // A frame's layout with a length that lies is refused.
+                let mut lying = packed(&[&payload]);
+                lying[7] = lying[7].wrapping_add(1);
+                prop_assert!(wire_msg(call, variant, lying).is_err());
+                // And a well-formed one arrives as it was sent.
+                let args = packed(&[&payload]);
+                match wire_msg(false, "Frame".into(), args.clone()) {
+                    Ok(WireMsg::Frame(read)) => prop_assert_eq!(read, payload.clone()),
+                    other => prop_assert!(false, "{:?}", other.map(|_| ())),
+                }
+                prop_assert!(matches!(wire_msg(true, "Ask".into(), args), Ok(WireMsg::Ask(read, _)) if read == payload));
+            }
+
+            #[test]
+            fn any_process_group_name_is_an_endpoint_of_its_node_or_none(group in ".{0,40}", node in name()) {
+                let node = NodeName::new(node);
+                prop_assert_eq!(node_of_group(&endpoint_group(&node)), Some(node));
+                if let Some(n) = node_of_group(&group) {
+                    prop_assert_eq!(endpoint_group(&n), group);
+                }
+            }
+        }
+    }
 }

@@ -811,7 +811,15 @@ fn toml_like_text() -> impl proptest::strategy::Strategy<Value = String> {
 proptest! {
     #[test]
     fn arbitrary_text_never_panics(text in any::<String>()) {
-        let _ = ClusterConfig::from_toml_str(&text).map(|config| config.validate(KINDS));
+        match ClusterConfig::from_toml_str(&text) {
+            Ok(config) => { let _ = config.validate(KINDS); }
+            // Every error names what was being read.
+            Err(error) => prop_assert!(
+                error.to_string().starts_with("cluster configuration text"),
+                "{}",
+                error
+            ),
+        }
     }
 
     #[test]
@@ -827,8 +835,35 @@ proptest! {
         let path = scratch_file(&bytes);
         let result = ClusterConfig::from_file(&path);
         let _ = std::fs::remove_file(&path);
-        if let Ok(config) = result {
-            let _ = config.validate(KINDS);
+        match result {
+            Ok(config) => { let _ = config.validate(KINDS); }
+            Err(error) => {
+                let message = error.to_string();
+                prop_assert!(message.contains(&path.display().to_string()), "{}", message);
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_units_toml_reads_as_some_config_or_is_refused_naming_the_file(
+        config in valid_config(),
+        cut in any::<prop::sample::Index>(),
+        at in any::<prop::sample::Index>(),
+        flip in 1..=255u8,
+    ) {
+        let text = toml::to_string(&config).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let bytes = text.into_bytes();
+        let mut flipped = bytes.clone();
+        let i = at.index(flipped.len());
+        flipped[i] ^= flip;
+        for damaged in [bytes[..cut.index(bytes.len())].to_vec(), flipped] {
+            let path = scratch_file(&damaged);
+            let result = ClusterConfig::load(&path, KINDS);
+            let _ = std::fs::remove_file(&path);
+            if let Err(error) = result {
+                let message = error.to_string();
+                prop_assert!(message.contains(&path.display().to_string()), "{}", message);
+            }
         }
     }
 

@@ -681,6 +681,84 @@ async fn a_damaged_snapshot_is_refused_with_a_storage_error_and_changes_nothing(
     assert_eq!(target_journal.commands(), vec![cmd("c1"), cmd("c2")]);
 }
 
+/// The same as above for any snapshot and any damage: a snapshot cut short, with any one byte
+/// changed, or no snapshot at all is refused, naming the snapshot, and the member keeps its
+/// state; the intact one installs.
+#[test]
+fn any_damaged_snapshot_is_refused_naming_it_and_the_member_keeps_its_state() {
+    let runtime = current_thread_runtime();
+    let snapshot_of = |commands: &[Vec<u8>]| {
+        let commands = commands.to_vec();
+        async move {
+            let mut source = GroupStateMachine::new(Box::new(RecordingApplier {
+                journal: Journal::default(),
+            }));
+            let entries = commands
+                .into_iter()
+                .zip(1..)
+                .map(|(command, i)| openraft::Entry::<GroupRaftConfig> {
+                    log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), i),
+                    payload: openraft::EntryPayload::Normal(command),
+                });
+            source.apply(entries).await.expect("applies");
+            let snapshot = source
+                .get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .expect("builds");
+            (snapshot.meta.clone(), snapshot.snapshot.into_inner())
+        }
+    };
+    let input = (
+        proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..16), 0..6),
+        any::<prop::sample::Index>(),
+        1..=255u8,
+        any::<prop::sample::Index>(),
+        proptest::collection::vec(any::<u8>(), 0..128),
+    );
+    proptest_runner(256)
+        .run(&input, |(commands, at, flip, cut, garbage)| {
+            runtime.block_on(async {
+                let (meta, good) = snapshot_of(&commands).await;
+                let journal = Journal::default();
+                journal.commands.lock().expect("lock").push(cmd("mine"));
+                let mut target = GroupStateMachine::new(Box::new(RecordingApplier {
+                    journal: journal.clone(),
+                }));
+                let mut flipped = good.clone();
+                let i = at.index(flipped.len());
+                flipped[i] ^= flip;
+                let truncated = good[..cut.index(good.len())].to_vec();
+                for bytes in [flipped, truncated, garbage] {
+                    let result = target
+                        .install_snapshot(&meta, Box::new(Cursor::new(bytes)))
+                        .await;
+                    let error = match result {
+                        Ok(()) => return Err(TestCaseError::fail("a damaged snapshot installed")),
+                        Err(e) => e.to_string(),
+                    };
+                    prop_assert!(
+                        error.contains(&format!("refusing snapshot {}", meta.snapshot_id)),
+                        "{}",
+                        error
+                    );
+                    prop_assert_eq!(journal.commands(), vec![cmd("mine")], "state untouched");
+                    prop_assert_eq!(journal.restores(), 0);
+                    let (applied, _) = target.applied_state().await.expect("readable");
+                    prop_assert_eq!(applied, None, "the refused snapshot left no trace");
+                }
+                target
+                    .install_snapshot(&meta, Box::new(Cursor::new(good)))
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(journal.commands(), commands);
+                Ok(())
+            })
+        })
+        .expect("every damaged snapshot is refused");
+}
+
 /// An Applier whose snapshots no RecordingApplier can restore.
 struct GarbageApplier;
 

@@ -201,4 +201,91 @@ mod tests {
             Err(CallFailure::Unavailable { .. })
         ));
     }
+
+    mod fuzz {
+        //! Property tests of [`CallReply::decode`]: the answer bytes come from another node.
+
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// What a called unit might answer: a mix of the shapes MessagePack distinguishes.
+        type Answer = (u64, String, Vec<u8>, Option<i32>);
+
+        fn answer() -> impl Strategy<Value = Answer> {
+            (
+                any::<u64>(),
+                ".{0,16}",
+                proptest::collection::vec(any::<u8>(), 0..32),
+                any::<Option<i32>>(),
+            )
+        }
+
+        fn reply(unit: &str, bytes: Vec<u8>) -> CallReply {
+            CallReply {
+                unit: UnitName::new(unit),
+                outcome: Ok(bytes),
+            }
+        }
+
+        /// The refusal of undecodable answer bytes: malformed, naming the called unit.
+        fn refused_naming_the_unit(
+            result: Result<Answer, CallFailure>,
+            unit: &str,
+        ) -> Result<(), TestCaseError> {
+            if let Err(e) = result {
+                prop_assert!(
+                    matches!(&e, CallFailure::BadStimulus { unit: u, .. } if u.0 == unit),
+                    "{e:?}"
+                );
+                let message = e.to_string();
+                prop_assert!(
+                    message.contains(&format!("call to {unit} is malformed")),
+                    "{message}"
+                );
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_answer_bytes_are_refused_naming_the_called_unit(
+                bytes in proptest::collection::vec(any::<u8>(), 0..128),
+            ) {
+                refused_naming_the_unit(reply("ledger", bytes).decode::<Answer>(), "ledger")?;
+            }
+
+            #[test]
+            fn a_valid_answer_round_trips(value in answer()) {
+                let bytes = rmp_serde::to_vec(&value).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(reply("ledger", bytes).decode::<Answer>(), Ok(value));
+            }
+
+            #[test]
+            fn a_truncated_or_damaged_answer_decodes_or_is_refused_naming_the_unit(
+                value in answer(),
+                cut in any::<prop::sample::Index>(),
+                at in any::<prop::sample::Index>(),
+                flip in 1..=255u8,
+            ) {
+                let bytes = rmp_serde::to_vec(&value).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let truncated = bytes[..cut.index(bytes.len())].to_vec();
+                refused_naming_the_unit(reply("ledger", truncated).decode::<Answer>(), "ledger")?;
+                let mut damaged = bytes;
+                let i = at.index(damaged.len());
+                damaged[i] ^= flip;
+                refused_naming_the_unit(reply("ledger", damaged).decode::<Answer>(), "ledger")?;
+            }
+
+            #[test]
+            fn a_failure_is_passed_on_as_it_is_whatever_the_answer_type(
+                reason in ".{0,16}",
+            ) {
+                let failure = CallFailure::Refused { unit: UnitName::new("ledger"), reason };
+                let reply = CallReply { unit: UnitName::new("ledger"), outcome: Err(failure.clone()) };
+                prop_assert_eq!(reply.decode::<Answer>(), Err(failure));
+            }
+        }
+    }
 }

@@ -116,6 +116,19 @@ pub struct StimulusIn<U: Unit> {
     pub reply: ReplyToken,
 }
 
+/// When a copy's core next needs [`Input::Tick`] ([`CopyCore::next_tick`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextTick {
+    /// At the driver's regular period: something is under way (a lease asked for while
+    /// promoting, stimuli parked, updates the standby has not acknowledged, a snapshot to
+    /// resend, a hand-over).
+    Regular,
+    /// Not before this time: an idle primary's next lease renewal (or its retry).
+    At(Time),
+    /// Not at all until another input comes: an idle standby, or a fenced copy.
+    Never,
+}
+
 /// An input to the core.
 #[derive(Clone, Debug)]
 pub enum Input<U: Unit> {
@@ -474,6 +487,43 @@ impl<U: Unit> CopyCore<U> {
         self.lease
             .filter(|l| l.epoch == self.epoch)
             .map(|l| l.until)
+    }
+
+    /// When the core next needs a tick. A copy with nothing under way needs none (a standby
+    /// waits for its primary) or one at its next lease renewal (an idle primary), so a node of
+    /// a thousand idle copies is not woken a hundred times a second per copy; anything under
+    /// way asks for the regular period, which the copy's timers (lease retry, resend, park
+    /// timeout, trailing seal) are counted in.
+    pub fn next_tick(&self) -> NextTick {
+        let busy = self.role == Role::Promoting
+            || !self.parked.is_empty()
+            || !self.open.is_empty()
+            || self.handing_over
+            || self.replicator.pending()
+            || self.standby.is_some_and(|l| !l.ready);
+        if busy {
+            return NextTick::Regular;
+        }
+        match self.role {
+            Role::Primary => match self.lease.filter(|l| l.epoch == self.epoch) {
+                Some(Lease {
+                    asked_at: Some(asked),
+                    ..
+                }) => NextTick::At(asked.after(self.config.lease_retry)),
+                Some(l) => NextTick::At(Self::renew_from(&l)),
+                None => NextTick::Regular,
+            },
+            Role::Standby | Role::Fenced | Role::Promoting => NextTick::Never,
+        }
+    }
+
+    /// When a primary asks to renew `lease`: once a third of it has passed.
+    fn renew_from(lease: &Lease) -> Time {
+        Time(
+            lease.until.0.saturating_sub(
+                u64::try_from(lease.duration.as_micros() * 2 / 3).unwrap_or(u64::MAX),
+            ),
+        )
     }
 
     /// The commands produced since the last drain.
@@ -1315,11 +1365,7 @@ impl<U: Unit> CopyCore<U> {
         let Some(lease) = self.lease else {
             return;
         };
-        let renew_from =
-            Time(lease.until.0.saturating_sub(
-                u64::try_from(lease.duration.as_micros() * 2 / 3).unwrap_or(u64::MAX),
-            ));
-        if now < renew_from {
+        if now < Self::renew_from(&lease) {
             return;
         }
         if lease

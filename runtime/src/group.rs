@@ -124,6 +124,19 @@ pub enum GroupInput {
         /// Each node with its clock.
         clocks: Vec<(NodeName, Time)>,
     },
+    /// Node `node`'s local manager asks, at `requested_at` on its clock, for the leases of
+    /// the primaries there that asked for theirs since its last request: one request for all
+    /// of them instead of one each. Each is renewed (or refused, or fenced) as its own
+    /// [`Report::LeaseRequest`] would be, and the renewals are answered together
+    /// ([`GroupCommand::Leases`]).
+    RenewLeases {
+        /// The node.
+        node: NodeName,
+        /// When it asked, on its clock.
+        requested_at: Time,
+        /// The primaries that asked.
+        asks: Vec<LeaseAsk>,
+    },
     /// Time passed.
     Tick,
     /// The manager moved (a new group manager took over from the committed table): every
@@ -203,6 +216,19 @@ pub enum GroupCommand {
         /// The directive.
         directive: Directive,
     },
+    /// Renewed leases of primaries on one node, in answer to its [`GroupInput::RenewLeases`]:
+    /// each as a [`Directive::Lease`] from `from` for `duration` (and the primary's ready
+    /// standby restated, as with each lease).
+    Leases {
+        /// The node the primaries run on.
+        node: NodeName,
+        /// When the node asked, on its clock: each lease runs from then.
+        from: Time,
+        /// How long each lease runs.
+        duration: Duration,
+        /// The primaries renewed.
+        renewals: Vec<LeaseRenewal>,
+    },
     /// The name server binds `unit` to `copy` at `epoch`.
     Bind {
         /// The unit.
@@ -230,8 +256,39 @@ pub enum GroupCommand {
     },
 }
 
+/// A primary's ask for its lease, gathered by its node's local manager into one
+/// [`GroupInput::RenewLeases`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct LeaseAsk {
+    /// The unit.
+    pub unit: UnitName,
+    /// The copy asking (it is primary, as far as it knows).
+    pub copy: CopyId,
+    /// The epoch it serves at.
+    pub epoch: Epoch,
+}
+
+/// A renewal and the node of the primary renewed.
+struct Renewed {
+    node: NodeName,
+    renewal: LeaseRenewal,
+}
+
+/// One primary's lease renewed by a node's request ([`GroupCommand::Leases`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct LeaseRenewal {
+    /// The unit.
+    pub unit: UnitName,
+    /// Its primary.
+    pub copy: CopyId,
+    /// The epoch the lease is for.
+    pub epoch: Epoch,
+    /// Its ready standby and that standby's node, restated with the lease.
+    pub standby: Option<Placement>,
+}
+
 /// Where a copy runs.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Placement {
     /// The copy.
     pub copy: CopyId,
@@ -390,6 +447,11 @@ impl GroupCore {
                     }
                 }
             }
+            GroupInput::RenewLeases {
+                node,
+                requested_at,
+                asks,
+            } => self.renew_leases(now, node, requested_at, asks),
             GroupInput::Tick => self.tick(now),
             GroupInput::Resume => self.resume(now),
             GroupInput::NodeInventory { node, running } => {
@@ -997,44 +1059,81 @@ impl GroupCore {
         epoch: Epoch,
         requested_at: Time,
     ) {
-        let Some(rec) = self.units.get_mut(unit) else {
+        let Some(Renewed { node, renewal }) = self.renew(now, unit, copy, epoch) else {
             return;
         };
-        let current_primary = rec.primary.as_ref().is_some_and(|p| p.copy == copy);
-        if epoch == rec.epoch && current_primary && rec.phase == Phase::Serving {
+        self.commands.push(GroupCommand::Direct {
+            node: node.clone(),
+            unit: unit.clone(),
+            copy,
+            directive: Directive::Lease {
+                epoch,
+                requested_at,
+                duration: self.config.lease,
+            },
+        });
+        if let Some(s) = renewal.standby {
+            self.commands.push(GroupCommand::Direct {
+                node,
+                unit: unit.clone(),
+                copy,
+                directive: Directive::AssignStandby {
+                    epoch,
+                    standby: Some(s.copy),
+                },
+            });
+        }
+    }
+
+    /// A lease request of `copy` at `epoch`: renewed (the manager counts the lease from `now`)
+    /// when it is the unit's serving primary at that epoch; a copy of an older epoch is fenced;
+    /// otherwise (the primary is suspected) no renewal, and its lease lapses. The renewal
+    /// restates the ready standby: a delayed `AssignStandby { None }` that overtook the
+    /// assignment of this standby would otherwise leave the primary without one for good
+    /// (holding every answer).
+    fn renew(&mut self, now: Time, unit: &UnitName, copy: CopyId, epoch: Epoch) -> Option<Renewed> {
+        let rec = self.units.get_mut(unit)?;
+        let primary = rec.primary.as_ref().filter(|p| p.copy == copy);
+        if let (true, Some(primary), Phase::Serving) = (epoch == rec.epoch, primary, &rec.phase) {
             rec.lease_expires = now.after(self.config.lease);
-            let node = rec.primary.as_ref().map(|p| p.node.clone());
-            if let Some(node) = node {
-                self.commands.push(GroupCommand::Direct {
-                    node: node.clone(),
+            let standby = match &rec.standby {
+                Some((s, StandbyState::Ready)) => Some(s.clone()),
+                _ => None,
+            };
+            return Some(Renewed {
+                node: primary.node.clone(),
+                renewal: LeaseRenewal {
                     unit: unit.clone(),
                     copy,
-                    directive: Directive::Lease {
-                        epoch,
-                        requested_at,
-                        duration: self.config.lease,
-                    },
-                });
-                if let Some((s, StandbyState::Ready)) = &rec.standby {
-                    // Restate the standby with each lease: a delayed `AssignStandby { None }`
-                    // that overtook the assignment of this standby would otherwise leave the
-                    // primary without one for good (holding every answer).
-                    self.commands.push(GroupCommand::Direct {
-                        node,
-                        unit: unit.clone(),
-                        copy,
-                        directive: Directive::AssignStandby {
-                            epoch,
-                            standby: Some(s.copy),
-                        },
-                    });
-                }
-            }
-        } else if epoch < rec.epoch {
+                    epoch,
+                    standby,
+                },
+            });
+        }
+        if epoch < rec.epoch {
             let node = self.node_of(unit, copy);
             self.fence_stale(unit, copy, node);
         }
-        // Otherwise (the primary is suspected) no renewal: its lease lapses.
+        None
+    }
+
+    /// The primaries on `node` that asked (`asks`), renewed as their own lease requests would
+    /// be, and answered in one command.
+    fn renew_leases(&mut self, now: Time, node: NodeName, requested_at: Time, asks: Vec<LeaseAsk>) {
+        let renewals: Vec<LeaseRenewal> = asks
+            .into_iter()
+            .filter_map(|ask| self.renew(now, &ask.unit, ask.copy, ask.epoch))
+            .filter(|r| r.node == node)
+            .map(|r| r.renewal)
+            .collect();
+        if !renewals.is_empty() {
+            self.commands.push(GroupCommand::Leases {
+                node,
+                from: requested_at,
+                duration: self.config.lease,
+                renewals,
+            });
+        }
     }
 
     fn node_of(&self, unit: &UnitName, copy: CopyId) -> Option<NodeName> {

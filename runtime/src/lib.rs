@@ -23,6 +23,7 @@
 //! | [`group`] | the group manager's decisions: placement, leases, takeover |
 //! | [`table`] | the group manager's table as a replicated state machine, and the leader's session deciding what to propose |
 //! | [`pending`] | the leader's queue of inputs for its next entry: each once, a primary's lease requests folded |
+//! | [`renewal`] | a node's primaries' lease asks, gathered by its local manager into one request ([`LeaseAsks`]) |
 //! | [`sim`] | a seeded simulation of copies, managers and clients over a faulty network |
 //!
 //! ## A takeover, as the core sees it
@@ -44,6 +45,7 @@ pub mod ids;
 pub mod liveness;
 pub mod message;
 pub mod pending;
+pub mod renewal;
 pub mod replay;
 pub mod replication;
 pub mod sim;
@@ -56,13 +58,17 @@ pub use call::{
     derived_id, derived_low_water, CallFailure, CallReply, Outcall, CALLS_PER_STIMULUS,
 };
 pub use copy::{
-    CallToken, Command, CopyConfig, CopyCore, Input, Reconciled, ReplyToken, Role, StimulusIn,
+    CallToken, Command, CopyConfig, CopyCore, Input, NextTick, Reconciled, ReplyToken, Role,
+    StimulusIn,
 };
 pub use dedupe::{DedupeLimits, DedupeTable};
-pub use group::{GroupCommand, GroupConfig, GroupCore, GroupInput, StartAs};
+pub use group::{
+    GroupCommand, GroupConfig, GroupCore, GroupInput, LeaseAsk, LeaseRenewal, Placement, StartAs,
+};
 pub use ids::{BatchSeq, ClientId, CopyId, Epoch, NodeName, Seq, StimulusId, UnitName};
 pub use liveness::{HeartbeatConfig, Liveness};
 pub use message::{Directive, Entry, LeaseGrant, PeerMsg, Refusal, Report};
+pub use renewal::LeaseAsks;
 pub use replay::{Kept, ReplayBook, Round};
 pub use replication::{Durability, Flush, Replicator, Strategy};
 pub use table::{ControlEntry, ControlInput, GroupTable, Heartbeat, ManagerSession};

@@ -1,15 +1,17 @@
 //! The inputs a group manager queues for its next control entry ([`Pending`]): in the order
-//! heard, each once, and a primary's repeated lease requests folded into one.
+//! heard, each once, a primary's repeated lease requests folded into one, and a node's
+//! repeated lease renewals folded into one.
 //!
 //! While one entry is in flight every input heard goes into the next one, so at a thousand
 //! units the queue holds thousands of inputs: a repeat must be found without a scan of the
 //! queue, and a primary that asks for its lease again because the previous ask is still
 //! committing (it asks every `lease_retry`) must not add another input each time.
 
-use crate::group::GroupInput;
-use crate::ids::{CopyId, Epoch, UnitName};
+use crate::group::{GroupInput, LeaseAsk};
+use crate::ids::{CopyId, Epoch, NodeName, UnitName};
 use crate::message::Report;
 use crate::table::ControlInput;
+use crate::time::Time;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -22,6 +24,8 @@ pub struct Pending {
     by_hash: HashMap<u64, Vec<usize>>,
     /// The position of the lease request queued for each primary and epoch.
     leases: HashMap<(UnitName, CopyId, Epoch), usize>,
+    /// The position of the lease renewal queued for each node and incarnation.
+    renewals: HashMap<(NodeName, u64), usize>,
 }
 
 fn hash_of(input: &ControlInput) -> u64 {
@@ -64,6 +68,16 @@ impl Pending {
             self.inputs.push(input);
             return;
         }
+        if let ControlInput::RenewLeases {
+            node,
+            incarnation,
+            requested_at,
+            asks,
+        } = input
+        {
+            self.push_renewal(node, incarnation, requested_at, asks);
+            return;
+        }
         let hash = hash_of(&input);
         let positions = self.by_hash.entry(hash).or_default();
         if positions
@@ -74,6 +88,42 @@ impl Pending {
         }
         positions.push(self.inputs.len());
         self.inputs.push(input);
+    }
+
+    /// A node's lease renewal, folded into the one queued for the same node and incarnation
+    /// if there is one: its asks join those queued (each primary once) and it takes the later
+    /// `requested_at` (safe for every ask in it, as for a folded lease request above).
+    fn push_renewal(
+        &mut self,
+        node: NodeName,
+        incarnation: u64,
+        requested_at: Time,
+        asks: Vec<LeaseAsk>,
+    ) {
+        let key = (node, incarnation);
+        if let Some(&at) = self.renewals.get(&key) {
+            if let Some(ControlInput::RenewLeases {
+                requested_at: queued_at,
+                asks: queued,
+                ..
+            }) = self.inputs.get_mut(at)
+            {
+                *queued_at = (*queued_at).max(requested_at);
+                for ask in asks {
+                    if !queued.contains(&ask) {
+                        queued.push(ask);
+                    }
+                }
+            }
+            return;
+        }
+        self.renewals.insert(key.clone(), self.inputs.len());
+        self.inputs.push(ControlInput::RenewLeases {
+            node: key.0,
+            incarnation: key.1,
+            requested_at,
+            asks,
+        });
     }
 
     /// Whether nothing is queued.
@@ -90,6 +140,7 @@ impl Pending {
     pub fn take(&mut self) -> Vec<ControlInput> {
         self.by_hash.clear();
         self.leases.clear();
+        self.renewals.clear();
         std::mem::take(&mut self.inputs)
     }
 }
@@ -137,6 +188,41 @@ mod tests {
         // Taken: the same input queues again for the next entry.
         p.push(running.clone());
         assert_eq!(p.take(), vec![running]);
+    }
+
+    fn renewal(node: &str, incarnation: u64, at_ms: u64, copies: &[u64]) -> ControlInput {
+        ControlInput::RenewLeases {
+            node: NodeName::new(node),
+            incarnation,
+            requested_at: Time::from_millis(at_ms),
+            asks: copies
+                .iter()
+                .map(|c| LeaseAsk {
+                    unit: UnitName::new(format!("u{c}")),
+                    copy: CopyId(*c),
+                    epoch: Epoch(1),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_nodes_repeated_renewals_fold_into_the_first_with_every_ask_once_and_the_latest_time() {
+        let mut p = Pending::new();
+        p.push(renewal("n1", 7, 100, &[1, 2]));
+        p.push(started("b", 9));
+        p.push(renewal("n1", 7, 130, &[2, 3]));
+        p.push(renewal("n1", 8, 140, &[4])); // another start of n1: its own request
+        p.push(renewal("n2", 5, 120, &[5]));
+        assert_eq!(
+            p.take(),
+            vec![
+                renewal("n1", 7, 130, &[1, 2, 3]),
+                started("b", 9),
+                renewal("n1", 8, 140, &[4]),
+                renewal("n2", 5, 120, &[5]),
+            ]
+        );
     }
 
     #[test]

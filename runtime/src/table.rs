@@ -14,7 +14,7 @@
 //! member that applies the log later, or a new leader with a clock slightly behind, decides
 //! exactly as the leader did.
 
-use crate::group::{GroupCommand, GroupConfig, GroupCore, GroupInput, Phase};
+use crate::group::{GroupCommand, GroupConfig, GroupCore, GroupInput, LeaseAsk, Phase};
 use crate::ids::{CopyId, NodeName, UnitName};
 use crate::liveness::{HeartbeatConfig, Liveness};
 use crate::message::Report;
@@ -64,6 +64,20 @@ pub enum ControlInput {
     NodeClocks {
         /// Node, incarnation, and its clock when it sent the heartbeat.
         clocks: Vec<(NodeName, u64, Time)>,
+    },
+    /// The primaries on node `node` (running as `incarnation`) that asked for their leases,
+    /// in one request ([`GroupInput::RenewLeases`], `requested_at` on that node's clock). A
+    /// request of an incarnation the table does not record (another process, another clock)
+    /// renews nothing.
+    RenewLeases {
+        /// The node.
+        node: NodeName,
+        /// Its incarnation.
+        incarnation: u64,
+        /// When it asked, on its clock.
+        requested_at: Time,
+        /// The primaries that asked.
+        asks: Vec<LeaseAsk>,
     },
 }
 
@@ -126,6 +140,23 @@ impl GroupTable {
                         .map(|(node, _, clock)| (node, clock))
                         .collect();
                     self.core.step(now, GroupInput::NodeClocks { clocks });
+                }
+                ControlInput::RenewLeases {
+                    node,
+                    incarnation,
+                    requested_at,
+                    asks,
+                } => {
+                    if self.incarnations.get(&node) == Some(&incarnation) {
+                        self.core.step(
+                            now,
+                            GroupInput::RenewLeases {
+                                node,
+                                requested_at,
+                                asks,
+                            },
+                        );
+                    }
                 }
                 ControlInput::NodeGone { node, incarnation } => {
                     if self.incarnations.get(&node) == Some(&incarnation)

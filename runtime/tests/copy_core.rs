@@ -7,8 +7,8 @@ use std::time::Duration;
 use understudy_runtime::sim::{SetResponse, SetStimulus, SetUnit};
 use understudy_runtime::{
     BatchSeq, ClientId, Command, CopyConfig, CopyCore, CopyId, Directive, Epoch, Flush, Input,
-    LeaseGrant, PeerMsg, Refusal, ReplyToken, Report, Role, Seq, StimulusId, StimulusIn, Strategy,
-    Time, UnitName,
+    LeaseGrant, NextTick, PeerMsg, Refusal, ReplyToken, Report, Role, Seq, StimulusId, StimulusIn,
+    Strategy, Time, UnitName,
 };
 
 type Core = CopyCore<SetUnit>;
@@ -698,4 +698,39 @@ fn a_batched_trailing_primary_handing_over_seals_at_once_and_hands_over_once_ack
         Some(&2),
         "the standby has what was answered"
     );
+}
+
+#[test]
+fn an_idle_copy_needs_no_tick_but_its_next_renewal_and_a_busy_one_needs_the_regular_tick() {
+    let (mut p, mut s) = pair();
+    // Idle: the standby waits for its primary; the primary for a third of its lease (leased
+    // at 0 for 300 ms: it asks again from 100 ms).
+    assert_eq!(s.next_tick(), NextTick::Never);
+    assert_eq!(p.next_tick(), NextTick::At(ms(100)));
+    // A stimulus waiting for the standby's acknowledgement keeps the primary ticking (it may
+    // have to resend).
+    let sent = step(&mut p, ms(10), add(1, 1, 7, 1));
+    assert_eq!(p.next_tick(), NextTick::Regular);
+    let ack = deliver(&sent, S, &mut s, ms(11));
+    deliver(&ack, P, &mut p, ms(12));
+    assert_eq!(p.next_tick(), NextTick::At(ms(100)));
+    // Once it asked, its retry is its next tick; the renewal answers it.
+    let asked = step(&mut p, ms(100), Input::Tick);
+    assert!(matches!(reports(&asked)[..], [Report::LeaseRequest { .. }]));
+    assert_eq!(
+        p.next_tick(),
+        NextTick::At(ms(100).after(config().lease_retry))
+    );
+    step(&mut p, ms(105), lease(Epoch(1), ms(100)));
+    assert_eq!(p.next_tick(), NextTick::At(ms(200)));
+    // A promoting copy asks until it is answered: the regular tick.
+    step(
+        &mut s,
+        ms(300),
+        Input::Directive(Directive::Promote {
+            epoch: Epoch(2),
+            lease: None,
+        }),
+    );
+    assert_eq!(s.next_tick(), NextTick::Regular);
 }

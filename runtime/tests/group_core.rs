@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use understudy_runtime::group::{Phase, StandbyState};
 use understudy_runtime::{
-    CopyId, Directive, Epoch, GroupCommand, GroupConfig, GroupCore, GroupInput, LeaseGrant,
-    NodeName, Report, StartAs, Time, UnitName,
+    CopyId, Directive, Epoch, GroupCommand, GroupConfig, GroupCore, GroupInput, LeaseAsk,
+    LeaseGrant, LeaseRenewal, NodeName, Placement, Report, StartAs, Time, UnitName,
 };
 
 fn ms(n: u64) -> Time {
@@ -690,4 +690,145 @@ fn draining_a_standbys_node_replaces_the_standby_elsewhere() {
     assert_eq!(placed.len(), 1);
     assert_ne!(placed[0], a.standby_node);
     assert_ne!(placed[0], a.primary_node);
+}
+
+#[test]
+fn a_nodes_renewal_renews_each_primary_that_asked_in_one_answer_and_counts_each_lease() {
+    let mut g = group(3);
+    let units: Vec<(String, Placed)> = (0..6)
+        .map(|i| {
+            let name = format!("u{i}");
+            let placed = serving(&mut g, &name, ms(0));
+            (name, placed)
+        })
+        .collect();
+    // One node's primaries, all of which ask; another node's primary asks with them (it
+    // cannot be renewed by this node's request) and is left out.
+    let here = units[0].1.primary_node.clone();
+    let mut asks: Vec<LeaseAsk> = units
+        .iter()
+        .filter(|(_, p)| p.primary_node == here)
+        .map(|(name, p)| LeaseAsk {
+            unit: unit(name),
+            copy: p.primary,
+            epoch: Epoch(1),
+        })
+        .collect();
+    let mine = asks.len();
+    let elsewhere = units
+        .iter()
+        .find(|(_, p)| p.primary_node != here)
+        .map(|(name, p)| (name.clone(), p.clone()))
+        .expect("a primary on another node");
+    asks.push(LeaseAsk {
+        unit: unit(&elsewhere.0),
+        copy: elsewhere.1.primary,
+        epoch: Epoch(1),
+    });
+    let cmds = step(
+        &mut g,
+        ms(100),
+        GroupInput::RenewLeases {
+            node: here.clone(),
+            requested_at: ms(99),
+            asks,
+        },
+    );
+    assert_eq!(cmds.len(), 1, "one answer for the node: {cmds:?}");
+    let GroupCommand::Leases {
+        node: to,
+        from,
+        duration,
+        renewals,
+    } = &cmds[0]
+    else {
+        panic!("a Leases command: {cmds:?}");
+    };
+    assert_eq!((to, *from, *duration), (&here, ms(99), config().lease));
+    assert_eq!(renewals.len(), mine, "every primary of the node that asked");
+    for r in renewals {
+        let (_, p) = units
+            .iter()
+            .find(|(name, _)| unit(name) == r.unit)
+            .expect("a unit of the test");
+        assert_eq!(
+            r,
+            &LeaseRenewal {
+                unit: r.unit.clone(),
+                copy: p.primary,
+                epoch: Epoch(1),
+                standby: Some(Placement {
+                    copy: p.standby,
+                    node: p.standby_node.clone(),
+                }),
+            },
+            "the lease, with the ready standby restated"
+        );
+        assert_eq!(
+            g.unit(&r.unit).unwrap().lease_expires,
+            ms(100).after(config().lease),
+            "the manager counts the lease from its grant"
+        );
+    }
+}
+
+#[test]
+fn a_renewal_ask_of_a_replaced_primary_is_answered_with_fence() {
+    let mut g = group(3);
+    let p = serving(&mut g, "u", ms(0));
+    copy_down(&mut g, ms(5), p.primary, false);
+    step(&mut g, ms(300), GroupInput::Tick);
+    let promoted = Report::Promoted {
+        unit: unit("u"),
+        copy: p.standby,
+        epoch: Epoch(2),
+        requested_at: ms(301),
+    };
+    step(&mut g, ms(302), GroupInput::Report(promoted));
+    let cmds = step(
+        &mut g,
+        ms(900),
+        GroupInput::RenewLeases {
+            node: p.primary_node.clone(),
+            requested_at: ms(899),
+            asks: vec![LeaseAsk {
+                unit: unit("u"),
+                copy: p.primary,
+                epoch: Epoch(1),
+            }],
+        },
+    );
+    assert_eq!(
+        cmds,
+        vec![GroupCommand::Direct {
+            node: p.primary_node.clone(),
+            unit: unit("u"),
+            copy: p.primary,
+            directive: Directive::Fence { current: Epoch(2) },
+        }],
+        "fenced, and no lease"
+    );
+}
+
+#[test]
+fn a_suspected_primary_is_not_renewed_by_its_nodes_request() {
+    let mut g = group(3);
+    let p = serving(&mut g, "u", ms(0));
+    copy_down(&mut g, ms(5), p.primary, false);
+    let before = g.unit(&unit("u")).unwrap().lease_expires;
+    let cmds = step(
+        &mut g,
+        ms(10),
+        GroupInput::RenewLeases {
+            node: p.primary_node.clone(),
+            requested_at: ms(9),
+            asks: vec![LeaseAsk {
+                unit: unit("u"),
+                copy: p.primary,
+                epoch: Epoch(1),
+            }],
+        },
+    );
+    assert!(cmds.is_empty(), "no renewal: {cmds:?}");
+    assert_eq!(g.unit(&unit("u")).unwrap().lease_expires, before);
 }

@@ -572,4 +572,250 @@ mod tests {
             derived.len()
         );
     }
+
+    mod fuzz {
+        //! Property tests of [`RaftRequest::decode`] and [`RaftReply::decode`]: the bytes come
+        //! from another node, and what decodes must pass [`RaftRpc::check`] without a panic.
+
+        use super::super::*;
+        use openraft::error::Fatal;
+        use openraft::{CommittedLeaderId, SnapshotMeta, StoredMembership};
+        use proptest::prelude::*;
+        use proptest::strategy::ValueTree;
+        use std::collections::BTreeMap;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                cases: 384,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        /// Mostly the small numbers of a real group, sometimes anything.
+        fn number() -> impl Strategy<Value = u64> {
+            prop_oneof![4 => 0..16u64, 1 => any::<u64>()]
+        }
+
+        fn log_id() -> impl Strategy<Value = LogId<MemberId>> {
+            (number(), 0..4u64, number()).prop_map(|(term, node, index)| {
+                LogId::new(CommittedLeaderId::new(term, node), index)
+            })
+        }
+
+        fn vote() -> impl Strategy<Value = Vote<MemberId>> {
+            (number(), 0..4u64, any::<bool>()).prop_map(|(term, node, committed)| {
+                if committed {
+                    Vote::new_committed(term, node)
+                } else {
+                    Vote::new(term, node)
+                }
+            })
+        }
+
+        fn membership() -> impl Strategy<Value = Membership<MemberId, BasicNode>> {
+            proptest::collection::btree_set(0..6u64, 1..4).prop_map(|voters| {
+                let nodes: BTreeMap<MemberId, BasicNode> = voters
+                    .iter()
+                    .map(|&id| (id, BasicNode::new(format!("n{id}"))))
+                    .collect();
+                Membership::new(vec![voters], nodes)
+            })
+        }
+
+        fn payload() -> impl Strategy<Value = EntryPayload<GroupRaftConfig>> {
+            prop_oneof![
+                Just(EntryPayload::Blank),
+                proptest::collection::vec(any::<u8>(), 0..48).prop_map(EntryPayload::Normal),
+                membership().prop_map(EntryPayload::Membership),
+            ]
+        }
+
+        fn rpc() -> impl Strategy<Value = RaftRpc> {
+            let entry = (log_id(), payload()).prop_map(|(log_id, payload)| openraft::Entry::<
+                GroupRaftConfig,
+            > {
+                log_id,
+                payload,
+            });
+            let meta = (
+                proptest::option::of(log_id()),
+                proptest::option::of(log_id()),
+                membership(),
+                "[a-z0-9-]{0,12}",
+            )
+                .prop_map(
+                    |(last_log_id, membership_at, membership, snapshot_id)| SnapshotMeta {
+                        last_log_id,
+                        last_membership: StoredMembership::new(membership_at, membership),
+                        snapshot_id,
+                    },
+                );
+            prop_oneof![
+                (
+                    vote(),
+                    proptest::option::of(log_id()),
+                    proptest::collection::vec(entry, 0..4),
+                    proptest::option::of(log_id()),
+                )
+                    .prop_map(|(vote, prev_log_id, entries, leader_commit)| {
+                        RaftRpc::AppendEntries(AppendEntriesRequest {
+                            vote,
+                            prev_log_id,
+                            entries,
+                            leader_commit,
+                        })
+                    }),
+                (vote(), proptest::option::of(log_id()))
+                    .prop_map(|(vote, last)| RaftRpc::Vote(VoteRequest::new(vote, last))),
+                (
+                    vote(),
+                    meta,
+                    any::<u64>(),
+                    proptest::collection::vec(any::<u8>(), 0..48),
+                    any::<bool>(),
+                )
+                    .prop_map(|(vote, meta, offset, data, done)| {
+                        RaftRpc::InstallSnapshot(InstallSnapshotRequest {
+                            vote,
+                            meta,
+                            offset,
+                            data,
+                            done,
+                        })
+                    }),
+            ]
+        }
+
+        fn request() -> impl Strategy<Value = RaftRequest> {
+            (0..4u64, rpc()).prop_map(|(target, rpc)| RaftRequest { target, rpc })
+        }
+
+        fn reply() -> impl Strategy<Value = RaftReply> {
+            let fatal = prop_oneof![Just(Fatal::Panicked), Just(Fatal::Stopped)];
+            prop_oneof![
+                ".{0,24}".prop_map(|reason| RaftReply::Refused { reason }),
+                (vote(), proptest::option::of(log_id()), any::<bool>()).prop_map(
+                    |(vote, last, granted)| RaftReply::Vote(Ok(VoteResponse::new(
+                        vote, last, granted
+                    )))
+                ),
+                // (The response is not `Clone`, which `Just` needs.)
+                (0..4u8, proptest::option::of(log_id()), vote()).prop_map(
+                    |(kind, matched, vote)| {
+                        RaftReply::AppendEntries(Ok(match kind {
+                            0 => AppendEntriesResponse::Success,
+                            1 => AppendEntriesResponse::Conflict,
+                            2 => AppendEntriesResponse::PartialSuccess(matched),
+                            _ => AppendEntriesResponse::HigherVote(vote),
+                        }))
+                    }
+                ),
+                vote().prop_map(
+                    |vote| RaftReply::InstallSnapshot(Ok(InstallSnapshotResponse { vote }))
+                ),
+                fatal.prop_map(|f| RaftReply::Vote(Err(RaftError::Fatal(f)))),
+            ]
+        }
+
+        /// A request that decoded is checked without a panic; one that did not is refused as a
+        /// malformed raft request.
+        fn decodes_and_is_checked_or_is_refused(bytes: &[u8]) -> Result<(), TestCaseError> {
+            match RaftRequest::decode(bytes) {
+                Ok(request) => {
+                    let _ = request.rpc.check();
+                }
+                Err(e) => prop_assert!(e.starts_with("malformed raft request: "), "{e}"),
+            }
+            Ok(())
+        }
+
+        fn decodes_or_is_refused_as_a_reply(bytes: &[u8]) -> Result<(), TestCaseError> {
+            if let Err(e) = RaftReply::decode(bytes) {
+                prop_assert!(e.starts_with("malformed raft reply: "), "{e}");
+            }
+            Ok(())
+        }
+
+        /// The derived form of a value: what the derived `Serialize` writes, to compare
+        /// values that have no `PartialEq`.
+        fn derived<T: Serialize>(value: &T) -> Result<Vec<u8>, TestCaseError> {
+            rmp_serde::to_vec_named(value).map_err(|e| TestCaseError::fail(e.to_string()))
+        }
+
+        fn damaged(
+            bytes: &[u8],
+            cut: prop::sample::Index,
+            at: prop::sample::Index,
+            flip: u8,
+        ) -> [Vec<u8>; 2] {
+            understudy_actors::codec::damaged(
+                bytes,
+                cut.index(bytes.len()),
+                at.index(bytes.len()),
+                flip,
+            )
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn a_malformed_raft_frame_is_refused_with_a_clear_error(
+                bytes in proptest::collection::vec(any::<u8>(), 0..256),
+            ) {
+                decodes_and_is_checked_or_is_refused(&bytes)?;
+                decodes_or_is_refused_as_a_reply(&bytes)?;
+            }
+
+            #[test]
+            fn a_raft_request_or_reply_round_trips(request in request(), reply in reply()) {
+                let written = request.encode().map_err(TestCaseError::fail)?;
+                let read = RaftRequest::decode(&written).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(derived(&read)?, derived(&request)?);
+                let written = reply.encode();
+                let read = RaftReply::decode(&written).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(derived(&read)?, derived(&reply)?);
+            }
+
+            #[test]
+            fn a_truncated_or_damaged_raft_frame_decodes_and_is_checked_or_is_refused(
+                request in request(),
+                reply in reply(),
+                cut in any::<prop::sample::Index>(),
+                at in any::<prop::sample::Index>(),
+                flip in 1..=255u8,
+            ) {
+                let written = request.encode().map_err(TestCaseError::fail)?;
+                for bytes in damaged(&written, cut, at, flip) {
+                    decodes_and_is_checked_or_is_refused(&bytes)?;
+                }
+                for bytes in damaged(&reply.encode(), cut, at, flip) {
+                    decodes_or_is_refused_as_a_reply(&bytes)?;
+                }
+            }
+        }
+
+        #[test]
+        fn the_fuzzed_requests_reach_every_check() {
+            // Terms past the limit and entries that do not follow are among the generated
+            // requests, so `check` refuses some and passes others.
+            let mut runner = proptest::test_runner::TestRunner::deterministic();
+            let (mut passed, mut refused) = (0, 0);
+            for _ in 0..256 {
+                let request = request()
+                    .new_tree(&mut runner)
+                    .map(|tree| tree.current())
+                    .unwrap_or_else(|e| panic!("a request: {e}"));
+                match request.rpc.check() {
+                    Ok(()) => passed += 1,
+                    Err(_) => refused += 1,
+                }
+            }
+            assert!(
+                passed > 0 && refused > 0,
+                "passed {passed}, refused {refused}"
+            );
+        }
+    }
 }

@@ -320,4 +320,112 @@ mod tests {
             );
         }
     }
+
+    mod fuzz {
+        //! Property tests of [`decode_snapshot`]: a snapshot arrives from the leader in chunks.
+
+        use super::super::*;
+        use openraft::{BasicNode, CommittedLeaderId, Membership};
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                cases: 512,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        fn meta() -> impl Strategy<Value = SnapshotMeta> {
+            let log_id = (0..64u64, 0..4u64, any::<u64>()).prop_map(|(term, node, index)| {
+                LogId::new(CommittedLeaderId::new(term, node), index)
+            });
+            (
+                proptest::option::of(log_id.clone()),
+                proptest::option::of(log_id),
+                proptest::collection::btree_set(0..6u64, 1..4),
+            )
+                .prop_map(|(last_log_id, membership_at, voters)| {
+                    let nodes: BTreeMap<u64, BasicNode> = voters
+                        .iter()
+                        .map(|&id| (id, BasicNode::new(format!("n{id}"))))
+                        .collect();
+                    let membership = Membership::new(vec![voters], nodes);
+                    SnapshotMeta {
+                        last_log_id,
+                        last_membership: StoredMembership::new(membership_at, membership),
+                        snapshot_id: "fuzz".into(),
+                    }
+                })
+        }
+
+        fn state() -> impl Strategy<Value = Vec<u8>> {
+            proptest::collection::vec(any::<u8>(), 0..256)
+        }
+
+        /// A frame with a correct checksum around any header length and header bytes: what
+        /// gets past the checksum must still be refused cleanly if it does not make sense.
+        fn framed(header_len: u32, rest: &[u8]) -> Vec<u8> {
+            let mut bytes = SNAPSHOT_MAGIC.to_vec();
+            bytes.push(SNAPSHOT_FORMAT);
+            bytes.extend_from_slice(&header_len.to_be_bytes());
+            bytes.extend_from_slice(rest);
+            let checksum = fnv1a(&bytes);
+            bytes.extend_from_slice(&checksum.to_be_bytes());
+            bytes
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn a_valid_snapshot_round_trips(meta in meta(), state in state()) {
+                let bytes = encode_snapshot(&meta, &state).map_err(TestCaseError::fail)?;
+                let (header, read) = decode_snapshot(&bytes).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(header.last_applied, meta.last_log_id);
+                prop_assert_eq!(header.membership, meta.last_membership);
+                prop_assert_eq!(read, &state[..]);
+            }
+
+            #[test]
+            fn a_snapshot_with_any_byte_changed_or_cut_short_is_refused(
+                meta in meta(),
+                state in state(),
+                at in any::<prop::sample::Index>(),
+                flip in 1..=255u8,
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let bytes = encode_snapshot(&meta, &state).map_err(TestCaseError::fail)?;
+                let mut damaged = bytes.clone();
+                let i = at.index(damaged.len());
+                damaged[i] ^= flip;
+                // One changed byte always changes FNV-1a (each step is a bijection).
+                prop_assert!(decode_snapshot(&damaged).is_err(), "byte {} ^ {:#x} went unnoticed", i, flip);
+                let len = cut.index(bytes.len());
+                prop_assert!(decode_snapshot(&bytes[..len]).is_err(), "cut to {} bytes", len);
+            }
+
+            #[test]
+            fn arbitrary_bytes_are_refused_as_no_snapshot_never_a_panic(
+                bytes in proptest::collection::vec(any::<u8>(), 0..256),
+                header_len in prop_oneof![0..64u32, any::<u32>()],
+                rest in proptest::collection::vec(any::<u8>(), 0..128),
+            ) {
+                let e = decode_snapshot(&bytes).err();
+                prop_assert!(e.is_some_and(|e| !e.is_empty()), "random bytes read as a snapshot");
+                // Past the checksum: a header length beyond the frame, or a header that is not
+                // one, is refused too (or, rarely, reads as some header).
+                if let Err(e) = decode_snapshot(&framed(header_len, &rest)) {
+                    prop_assert!(e.contains("header"), "{}", e);
+                }
+            }
+        }
+
+        #[test]
+        fn a_frame_too_short_says_so() {
+            let e = decode_snapshot(b"USNP").err().unwrap_or_default();
+            assert!(e.contains("too short to be a snapshot"), "{e}");
+        }
+    }
 }

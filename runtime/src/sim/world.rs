@@ -10,7 +10,7 @@ use super::trace::Trace;
 use super::unit::{SetResponse, SetStimulus, SetUnit};
 use super::{Breakage, SimConfig, SimFailure, SimReport};
 use crate::copy::{Command, CopyConfig, CopyCore, Input, Role};
-use crate::group::{GroupCommand, GroupCore, GroupInput, Phase, StartAs};
+use crate::group::{GroupCommand, GroupCore, GroupInput, LeaseAsk, Phase, StartAs};
 use crate::ids::{CopyId, Epoch, NodeName, UnitName};
 use crate::message::Entry;
 use crate::message::{Directive, PeerMsg, Refusal, Report};
@@ -579,7 +579,8 @@ impl<'a> World<'a> {
             Packet::Report(report) => {
                 let report = self.tamper_with_report(report);
                 self.note(|| format!("manager ⇐ {report:?}"));
-                self.step_manager(GroupInput::Report(report))
+                let input = self.as_node_renewal(report);
+                self.step_manager(input)
             }
             Packet::Reply {
                 token,
@@ -587,6 +588,39 @@ impl<'a> World<'a> {
                 epoch,
                 durability,
             } => self.client_reply(token, outcome, epoch, durability),
+        }
+    }
+
+    /// Both ways a lease is asked for are exercised: the lease requests of odd copies reach
+    /// the manager as their node's renewal (as a local manager gathers them, here one ask per
+    /// request), those of even copies as the copy's own report.
+    fn as_node_renewal(&self, report: Report) -> GroupInput {
+        let Report::LeaseRequest {
+            unit,
+            copy,
+            epoch,
+            requested_at,
+        } = report
+        else {
+            return GroupInput::Report(report);
+        };
+        let node = self
+            .copies
+            .get(&copy)
+            .filter(|_| copy.0 % 2 == 1)
+            .map(|c| self.node_names[c.node].clone());
+        match node {
+            Some(node) => GroupInput::RenewLeases {
+                node,
+                requested_at,
+                asks: vec![LeaseAsk { unit, copy, epoch }],
+            },
+            None => GroupInput::Report(Report::LeaseRequest {
+                unit,
+                copy,
+                epoch,
+                requested_at,
+            }),
         }
     }
 
@@ -898,6 +932,30 @@ impl<'a> World<'a> {
             } => {
                 let input = Input::Directive(directive);
                 self.send(Endpoint::Manager, Packet::Input { to: copy, input });
+            }
+            GroupCommand::Leases {
+                from,
+                duration,
+                renewals,
+                ..
+            } => {
+                for r in renewals {
+                    let lease = Directive::Lease {
+                        epoch: r.epoch,
+                        requested_at: from,
+                        duration,
+                    };
+                    let input = Input::Directive(lease);
+                    self.send(Endpoint::Manager, Packet::Input { to: r.copy, input });
+                    if let Some(s) = r.standby {
+                        let restate = Directive::AssignStandby {
+                            epoch: r.epoch,
+                            standby: Some(s.copy),
+                        };
+                        let input = Input::Directive(restate);
+                        self.send(Endpoint::Manager, Packet::Input { to: r.copy, input });
+                    }
+                }
             }
             GroupCommand::Bind { .. } | GroupCommand::Unbind { .. } => {
                 let delay = self.notify_delay();
