@@ -4,7 +4,8 @@ use clap::{Parser, Subcommand};
 use std::time::Duration;
 use understudy::cluster::args::NodeArgs;
 use understudy::cluster::config::ClusterConfig;
-use understudy::cluster::probe::Probe;
+use understudy::cluster::probe::{Probe, ProbeError};
+use understudy::cluster::tls::TlsArgs;
 use understudy::cluster::wire::WireAsk;
 use understudy::runtime::{NodeName, UnitName};
 
@@ -84,6 +85,9 @@ enum Command {
         /// The cluster's cookie.
         #[arg(long, default_value = DEV_COOKIE)]
         cookie: String,
+        /// TLS, for a cluster that uses it: a certificate signed by the cluster's CA.
+        #[command(flatten)]
+        tls: TlsArgs,
         /// Print one JSON object per node instead of text.
         #[arg(long)]
         json: bool,
@@ -96,6 +100,9 @@ enum Command {
         /// The cluster's cookie.
         #[arg(long, default_value = DEV_COOKIE)]
         cookie: String,
+        /// TLS, for a cluster that uses it: a certificate signed by the cluster's CA.
+        #[command(flatten)]
+        tls: TlsArgs,
         /// The unit.
         unit: String,
     },
@@ -108,6 +115,9 @@ enum Command {
         /// The cluster's cookie.
         #[arg(long, default_value = DEV_COOKIE)]
         cookie: String,
+        /// TLS, for a cluster that uses it: a certificate signed by the cluster's CA.
+        #[command(flatten)]
+        tls: TlsArgs,
         /// The unit.
         unit: String,
     },
@@ -120,6 +130,9 @@ enum Command {
         /// The cluster's cookie.
         #[arg(long, default_value = DEV_COOKIE)]
         cookie: String,
+        /// TLS, for a cluster that uses it: a certificate signed by the cluster's CA.
+        #[command(flatten)]
+        tls: TlsArgs,
         /// The node to drain.
         node: String,
     },
@@ -133,6 +146,9 @@ enum Command {
         /// The cluster's cookie.
         #[arg(long, default_value = DEV_COOKIE)]
         cookie: String,
+        /// TLS, for a cluster that uses it: a certificate signed by the cluster's CA.
+        #[command(flatten)]
+        tls: TlsArgs,
         /// The key-value unit.
         #[arg(long, default_value = "kv")]
         unit: String,
@@ -157,6 +173,9 @@ enum Command {
         /// The cluster's cookie.
         #[arg(long, default_value = DEV_COOKIE)]
         cookie: String,
+        /// TLS, for a cluster that uses it: a certificate signed by the cluster's CA.
+        #[command(flatten)]
+        tls: TlsArgs,
         /// The unit's name.
         unit: String,
         /// The stimulus, e.g. '{"Incr":{"key":"hits","by":1}}' for the key-value unit.
@@ -212,16 +231,23 @@ async fn main() -> std::process::ExitCode {
         }
         Command::PairDemo => understudy::demo::in_process::pair_failover().await,
         Command::Node(args) => run_node(args).await,
-        Command::Status { join, cookie, json } => status(&join, &cookie, json).await,
+        Command::Status {
+            join,
+            cookie,
+            tls,
+            json,
+        } => status(&join, &cookie, &tls, json).await,
         Command::Call {
             join,
             cookie,
+            tls,
             unit,
             stimulus,
-        } => call(&join, &cookie, &unit, &stimulus).await,
+        } => call(&join, &cookie, &tls, &unit, &stimulus).await,
         Command::Load {
             join,
             cookie,
+            tls,
             unit,
             rate,
             duration,
@@ -231,6 +257,7 @@ async fn main() -> std::process::ExitCode {
             load(
                 &join,
                 &cookie,
+                &tls,
                 &unit,
                 rate,
                 Duration::from_secs(duration),
@@ -239,11 +266,17 @@ async fn main() -> std::process::ExitCode {
             )
             .await
         }
-        Command::Switchover { join, cookie, unit } => {
+        Command::Switchover {
+            join,
+            cookie,
+            tls,
+            unit,
+        } => {
             let what = format!("switchover of {unit} asked for");
             operate(
                 &join,
                 &cookie,
+                &tls,
                 WireAsk::Switchover {
                     unit: UnitName::new(unit),
                 },
@@ -251,16 +284,27 @@ async fn main() -> std::process::ExitCode {
             )
             .await
         }
-        Command::Restore { join, cookie, unit } => {
+        Command::Restore {
+            join,
+            cookie,
+            tls,
+            unit,
+        } => {
             let what = format!("restore of {unit} asked for");
             let unit = UnitName::new(unit);
-            operate(&join, &cookie, WireAsk::Restore { unit }, what).await
+            operate(&join, &cookie, &tls, WireAsk::Restore { unit }, what).await
         }
-        Command::Drain { join, cookie, node } => {
+        Command::Drain {
+            join,
+            cookie,
+            tls,
+            node,
+        } => {
             let what = format!("drain of {node} asked for");
             operate(
                 &join,
                 &cookie,
+                &tls,
                 WireAsk::Drain {
                     node: NodeName::new(node),
                 },
@@ -319,8 +363,14 @@ async fn bench(opts: understudy::bench::BenchOptions) -> Outcome {
     Ok(())
 }
 
-async fn status(join: &str, cookie: &str, json: bool) -> Outcome {
-    let probe = Probe::connect(join, cookie, Duration::from_secs(5)).await?;
+/// A probe of the cluster at `join`, over TLS if the flags say so.
+async fn connect(join: &str, cookie: &str, tls: &TlsArgs) -> Result<Probe, ProbeError> {
+    let tls = tls.load()?;
+    Probe::connect_with_tls(join, cookie, tls.as_ref(), Duration::from_secs(5)).await
+}
+
+async fn status(join: &str, cookie: &str, tls: &TlsArgs, json: bool) -> Outcome {
+    let probe = connect(join, cookie, tls).await?;
     // Per group: the node whose copy of the table is printed (the group manager's if any),
     // whether that node runs the manager, and the units.
     let mut tables: std::collections::BTreeMap<
@@ -420,6 +470,7 @@ fn print_budgets(what: &str, rows: &[understudy::runtime::BudgetRow], normal: &s
 async fn load(
     join: &str,
     cookie: &str,
+    tls: &TlsArgs,
     unit: &str,
     rate: u32,
     duration: Duration,
@@ -427,7 +478,7 @@ async fn load(
     json: bool,
 ) -> Outcome {
     use understudy::demo::load::{key, verify, IncrLoad};
-    let probe = std::sync::Arc::new(Probe::connect(join, cookie, Duration::from_secs(5)).await?);
+    let probe = std::sync::Arc::new(connect(join, cookie, tls).await?);
     let via = probe
         .nodes()
         .into_iter()
@@ -496,15 +547,21 @@ async fn load(
     Ok(())
 }
 
-async fn operate(join: &str, cookie: &str, request: WireAsk, what: String) -> Outcome {
-    let probe = Probe::connect(join, cookie, Duration::from_secs(5)).await?;
+async fn operate(
+    join: &str,
+    cookie: &str,
+    tls: &TlsArgs,
+    request: WireAsk,
+    what: String,
+) -> Outcome {
+    let probe = connect(join, cookie, tls).await?;
     probe.operate(request).await?;
     println!("{what}; follow it with `understudy status`");
     Ok(())
 }
 
-async fn call(join: &str, cookie: &str, unit: &str, stimulus: &str) -> Outcome {
-    let probe = Probe::connect(join, cookie, Duration::from_secs(5)).await?;
+async fn call(join: &str, cookie: &str, tls: &TlsArgs, unit: &str, stimulus: &str) -> Outcome {
+    let probe = connect(join, cookie, tls).await?;
     let node = probe
         .nodes()
         .into_iter()

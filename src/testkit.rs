@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use understudy_actors::{NameState, ServedBy};
 use understudy_cluster::probe::Probe;
+use understudy_cluster::tls::TlsFiles;
 use understudy_runtime::{NodeName, UnitName};
 
 /// Why a node process could not be started or signalled.
@@ -65,6 +66,9 @@ pub enum ProcessError {
         /// What it was still waiting for.
         why: String,
     },
+    /// The probe's TLS files ([`ProcessClusterBuilder::probe_tls`]) are unusable.
+    #[error(transparent)]
+    Tls(#[from] understudy_cluster::tls::TlsError),
     /// `kill` failed.
     #[error("could not send SIG{signal} to node {node}")]
     Signal {
@@ -97,6 +101,8 @@ pub struct ProcessClusterBuilder {
     seed: Option<String>,
     cookie: String,
     args: Vec<String>,
+    node_args: BTreeMap<String, Vec<String>>,
+    probe_tls: Option<TlsFiles>,
     logs: Option<PathBuf>,
 }
 
@@ -147,6 +153,27 @@ impl ProcessClusterBuilder {
         self
     }
 
+    /// Further arguments for node `name` only, after those of [`ProcessClusterBuilder::args`]:
+    /// its own `--tls-cert` and `--tls-key`, say.
+    pub fn node_args<I, S>(mut self, name: &str, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.node_args
+            .entry(name.to_string())
+            .or_default()
+            .extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// The certificate, key and CA the test kit's probe presents ([`ProcessCluster::ready`]):
+    /// for a cluster whose nodes are given the TLS flags, which accepts nothing but TLS.
+    pub fn probe_tls(mut self, files: TlsFiles) -> Self {
+        self.probe_tls = Some(files);
+        self
+    }
+
     /// Write each node's log (stderr, with `RUST_LOG` at info for the cluster layer) to
     /// `dir/NAME.log`.
     pub fn logs(mut self, dir: impl AsRef<Path>) -> Self {
@@ -172,6 +199,8 @@ impl ProcessClusterBuilder {
             cookie: self.cookie,
             seed: seed.clone(),
             args: self.args,
+            node_args: self.node_args,
+            probe_tls: self.probe_tls,
             logs: self.logs,
             nodes: BTreeMap::new(),
         };
@@ -209,6 +238,8 @@ pub struct ProcessCluster {
     cookie: String,
     seed: String,
     args: Vec<String>,
+    node_args: BTreeMap<String, Vec<String>>,
+    probe_tls: Option<TlsFiles>,
     logs: Option<PathBuf>,
     nodes: BTreeMap<String, NodeProcess>,
 }
@@ -224,6 +255,8 @@ impl ProcessCluster {
             seed: None,
             cookie: format!("testkit-{}", std::process::id()),
             args: Vec::new(),
+            node_args: BTreeMap::new(),
+            probe_tls: None,
             logs: None,
         }
     }
@@ -248,12 +281,14 @@ impl ProcessCluster {
     /// unit of the cluster. Returns the probe, for faults and calls.
     pub async fn ready(&self, limit: std::time::Duration) -> Result<Probe, ProcessError> {
         let deadline = std::time::Instant::now() + limit;
-        let probe = Probe::connect(&self.addr(&self.seed)?, &self.cookie, limit)
-            .await
-            .map_err(|e| ProcessError::NotReady {
-                waited: limit,
-                why: e.to_string(),
-            })?;
+        let tls = self.probe_tls.as_ref().map(TlsFiles::load).transpose()?;
+        let probe =
+            Probe::connect_with_tls(&self.addr(&self.seed)?, &self.cookie, tls.as_ref(), limit)
+                .await
+                .map_err(|e| ProcessError::NotReady {
+                    waited: limit,
+                    why: e.to_string(),
+                })?;
         loop {
             let why = match self.not_ready(&probe).await {
                 None => return Ok(probe),
@@ -393,6 +428,7 @@ impl ProcessCluster {
                     .flat_map(|g| ["--group".to_string(), g.clone()]),
             )
             .args(&self.args)
+            .args(self.node_args.get(name).into_iter().flatten())
             // The node stops when this pipe closes: when the test process ends, however.
             .env(understudy_cluster::node::STOP_WITH_STDIN, "1")
             .stdin(Stdio::piped())

@@ -18,7 +18,7 @@
 use crate::budgets::BudgetBook;
 use crate::codec::{decode, encode};
 use crate::copy::{Answer, ServedBy, StimulusReply};
-use crate::envelope::StimulusAsk;
+use crate::envelope::{StimulusAsk, MAX_STIMULUS_BYTES};
 use crate::error::{CallError, DeliveryError};
 use crate::link::Directory;
 use crate::local_manager::LocalManagerMsg;
@@ -521,6 +521,13 @@ impl Route<'_> {
         deadline: Instant,
     ) -> Result<(Answer, u32), CallError> {
         let name = self.name;
+        if body.len() > MAX_STIMULUS_BYTES {
+            return Err(CallError::StimulusTooLarge {
+                unit: name.clone(),
+                bytes: body.len(),
+                limit: MAX_STIMULUS_BYTES,
+            });
+        }
         let mut attempts = 0u32;
         let mut seen: Option<NameState> = None;
         let exceeded = |attempts| CallError::DeadlineExceeded {
@@ -634,6 +641,11 @@ impl Route<'_> {
             DeliveryError::Malformed { reason, .. } => Err(CallError::BadStimulus {
                 unit: name.clone(),
                 reason,
+            }),
+            DeliveryError::TooLarge { bytes, limit, .. } => Err(CallError::StimulusTooLarge {
+                unit: name.clone(),
+                bytes,
+                limit,
             }),
         }
     }

@@ -9,7 +9,7 @@ use crate::budgets::BudgetBook;
 use crate::client::{Route, UnitClient};
 use crate::clock::{self, Wakeup};
 use crate::codec::{decode, encode};
-use crate::envelope::NodeCast;
+use crate::envelope::{NodeCast, MAX_STIMULUS_BYTES};
 use crate::error::{CallError, DeliveryError};
 use crate::link::Directory;
 use crate::local_manager::LocalManagerMsg;
@@ -243,6 +243,14 @@ impl<U: Unit> Actor for UnitCopy<U> {
         }
         let now = clock::now();
         match msg {
+            CopyMsg::Stimulus { body, reply, .. } if body.len() > MAX_STIMULUS_BYTES => {
+                // Refused unread: a client of this version never sends one (see `Route`).
+                let _ = reply.send(Err(DeliveryError::TooLarge {
+                    unit: state.args.unit.clone(),
+                    bytes: body.len(),
+                    limit: MAX_STIMULUS_BYTES,
+                }));
+            }
             CopyMsg::Stimulus {
                 id,
                 low_water,

@@ -13,6 +13,13 @@ use understudy_runtime::{
     Time, UnitName,
 };
 
+/// The largest encoded stimulus a client sends and a copy accepts: 1 MiB. It is well under
+/// the largest frame a node accepts from a peer (16 MiB, `understudy_cluster::node::
+/// MAX_FRAME_BYTES`, which closes the session of a peer that sends more), so a stimulus, its
+/// request and the messages that carry it on always fit in a frame. Larger data belongs
+/// elsewhere (a store), with a reference to it in the stimulus.
+pub const MAX_STIMULUS_BYTES: usize = 1024 * 1024;
+
 /// A one-way message for another node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Envelope {

@@ -26,6 +26,17 @@ pub enum DeliveryError {
         /// What the decoder said.
         reason: String,
     },
+    /// The encoded stimulus is larger than a copy accepts
+    /// ([`MAX_STIMULUS_BYTES`](crate::envelope::MAX_STIMULUS_BYTES)); it was not looked at.
+    #[error("stimulus for unit {unit} is {bytes} bytes encoded, over the limit of {limit}; send smaller stimuli")]
+    TooLarge {
+        /// The unit.
+        unit: UnitName,
+        /// Its encoded size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// Why a call through a [`crate::UnitClient`] returned no answer.
@@ -84,6 +95,19 @@ pub enum CallError {
         unit: UnitName,
         /// What the decoder said.
         reason: String,
+    },
+    /// The encoded stimulus is larger than
+    /// [`MAX_STIMULUS_BYTES`](crate::envelope::MAX_STIMULUS_BYTES): it was not sent (or the
+    /// copy refused it unread), so it took no effect. Resending it will fail again: split it
+    /// into smaller stimuli, or keep the bulk elsewhere and send a reference to it.
+    #[error("stimulus for unit {unit} is {bytes} bytes encoded, over the limit of {limit} bytes: it was not sent; split it into smaller stimuli, or keep the bulk elsewhere and send a reference")]
+    StimulusTooLarge {
+        /// The unit.
+        unit: UnitName,
+        /// The stimulus's encoded size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
     },
     /// The stimulus could not be used at all (it did not encode or decode); resending it
     /// will fail again.

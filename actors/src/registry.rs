@@ -162,6 +162,12 @@ impl Registry {
         all
     }
 
+    /// A receiver whose value changes each time the table does, for a view that follows the
+    /// whole table (the web console's timeline): wait on it, then read [`Registry::snapshot`].
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.version.subscribe()
+    }
+
     /// Wait until `unit`'s state differs from `seen` (a rebinding, or the unit declared
     /// unavailable), or until `deadline`. Returns the new state, or `None` at the deadline.
     pub async fn wait_for_change(

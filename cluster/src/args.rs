@@ -1,5 +1,6 @@
 //! The flags of a node process — `node --name --port --join --cookie --expect --group
-//! --config --heartbeat-ms --heartbeat-misses --http --api-token` — for any binary that runs Understudy nodes:
+//! --config --heartbeat-ms --heartbeat-misses --http --api-token --tls-cert --tls-key
+//! --tls-ca` — for any binary that runs Understudy nodes:
 //! the `understudy` binary, the shop, yours. [`NodeArgs::from_env`] parses them as a `node`
 //! subcommand (what the test kit's `ProcessCluster` passes); a program with its own command
 //! line flattens [`NodeArgs`] into it. [`NodeArgs::builder`] turns them into a
@@ -24,6 +25,7 @@ use crate::builder::{NodeBuilder, DEV_COOKIE};
 use crate::config::{ClusterConfig, ConfigError};
 use crate::http::ApiToken;
 use crate::node::Node;
+use crate::tls::TlsArgs;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,6 +79,9 @@ pub struct NodeArgs {
         value_name = "TOKEN"
     )]
     pub api_token: Option<ApiToken>,
+    /// Mutual TLS between nodes: `--tls-cert`, `--tls-key`, `--tls-ca` (all three or none).
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// `PROGRAM node …`: the command line [`NodeArgs::from_env`] parses.
@@ -121,7 +126,7 @@ impl NodeArgs {
         if let Some(token) = &self.api_token {
             builder = builder.api_token(token.clone());
         }
-        Ok(builder)
+        Ok(builder.tls_flags(self.tls.clone()))
     }
 }
 
@@ -170,6 +175,37 @@ mod tests {
             "localhost",
         ]);
         assert!(bad.is_err(), "--http takes ADDR:PORT");
+    }
+
+    #[test]
+    fn tls_flags_parse_and_a_partial_set_is_an_error_naming_what_is_missing_when_the_node_starts() {
+        let NodeCommand::Node(args) = NodeCommand::try_parse_from([
+            "app",
+            "node",
+            "--name",
+            "a",
+            "--port",
+            "7000",
+            "--tls-cert",
+            "/certs/a.pem",
+        ])
+        .expect("a node command line");
+        assert_eq!(
+            args.tls.tls_cert.as_deref(),
+            Some(std::path::Path::new("/certs/a.pem"))
+        );
+        let config = ClusterConfig::from_toml_str("[[units]]\nname = \"s\"\nkind = \"set\"\n")
+            .expect("a units file");
+        let err = args
+            .builder(config)
+            .expect("a builder")
+            .kind("set", |_| understudy_runtime::sim::unit::SetUnit)
+            .options()
+            .expect_err("a partial set of TLS flags");
+        assert!(
+            err.to_string().contains("missing: --tls-key, --tls-ca"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::bench::{BenchUnits, TypedBench, UnitBench};
 use crate::config::{ClusterConfig, ConfigError, UnitConfig, DEFAULT_GROUP};
 use crate::http::{ApiConfig, ApiToken, StartError};
 use crate::node::{Node, NodeError, NodeOptions};
+use crate::tls::{TlsArgs, TlsFiles};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -61,6 +62,8 @@ pub struct NodeBuilder {
     /// The HTTP API's address (`None`: 127.0.0.1 and `port` plus 1000).
     http: Option<SocketAddr>,
     api_token: Option<ApiToken>,
+    /// The TLS flags as given (all three or none; checked and read when the node starts).
+    tls: TlsArgs,
     kinds: BTreeMap<String, KindFactory>,
 }
 
@@ -71,6 +74,7 @@ impl std::fmt::Debug for NodeBuilder {
             .field("port", &self.port)
             .field("join", &self.join)
             .field("group", &self.group)
+            .field("tls", &self.tls)
             .field("kinds", &self.kinds.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
@@ -96,6 +100,7 @@ impl Node {
             heartbeat: None,
             http: None,
             api_token: None,
+            tls: TlsArgs::default(),
             kinds: BTreeMap::new(),
         }
     }
@@ -186,6 +191,19 @@ impl NodeBuilder {
         self
     }
 
+    /// Mutual TLS on every link between nodes: this node's certificate and key, and the CA that
+    /// signs every node's certificate (PEM files, read when the node starts; see [`crate::tls`]).
+    pub fn tls(self, files: TlsFiles) -> Self {
+        self.tls_flags(files.into())
+    }
+
+    /// The TLS flags as a command line gave them: all three, or none (plain TCP); a partial set
+    /// is an error when the node starts, naming what is missing.
+    pub fn tls_flags(mut self, flags: TlsArgs) -> Self {
+        self.tls = flags;
+        self
+    }
+
     /// Registers unit kind `kind` (as `units.toml` names it): `make` builds the unit for each
     /// unit of that kind from its entry (its name, budget, strategy…).
     pub fn kind<U, F>(mut self, kind: &str, make: F) -> Self
@@ -203,7 +221,7 @@ impl NodeBuilder {
     }
 
     /// The options this builder describes, after checking the configuration against the
-    /// registered kinds.
+    /// registered kinds and reading the TLS files.
     pub fn options(&self) -> Result<NodeOptions, NodeError> {
         let kinds: Vec<&str> = self.kinds.keys().map(String::as_str).collect();
         match &self.config_file {
@@ -228,6 +246,7 @@ impl NodeBuilder {
         if let Some(bind) = self.bind {
             opts.bind = bind;
         }
+        opts.tls = self.tls.load()?;
         opts.join = self.join.clone();
         opts.expect = self.expect;
         let http = match self.http {

@@ -45,17 +45,33 @@ struct Closed {
 }
 
 /// The subscription to the node server's session events: forwards every closed session of a
-/// named peer.
+/// named peer that had been authenticated. A session that never passed the cookie challenge
+/// names a peer only as the peer claimed it: a process with a wrong cookie could claim to be
+/// any node, at a port that refuses, and must not count that node down.
 struct SessionEvents {
     closed: mpsc::UnboundedSender<Closed>,
+    authenticated: std::sync::Mutex<std::collections::HashSet<ractor_cluster::NodeId>>,
+}
+
+impl SessionEvents {
+    fn authenticated(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashSet<ractor_cluster::NodeId>> {
+        self.authenticated.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl NodeEventSubscription for SessionEvents {
     fn node_session_opened(&self, _: NodeServerSessionInformation) {}
 
-    fn node_session_authenticated(&self, _: NodeServerSessionInformation) {}
+    fn node_session_authenticated(&self, session: NodeServerSessionInformation) {
+        self.authenticated().insert(session.node_id);
+    }
 
     fn node_session_disconnected(&self, session: NodeServerSessionInformation) {
+        if !self.authenticated().remove(&session.node_id) {
+            return;
+        }
         let Some(peer) = session.peer_name else {
             return;
         };
@@ -82,7 +98,10 @@ pub async fn watch_departures(
     let (closed, mut closes) = mpsc::unbounded_channel();
     let subscribed = server.cast(NodeServerMessage::SubscribeToEvents {
         id: format!("departures-{}", crate::node::unique_suffix()),
-        subscription: Box::new(SessionEvents { closed }),
+        subscription: Box::new(SessionEvents {
+            closed,
+            authenticated: std::sync::Mutex::new(std::collections::HashSet::new()),
+        }),
     });
     if let Err(e) = subscribed {
         tracing::warn!(error = %e, "cannot watch sessions: a peer's end is seen by its missed heartbeats only");

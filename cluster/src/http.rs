@@ -5,6 +5,8 @@
 //!
 //! | endpoint | answer |
 //! | --- | --- |
+//! | `GET /` | the live web console ([`crate::console`]): nodes, groups, units, takeovers |
+//! | `GET /api/events` | the console's server-sent events: the status whenever it changes, each takeover |
 //! | `GET /api/status` | every node's status: a JSON array of the objects `understudy status --json` prints, in the same order |
 //! | `POST /api/units/{name}/switchover` | `202`: the group manager took the planned switchover (`understudy switchover`) |
 //! | `POST /api/nodes/{name}/drain` | `202`: the group manager took the drain (`understudy drain`) |
@@ -21,6 +23,7 @@
 //!                              └─► this node's status + name table ─► /metrics
 //! ```
 
+use crate::console::{self, Timeline};
 use crate::operator::{self, NodeReach, ReachNodes};
 use crate::probe::ProbeError;
 use crate::wire::{NodeStatus, WireAsk, WireMsg};
@@ -169,16 +172,26 @@ impl BoundApi {
         registry: Registry,
     ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
         let addr = self.addr;
+        let timeline = Arc::new(Timeline::new());
         let app = router(
             me.clone(),
             NodeReach::new(me.clone(), endpoint),
-            registry,
+            registry.clone(),
             self.token,
+            timeline.clone(),
         );
         tracing::info!(node = %me, %addr, "HTTP API listening");
         let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(self.listener, app).await {
-                tracing::error!(node = %me, %addr, error = %e, "the HTTP API stopped");
+            // The console's timeline records takeovers whether or not a console is open.
+            tokio::select! {
+                served = axum::serve(self.listener, app) => {
+                    if let Err(e) = served {
+                        tracing::error!(node = %me, %addr, error = %e, "the HTTP API stopped");
+                    }
+                }
+                () = timeline.record(registry) => {
+                    tracing::error!(node = %me, "the name table closed: the HTTP API stops");
+                }
             }
         });
         (addr, task)
@@ -187,27 +200,33 @@ impl BoundApi {
 
 /// What the handlers share.
 #[derive(Debug)]
-struct Api<R> {
-    me: NodeName,
-    reach: R,
+pub(crate) struct Api<R> {
+    pub(crate) me: NodeName,
+    pub(crate) reach: R,
     registry: Registry,
     token: Option<ApiToken>,
+    pub(crate) timeline: Arc<Timeline>,
 }
 
-/// The API's routes for node `me`, reaching the cluster through `reach`.
+/// The API's routes for node `me`, reaching the cluster through `reach`; the console shows
+/// the takeovers `timeline` records (see [`Timeline::record`]).
 pub fn router<R: ReachNodes + 'static>(
     me: NodeName,
     reach: R,
     registry: Registry,
     token: Option<ApiToken>,
+    timeline: Arc<Timeline>,
 ) -> Router {
     let api = Arc::new(Api {
         me,
         reach,
         registry,
         token,
+        timeline,
     });
     Router::new()
+        .route("/", get(console::page))
+        .route("/api/events", get(console::events::<R>))
         .route("/api/status", get(status::<R>))
         .route("/api/units/{name}/switchover", post(switchover::<R>))
         .route("/api/nodes/{name}/drain", post(drain::<R>))
@@ -251,7 +270,7 @@ pub enum ApiError {
     )]
     UnknownNode(NodeName),
     /// A path the API does not serve.
-    #[error("no endpoint {method} {path}; the API serves GET /api/status, POST /api/units/{{name}}/switchover, POST /api/nodes/{{name}}/drain and GET /metrics")]
+    #[error("no endpoint {method} {path}; the API serves GET / (the console), GET /api/events, GET /api/status, POST /api/units/{{name}}/switchover, POST /api/nodes/{{name}}/drain and GET /metrics")]
     NoSuchEndpoint {
         /// The method asked.
         method: Method,
@@ -259,7 +278,7 @@ pub enum ApiError {
         path: String,
     },
     /// A method the endpoint does not take.
-    #[error("{method} is not served at {path}: reads are GET (/api/status, /metrics), changes are POST (/api/units/{{name}}/switchover, /api/nodes/{{name}}/drain)")]
+    #[error("{method} is not served at {path}: reads are GET (/, /api/events, /api/status, /metrics), changes are POST (/api/units/{{name}}/switchover, /api/nodes/{{name}}/drain)")]
     MethodNotAllowed {
         /// The method asked.
         method: Method,
@@ -978,7 +997,13 @@ mod tests {
     fn api(token: Option<&str>) -> (Router, FakeCluster) {
         let cluster = FakeCluster::default();
         let token = token.map(|t| t.parse().expect("a token"));
-        let router = router(n("n1"), cluster.clone(), Registry::new(), token);
+        let router = router(
+            n("n1"),
+            cluster.clone(),
+            Registry::new(),
+            token,
+            Arc::default(),
+        );
         (router, cluster)
     }
 
@@ -1100,6 +1125,73 @@ mod tests {
         let (status, _, body) = send(&router, "GET", "/api/units/kv/switchover", None).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
         assert!(error_of(&body).contains("POST"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_console_page_is_html_that_loads_nothing_from_elsewhere() {
+        let (router, _) = api(None);
+        let (status, headers, body) = send(&router, "GET", "/", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let header = |h| {
+            headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+        };
+        assert!(header(header::CONTENT_TYPE).starts_with("text/html"));
+        assert!(header(header::CONTENT_SECURITY_POLICY).contains("default-src 'none'"));
+        assert!(body.contains("new EventSource(\"/api/events\")"), "{body}");
+        for outside in ["http://", "https://", "//cdn", "src=\"http"] {
+            assert!(!body.contains(outside), "the page names {outside}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_event_stream_opens_with_the_timeline_then_every_nodes_status() {
+        use futures_util::StreamExt;
+        let (router, _) = api(None);
+        let request = Request::get("/api/events")
+            .body(Body::empty())
+            .expect("a request");
+        let response = router.oneshot(request).await.expect("the router answers");
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+        assert_eq!(
+            content_type.as_ref().and_then(|v| v.to_str().ok()),
+            Some("text/event-stream")
+        );
+        let mut body = response.into_body().into_data_stream();
+        let mut text = String::new();
+        // Two events, each ending in a blank line.
+        while text.matches("\n\n").count() < 2 {
+            let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+                .await
+                .expect("an event in time")
+                .expect("the stream goes on")
+                .expect("a chunk");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let events: Vec<(&str, serde_json::Value)> = text
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let field = |name: &str| {
+                    e.lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .unwrap_or_default()
+                };
+                let data = serde_json::from_str(field("data: ")).expect("JSON data");
+                (field("event: "), data)
+            })
+            .collect();
+        assert_eq!(events[0].0, "timeline");
+        assert_eq!(events[0].1["node"], "n1");
+        assert_eq!(events[0].1["takeovers"], serde_json::json!([]));
+        assert_eq!(events[1].0, "status");
+        let status: console::ClusterStatus =
+            serde_json::from_value(events[1].1.clone()).expect("a cluster status");
+        assert_eq!(status.nodes, vec![node_status("n1"), node_status("n2")]);
+        assert!(status.silent.is_empty());
     }
 
     #[tokio::test]

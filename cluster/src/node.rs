@@ -70,6 +70,8 @@ pub struct NodeOptions {
     /// The units a bench may drive from this node, with typed clients (the node builder
     /// fills it from the kinds registered).
     pub benches: BenchUnits,
+    /// TLS on every link between nodes ([`crate::tls`]), or `None`: plain TCP.
+    pub tls: Option<crate::tls::Tls>,
     /// Its HTTP API ([`crate::http`]), if it serves one (the node builder serves one by
     /// default, on 127.0.0.1 and `port` plus 1000).
     pub http: Option<crate::http::ApiConfig>,
@@ -97,6 +99,7 @@ impl NodeOptions {
             group_config: GroupManagerConfig::default(),
             raft: RaftTuning::default(),
             benches: BenchUnits::new(),
+            tls: None,
             http: None,
         }
     }
@@ -138,6 +141,9 @@ pub enum NodeError {
     /// The HTTP API has no address, or cannot listen on it.
     #[error(transparent)]
     Http(crate::http::StartError),
+    /// The TLS flags are incomplete, or their files unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A running node.
@@ -196,19 +202,42 @@ impl Node {
                 reason: e.to_string(),
             }
         };
+        // With TLS, ractor_cluster's own transitive dialling (plain TCP) is off: `mesh` dials;
+        // and the node's port is ours (`tls::TlsListener`: a deadline on every handshake), the
+        // node server's own listener on a port of its own, unused.
+        let mode = match opts.tls {
+            Some(_) => ractor_cluster::node::NodeConnectionMode::Isolated,
+            None => ractor_cluster::node::NodeConnectionMode::Transitive,
+        };
+        let tls_port = match &opts.tls {
+            Some(tls) => Some(
+                tls.bind(std::net::SocketAddr::new(opts.bind, opts.port))
+                    .await
+                    .map_err(|e| NodeError::Start {
+                        what: "the node's TLS port",
+                        reason: e.to_string(),
+                    })?,
+            ),
+            None => None,
+        };
         let server = NodeServer::new(
-            opts.port,
+            if tls_port.is_some() { 0 } else { opts.port },
             opts.cookie.clone(),
             opts.name.0.clone(),
             opts.bind.to_string(),
-            None,
-            Some(ractor_cluster::node::NodeConnectionMode::Transitive),
+            opts.tls.as_ref().map(crate::tls::Tls::incoming),
+            Some(mode),
         )
         .with_listen_addr(opts.bind)
         .with_max_inbound_frame_size(MAX_FRAME_BYTES);
         let (server, _) = Actor::spawn(None, server, ())
             .await
             .map_err(start_err("the node server"))?;
+        let tls_port = tls_port.map(|port| {
+            // Sessions name the node's port, not the node server's own.
+            let _ = server.cast(NodeServerMessage::PortChanged { port: opts.port });
+            tokio::spawn(port.serve(server.clone()))
+        });
 
         crate::wire::set_this_node(&opts.name);
         let directory = Directory::new();
@@ -329,7 +358,11 @@ impl Node {
 
         let mut tasks = vec![
             tokio::spawn(Membership::new(opts.name.clone(), directory.clone()).run()),
-            tokio::spawn(redial(server.clone(), opts.join.clone())),
+            tokio::spawn(redial(server.clone(), opts.join.clone(), opts.tls.clone())),
+            tokio::spawn(crate::admission::report_refusals(
+                server.clone(),
+                opts.tls.is_some(),
+            )),
             tokio::spawn(crate::departure::watch_departures(
                 server.clone(),
                 opts.name.clone(),
@@ -339,6 +372,15 @@ impl Node {
                     .collect(),
             )),
         ];
+        tasks.extend(tls_port);
+        if let Some(tls) = &opts.tls {
+            tasks.push(tokio::spawn(crate::mesh::keep_meshed(
+                server.clone(),
+                opts.name.clone(),
+                Some(endpoint.get_cell()),
+                tls.clone(),
+            )));
+        }
         if opts.is_seed() {
             tasks.push(tokio::spawn(found_groups(
                 opts.name.clone(),
@@ -352,7 +394,7 @@ impl Node {
             tasks.push(task);
             addr
         });
-        tracing::info!(node = %opts.name, port = opts.port, bind = %opts.bind, seed = opts.is_seed(), group = %opts.group, member = incarnation, "node started");
+        tracing::info!(node = %opts.name, port = opts.port, bind = %opts.bind, seed = opts.is_seed(), group = %opts.group, member = incarnation, tls = opts.tls.is_some(), "node started");
         Ok(Node {
             name: opts.name,
             directory,
@@ -532,13 +574,18 @@ impl Membership {
     }
 }
 
-/// Dial every `--join` address, and dial it again whenever no session to the peer behind it
-/// is open (ractor_cluster does not reconnect by itself).
-async fn redial(server: ActorRef<NodeServerMessage>, join: Vec<String>) {
+/// Dial every `--join` address (with TLS if `tls`), and dial it again whenever no session to
+/// the peer behind it is open (ractor_cluster does not reconnect by itself).
+async fn redial(
+    server: ActorRef<NodeServerMessage>,
+    join: Vec<String>,
+    tls: Option<crate::tls::Tls>,
+) {
     if join.is_empty() {
         return;
     }
     let mut names: HashMap<String, String> = HashMap::new();
+    let mut pacing = crate::tls::DialPacing::default();
     let mut every = tokio::time::interval(Duration::from_millis(100));
     loop {
         every.tick().await;
@@ -563,8 +610,15 @@ async fn redial(server: ActorRef<NodeServerMessage>, join: Vec<String>) {
             if up {
                 continue;
             }
-            if let Err(e) = ractor_cluster::client_connect(&server, addr.as_str()).await {
-                tracing::debug!(%addr, error = %e, "dial failed; will retry");
+            match pacing.dial(&server, addr, tls.as_ref()).await {
+                None | Some(Ok(())) => {}
+                // A certificate that does not verify will not verify at the next attempt.
+                Some(Err(e @ crate::tls::DialError::Handshake { .. })) => {
+                    if crate::admission::report_now(&format!("dial:{addr}")) {
+                        tracing::error!(%addr, error = %e, "cannot join; retrying");
+                    }
+                }
+                Some(Err(e)) => tracing::debug!(%addr, error = %e, "dial failed; will retry"),
             }
         }
     }

@@ -22,14 +22,22 @@ pub enum ProbeError {
     /// The probe's own node server did not start.
     #[error("could not start the probe: {0}")]
     Start(String),
-    /// No node answered at the address before the deadline: check the address and cookie.
-    #[error("no node reachable at {addr} within {waited:?} (wrong address or cookie?)")]
+    /// No node answered at the address before the deadline: check the address and cookie
+    /// (and the TLS flags, if the cluster uses TLS).
+    #[error("no node reachable at {addr} within {waited:?} (wrong address or cookie{}?){}", .tls.then_some("").unwrap_or(", or a TLS cluster and no --tls-* flags"), .last_error.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
     Unreachable {
         /// The address dialled.
         addr: String,
         /// How long the probe tried.
         waited: Duration,
+        /// Whether the probe dialled with TLS.
+        tls: bool,
+        /// Why the last dial failed, if it failed before any session opened.
+        last_error: Option<String>,
     },
+    /// The probe's TLS flags are incomplete, or their files unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The node asked is not (or no longer) connected.
     #[error("node {0} is not connected")]
     NoSuchNode(NodeName),
@@ -78,32 +86,60 @@ pub enum ProbeError {
 #[derive(Debug)]
 pub struct Probe {
     server: ActorRef<NodeServerMessage>,
+    /// With TLS: the task that dials every node the probe sees published ([`crate::mesh`]).
+    mesh: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Probe {
     /// Join the cluster through the node at `addr` (`host:port`), presenting `cookie`, and wait
     /// (up to `timeout`) until at least one node's endpoint is visible.
     pub async fn connect(addr: &str, cookie: &str, timeout: Duration) -> Result<Probe, ProbeError> {
+        Self::connect_with_tls(addr, cookie, None, timeout).await
+    }
+
+    /// As [`Probe::connect`], over TLS when `tls` is given (a TLS cluster accepts nothing else):
+    /// the probe presents that certificate, verifies the nodes' against its CA, and dials every
+    /// node of the cluster itself ([`crate::mesh`]).
+    pub async fn connect_with_tls(
+        addr: &str,
+        cookie: &str,
+        tls: Option<&crate::tls::Tls>,
+        timeout: Duration,
+    ) -> Result<Probe, ProbeError> {
         let name = format!(
             "probe-{}-{}",
             std::process::id(),
             crate::node::unique_suffix()
         );
+        let mode = match tls {
+            Some(_) => ractor_cluster::node::NodeConnectionMode::Isolated,
+            None => ractor_cluster::node::NodeConnectionMode::Transitive,
+        };
         let server = NodeServer::new(
             0,
             cookie.to_string(),
-            name,
+            name.clone(),
             "127.0.0.1".to_string(),
-            None,
-            Some(ractor_cluster::node::NodeConnectionMode::Transitive),
+            tls.map(crate::tls::Tls::incoming),
+            Some(mode),
         )
         .with_listen_addr(IpAddr::V4(Ipv4Addr::LOCALHOST))
         .with_max_inbound_frame_size(crate::node::MAX_FRAME_BYTES);
         let (server, _) = Actor::spawn(None, server, ())
             .await
             .map_err(|e| ProbeError::Start(e.to_string()))?;
-        let probe = Probe { server };
+        let mesh = tls.map(|tls| {
+            tokio::spawn(crate::mesh::keep_meshed(
+                server.clone(),
+                NodeName::new(name),
+                None,
+                tls.clone(),
+            ))
+        });
+        let probe = Probe { server, mesh };
         let deadline = Instant::now() + timeout;
+        let mut last_error = None;
+        let mut pacing = crate::tls::DialPacing::default();
         let mut every = tokio::time::interval(Duration::from_millis(50));
         loop {
             every.tick().await;
@@ -117,10 +153,14 @@ impl Probe {
                 return Err(ProbeError::Unreachable {
                     addr: addr.to_string(),
                     waited: timeout,
+                    tls: tls.is_some(),
+                    last_error,
                 });
             }
             if !probe.session_to(addr).await {
-                let _ = ractor_cluster::client_connect(&probe.server, addr).await;
+                if let Some(outcome) = pacing.dial(&probe.server, addr, tls).await {
+                    last_error = outcome.err().map(|e| e.to_string());
+                }
             }
         }
     }
@@ -358,6 +398,9 @@ impl ReachNodes for Probe {
 
 impl Drop for Probe {
     fn drop(&mut self) {
+        if let Some(mesh) = &self.mesh {
+            mesh.abort();
+        }
         self.server.kill();
     }
 }
