@@ -107,6 +107,18 @@ pub struct ProcessClusterBuilder {
 }
 
 impl ProcessClusterBuilder {
+    /// `n` nodes of one group named `{prefix}1` to `{prefix}n`, the last of them the seed:
+    /// returns the builder and the names.
+    pub fn numbered(self, prefix: &str, n: usize) -> (Self, Vec<NodeName>) {
+        let names: Vec<String> = (1..=n).map(|i| format!("{prefix}{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut builder = self.nodes(&refs);
+        if let Some(last) = names.last() {
+            builder = builder.seed(last);
+        }
+        (builder, names.iter().map(NodeName::new).collect())
+    }
+
     /// The nodes of a cluster of one group (the group the units file, or the binary, names).
     pub fn nodes(mut self, names: &[&str]) -> Self {
         self.groups = vec![(None, names.iter().map(|n| n.to_string()).collect())];
@@ -510,6 +522,11 @@ impl Drop for ProcessCluster {
             self.kill9(&n);
         }
     }
+}
+
+/// A node of `names` other than `avoid`: `None` when `avoid` is the only one.
+pub fn other_than(names: &[NodeName], avoid: &NodeName) -> Option<NodeName> {
+    names.iter().find(|n| *n != avoid).cloned()
 }
 
 /// Why node `name`'s view of its group's Raft is not exactly one voter per running node of

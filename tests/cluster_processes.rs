@@ -16,7 +16,7 @@ use understudy::cluster::probe::Probe;
 use understudy::cluster::wire::{WireAnswer, WireAsk};
 use understudy::demo::load::{verify, IncrLoad, LoadTotals};
 use understudy::runtime::{ClientId, CopyId, Epoch, NodeName, Seq, StimulusId, UnitName};
-use understudy::testkit::{heal, partition, wait_for_unit, Direction, ProcessCluster};
+use understudy::testkit::{self, heal, partition, wait_for_unit, Direction, ProcessCluster};
 use understudy::units::KvRequest;
 
 const COOKIE: &str = "cluster-processes-test";
@@ -70,14 +70,8 @@ fn start_load(probe: &Arc<Probe>, via: &NodeName) -> IncrLoad {
 
 /// Wait until `n` increments in all are acknowledged.
 async fn reach(load: &IncrLoad, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while load.answered_ok() < n {
-        assert!(
-            Instant::now() < deadline,
-            "the load stalled below {n} acknowledged"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await; // poll with a deadline
-    }
+    let reached = load.until_answered(n, Duration::from_secs(30)).await;
+    assert!(reached, "the load stalled below {n} acknowledged");
 }
 
 /// Read every key through `via`: (lost, duplicated) against the acknowledged increments.
@@ -94,11 +88,7 @@ fn logs_dir() -> std::path::PathBuf {
 
 /// A node of `names` other than `avoid`.
 fn other_than(names: &[NodeName], avoid: &NodeName) -> NodeName {
-    names
-        .iter()
-        .find(|n| *n != avoid)
-        .cloned()
-        .expect("a cluster of three nodes has another node")
+    testkit::other_than(names, avoid).expect("a cluster of three nodes has another node")
 }
 
 /// Three node processes named `{prefix}1..3` (the third is the seed), started with the units
@@ -114,14 +104,10 @@ async fn cluster_with_kv(
     (NodeName, CopyId),
     u64,
 ) {
-    let names: Vec<String> = (1..=3).map(|i| format!("{prefix}{i}")).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let seed = NodeName::new(&names[2]);
-    let mut builder = ProcessCluster::builder(env!("CARGO_BIN_EXE_understudy"))
-        .nodes(&refs)
-        .seed(&seed.0)
-        .cookie(COOKIE)
-        .logs(logs_dir());
+    let (builder, names) =
+        ProcessCluster::builder(env!("CARGO_BIN_EXE_understudy")).numbered(prefix, 3);
+    let seed = names[2].clone();
+    let mut builder = builder.cookie(COOKIE).logs(logs_dir());
     if let Some(units) = units {
         std::fs::create_dir_all(logs_dir()).expect("the log directory");
         let path = logs_dir().join(format!("{prefix}-units.toml"));
@@ -134,7 +120,6 @@ async fn cluster_with_kv(
         .await
         .expect("the cluster is ready");
     let (primary, copy, epoch) = kv_placement(&probe, &seed, 0, Duration::from_secs(30)).await;
-    let names = names.iter().map(NodeName::new).collect();
     (cluster, Arc::new(probe), names, (primary, copy), epoch)
 }
 

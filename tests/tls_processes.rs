@@ -20,7 +20,7 @@ use understudy::cluster::tls::{TlsError, TlsFiles};
 use understudy::cluster::wire::{WireAnswer, WireAsk};
 use understudy::demo::load::{verify, IncrLoad, LoadTotals};
 use understudy::runtime::{ClientId, CopyId, Epoch, NodeName, Seq, StimulusId, UnitName};
-use understudy::testkit::{free_port, wait_for_unit, ProcessCluster};
+use understudy::testkit::{self, free_port, wait_for_unit, ProcessCluster};
 
 const COOKIE: &str = "tls-processes-test";
 const KEYS: usize = 8;
@@ -185,16 +185,12 @@ async fn cluster(
     flags: impl Fn(&str) -> Vec<String>,
     probe_tls: Option<TlsFiles>,
 ) -> (ProcessCluster, Arc<Probe>, Vec<NodeName>, NodeName, u64) {
-    let names: Vec<String> = (1..=3).map(|i| format!("{prefix}{i}")).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let seed = NodeName::new(&names[2]);
-    let mut builder = ProcessCluster::builder(env!("CARGO_BIN_EXE_understudy"))
-        .nodes(&refs)
-        .seed(&seed.0)
-        .cookie(COOKIE)
-        .logs(logs_dir());
+    let (builder, names) =
+        ProcessCluster::builder(env!("CARGO_BIN_EXE_understudy")).numbered(prefix, 3);
+    let seed = names[2].clone();
+    let mut builder = builder.cookie(COOKIE).logs(logs_dir());
     for name in &names {
-        builder = builder.node_args(name, flags(name));
+        builder = builder.node_args(&name.0, flags(&name.0));
     }
     if let Some(files) = probe_tls {
         builder = builder.probe_tls(files);
@@ -210,17 +206,12 @@ async fn cluster(
         .expect("kv serves with a ready standby");
     println!("{prefix}: the cluster formed in {:?}", formed.elapsed());
     let (_, primary) = kv.primary.expect("a serving unit has a primary");
-    let names = names.iter().map(NodeName::new).collect();
     (cluster, Arc::new(probe), names, primary, kv.epoch.0)
 }
 
 /// A node of `names` other than `avoid`.
 fn other_than(names: &[NodeName], avoid: &NodeName) -> NodeName {
-    names
-        .iter()
-        .find(|n| *n != avoid)
-        .cloned()
-        .expect("a cluster of three nodes has another node")
+    testkit::other_than(names, avoid).expect("a cluster of three nodes has another node")
 }
 
 /// Increments on `KEYS` keys of kv through `via`.
@@ -230,14 +221,8 @@ fn start_load(probe: &Arc<Probe>, via: &NodeName, prefix: &str) -> IncrLoad {
 
 /// Wait until `n` increments in all are acknowledged.
 async fn reach(load: &IncrLoad, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while load.answered_ok() < n {
-        assert!(
-            Instant::now() < deadline,
-            "the load stalled below {n} acknowledged"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await; // poll with a deadline
-    }
+    let reached = load.until_answered(n, Duration::from_secs(30)).await;
+    assert!(reached, "the load stalled below {n} acknowledged");
 }
 
 /// Read every key through `via`: (lost, duplicated) against the acknowledged increments.
@@ -263,6 +248,29 @@ async fn members_are_exactly(probe: &Probe, names: &[NodeName]) {
             "node {node} reaches exactly the cluster's nodes"
         );
     }
+}
+
+/// After an intrusion: asserts that the cluster is still exactly `names`, that `load` (keys
+/// `prefix…`, through `via`) goes on being served, and that it lost, duplicated and failed
+/// nothing.
+async fn served_on_untouched(
+    probe: &Probe,
+    names: &[NodeName],
+    via: &NodeName,
+    load: IncrLoad,
+    prefix: &str,
+    what: &str,
+) {
+    members_are_exactly(probe, names).await;
+    reach(&load, load.answered_ok() + 200).await;
+    let totals = load.finish().await;
+    let counts = lost_and_duplicated(probe, via, prefix, &totals).await;
+    totals.assert_clean(what, counts, Duration::ZERO, false);
+    assert_eq!(
+        totals.failed, 0,
+        "{what}: no call failed: {:?}",
+        totals.first_failures
+    );
 }
 
 /// The nodes' log of `name` in the test logs, without its colours.
@@ -426,21 +434,15 @@ async fn nodes_and_probes_without_the_clusters_certificate_cannot_join_and_the_c
     );
     drop(silent);
     // Nobody let them in, and nothing was lost.
-    members_are_exactly(&probe, &names).await;
-    reach(&load, load.answered_ok() + 200).await;
-    let totals = load.finish().await;
-    let counts = lost_and_duplicated(&probe, &via, "tls-r", &totals).await;
-    totals.assert_clean(
+    served_on_untouched(
+        &probe,
+        &names,
+        &via,
+        load,
+        "tls-r",
         "TLS cluster, nodes without its certificate trying to join",
-        counts,
-        Duration::ZERO,
-        false,
-    );
-    assert_eq!(
-        totals.failed, 0,
-        "no call failed: {:?}",
-        totals.first_failures
-    );
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -520,21 +522,15 @@ async fn a_wrong_cookie_cannot_join_and_an_oversized_stimulus_is_refused_while_t
         seed_log.contains("refused node wrongcookie") && seed_log.contains("cookie challenge"),
         "the seed says whom it refused and why:\n{seed_log}"
     );
-    members_are_exactly(&probe, &names).await;
-    reach(&load, load.answered_ok() + 200).await;
-    let totals = load.finish().await;
-    let counts = lost_and_duplicated(&probe, &via, "cookie-k", &totals).await;
-    totals.assert_clean(
+    served_on_untouched(
+        &probe,
+        &names,
+        &via,
+        load,
+        "cookie-k",
         "a node with a wrong cookie trying to join, and oversized stimuli",
-        counts,
-        Duration::ZERO,
-        false,
-    );
-    assert_eq!(
-        totals.failed, 0,
-        "no call failed: {:?}",
-        totals.first_failures
-    );
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -135,11 +135,17 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    /// `node --name a --port 7000` and then `extra`.
+    fn parse<S: AsRef<str>>(extra: &[S]) -> Result<NodeArgs, clap::Error> {
+        let base = ["app", "node", "--name", "a", "--port", "7000"];
+        let extra = extra.iter().map(AsRef::as_ref);
+        let NodeCommand::Node(args) = NodeCommand::try_parse_from(base.into_iter().chain(extra))?;
+        Ok(args)
+    }
+
     #[test]
     fn a_node_command_line_parses_with_defaults_and_refuses_a_missing_name() {
-        let NodeCommand::Node(args) =
-            NodeCommand::try_parse_from(["app", "node", "--name", "a", "--port", "7000"])
-                .expect("a node command line");
+        let args = parse::<&str>(&[]).expect("a node command line");
         assert_eq!((args.name.as_str(), args.port, args.expect), ("a", 7000, 1));
         assert_eq!(args.cookie, DEV_COOKIE);
         assert!(args.join.is_empty() && args.config.is_none());
@@ -149,47 +155,17 @@ mod tests {
 
     #[test]
     fn the_http_address_and_api_token_parse_and_a_bad_address_is_refused() {
-        let NodeCommand::Node(args) = NodeCommand::try_parse_from([
-            "app",
-            "node",
-            "--name",
-            "a",
-            "--port",
-            "7000",
-            "--http",
-            "127.0.0.1:9100",
-            "--api-token",
-            "t0ken",
-        ])
-        .expect("a node command line");
+        let args = parse(&["--http", "127.0.0.1:9100", "--api-token", "t0ken"])
+            .expect("a node command line");
         assert_eq!(args.http, Some(SocketAddr::from(([127, 0, 0, 1], 9100))));
         assert_eq!(args.api_token, Some("t0ken".parse().expect("a token")));
-        let bad = NodeCommand::try_parse_from([
-            "app",
-            "node",
-            "--name",
-            "a",
-            "--port",
-            "7000",
-            "--http",
-            "localhost",
-        ]);
+        let bad = parse(&["--http", "localhost"]);
         assert!(bad.is_err(), "--http takes ADDR:PORT");
     }
 
     #[test]
     fn tls_flags_parse_and_a_partial_set_is_an_error_naming_what_is_missing_when_the_node_starts() {
-        let NodeCommand::Node(args) = NodeCommand::try_parse_from([
-            "app",
-            "node",
-            "--name",
-            "a",
-            "--port",
-            "7000",
-            "--tls-cert",
-            "/certs/a.pem",
-        ])
-        .expect("a node command line");
+        let args = parse(&["--tls-cert", "/certs/a.pem"]).expect("a node command line");
         assert_eq!(
             args.tls.tls_cert.as_deref(),
             Some(std::path::Path::new("/certs/a.pem"))
@@ -210,17 +186,7 @@ mod tests {
 
     #[test]
     fn a_units_file_that_cannot_be_read_is_an_error_naming_it() {
-        let NodeCommand::Node(args) = NodeCommand::try_parse_from([
-            "app",
-            "node",
-            "--name",
-            "a",
-            "--port",
-            "7000",
-            "--config",
-            "/nonexistent/units.toml",
-        ])
-        .expect("a node command line");
+        let args = parse(&["--config", "/nonexistent/units.toml"]).expect("a node command line");
         let err = args
             .builder(ClusterConfig::default_embedded())
             .expect_err("no such file");
@@ -240,12 +206,6 @@ mod tests {
                 failure_persistence: None,
                 ..ProptestConfig::default()
             }
-        }
-
-        fn parse(extra: &[String]) -> Result<NodeArgs, clap::Error> {
-            let base = ["app", "node", "--name", "a", "--port", "7000"].map(String::from);
-            let NodeCommand::Node(args) = NodeCommand::try_parse_from(base.iter().chain(extra))?;
-            Ok(args)
         }
 
         /// The flags that take a value a user may get wrong.
@@ -327,7 +287,7 @@ mod tests {
 
         #[test]
         fn the_base_command_line_of_the_fuzz_tests_parses() {
-            assert!(parse(&[]).is_ok());
+            assert!(parse::<&str>(&[]).is_ok());
         }
     }
 }

@@ -281,6 +281,19 @@ impl IncrLoad {
         self.history.counts().answered
     }
 
+    /// Waits until `n` stimuli in all are acknowledged, polling every 10 ms: `false` if that
+    /// has not happened within `limit`.
+    pub async fn until_answered(&self, n: u64, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.answered_ok() < n {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await; // poll with a deadline
+        }
+        true
+    }
+
     /// Every stimulus sent so far and its outcome.
     pub fn history(&self) -> &Arc<History> {
         &self.history
