@@ -80,6 +80,8 @@ impl Applier for RecordingApplier {
 struct TestNet {
     members: Mutex<HashMap<MemberId, RaftGroup>>,
     cut: Mutex<HashSet<MemberId>>,
+    /// The largest request any member sent.
+    largest_request: std::sync::atomic::AtomicUsize,
 }
 
 impl TestNet {
@@ -126,6 +128,8 @@ impl RaftTransport for InMemoryTransport {
     ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, TransportError>> + Send>> {
         let net = Arc::clone(&self.net);
         let from = self.from;
+        net.largest_request
+            .fetch_max(request.len(), std::sync::atomic::Ordering::Relaxed);
         Box::pin(async move {
             let unreachable = |reason: &str| TransportError::Unreachable {
                 target,
@@ -444,6 +448,96 @@ async fn cutting_off_the_leader_elects_another_that_keeps_the_log_and_the_old_on
         (1..=3).all(|id| members[&id].journal.commands() == expected)
     })
     .await;
+    shutdown_all(&members).await;
+}
+
+#[tokio::test]
+async fn a_member_that_lagged_behind_large_entries_catches_up_in_appends_within_the_byte_limit() {
+    const LIMIT: u64 = 8 * 1024;
+    let tuning = RaftTuning {
+        max_append_bytes: LIMIT,
+        ..RaftTuning::default()
+    };
+    let (net, members) = form_group(3, &tuning).await;
+    let leader = agreed_leader(&members, &[1, 2, 3]).expect("a leader");
+    let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
+    net.cut(lagging);
+    // 60 entries of 1 KiB each: about 60 KiB for the lagging member, which the leader would
+    // send it in one request without the limit (up to 300 entries per request).
+    let mut expected = Vec::new();
+    for i in 0..60 {
+        let c = format!("{i:04}-{}", "x".repeat(1019)).into_bytes();
+        members[&leader]
+            .group
+            .propose(c.clone())
+            .await
+            .expect("commits with the other follower");
+        expected.push(c);
+    }
+    net.largest_request
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    net.heal(lagging);
+    wait_until("the lagging member applied every entry", || {
+        members[&lagging].journal.commands() == expected
+    })
+    .await;
+    let largest = net
+        .largest_request
+        .load(std::sync::atomic::Ordering::Relaxed);
+    println!("catching up 60 KiB: the largest request was {largest} bytes (limit {LIMIT})");
+    assert!(
+        largest as u64 <= LIMIT,
+        "every request of several entries fits the limit: the largest was {largest} bytes"
+    );
+    shutdown_all(&members).await;
+}
+
+#[tokio::test]
+async fn with_the_leader_gone_a_candidate_with_a_shorter_log_makes_the_member_with_the_longer_one_campaign(
+) {
+    // Election timeouts far beyond the test's patience for a leader: no election here comes
+    // from a timeout, only from campaigns.
+    let tuning = RaftTuning {
+        election_timeout_min: Duration::from_secs(8),
+        election_timeout_max: Duration::from_secs(9),
+        ..RaftTuning::default()
+    };
+    let (net, members) = form_group(3, &tuning).await;
+    let leader = agreed_leader(&members, &[1, 2, 3]).expect("a leader");
+    let others: Vec<MemberId> = (1..=3).filter(|id| *id != leader).collect();
+    let (behind, ahead) = (others[0], others[1]);
+    // `behind` misses the last entry; then the leader is cut off for good.
+    net.cut(behind);
+    members[&leader]
+        .group
+        .propose(cmd("last"))
+        .await
+        .expect("commits with the other follower");
+    net.cut(leader);
+    net.heal(behind);
+    let started = Instant::now();
+    // Both saw the leader go and campaign once (a split vote: each votes for itself); then
+    // the one behind keeps campaigning, as the first in line does.
+    members[&ahead].group.campaign().await;
+    members[&behind].group.campaign().await;
+    let mut leader_now = None;
+    while started.elapsed() < Duration::from_secs(4) {
+        leader_now = agreed_leader(&members, &others);
+        if leader_now.is_some() {
+            break;
+        }
+        members[&behind].group.campaign().await;
+        tokio::time::sleep(Duration::from_millis(5)).await; // campaign again, as the first in line does
+    }
+    println!(
+        "a leader after {:?}: {leader_now:?} (behind {behind}, ahead {ahead})",
+        started.elapsed()
+    );
+    assert_eq!(
+        leader_now,
+        Some(ahead),
+        "the member with the longer log leads, well before any election timeout"
+    );
     shutdown_all(&members).await;
 }
 

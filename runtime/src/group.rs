@@ -318,6 +318,11 @@ pub enum Phase {
     Unavailable,
 }
 
+/// How many times a unit that lost its copies before it ever served is started again, empty
+/// (a node taken for lost during a cold start on a starved host); a unit that keeps failing
+/// before it serves is then declared unavailable, as one that lost its state is.
+pub const FRESH_STARTS_BEFORE_SERVING: u64 = 3;
+
 /// The manager's record of one unit.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UnitRecord {
@@ -335,6 +340,11 @@ pub struct UnitRecord {
     pub bound: bool,
     /// When a planned switchover was last asked of the primary, while one is under way.
     pub handover: Option<Time>,
+    /// Whether a primary of this unit was ever bound, so that a caller may have been
+    /// answered. Until then no copy holds anything a caller saw: a unit that loses its copies
+    /// before it first served starts again, empty, instead of being declared unavailable.
+    #[serde(default)]
+    pub served: bool,
 }
 
 /// The life of a standby.
@@ -595,6 +605,7 @@ impl GroupCore {
                     phase: Phase::Unavailable,
                     bound: false,
                     handover: None,
+                    served: false,
                 },
             );
             self.commands.push(GroupCommand::Unavailable {
@@ -620,6 +631,7 @@ impl GroupCore {
                 },
                 bound: false,
                 handover: None,
+                served: false,
             },
         );
         self.commands.push(GroupCommand::Start {
@@ -802,7 +814,7 @@ impl GroupCore {
         if !standby_ready || promoting {
             // The copy being promoted, or a primary without a ready standby: no copy is left
             // that holds the state.
-            self.make_unavailable(unit);
+            self.make_unavailable(now, unit);
             return;
         }
         if known_dead || now >= rec.lease_expires {
@@ -812,7 +824,10 @@ impl GroupCore {
         }
     }
 
-    fn make_unavailable(&mut self, unit: &UnitName) {
+    /// No copy holding `unit`'s state is left: it is declared unavailable (until the operator
+    /// restores it), or, if it never served, started again, empty, at the next epoch (up to
+    /// [`FRESH_STARTS_BEFORE_SERVING`] times).
+    fn make_unavailable(&mut self, now: Time, unit: &UnitName) {
         let Some(rec) = self.units.get_mut(unit) else {
             return;
         };
@@ -820,6 +835,7 @@ impl GroupCore {
         rec.primary = None;
         rec.handover = None;
         let epoch = rec.epoch;
+        let served = rec.served;
         if let Some((s, _)) = rec.standby.take() {
             self.retire(&s);
             self.commands.push(GroupCommand::Stop {
@@ -827,6 +843,10 @@ impl GroupCore {
                 unit: unit.clone(),
                 copy: s.copy,
             });
+        }
+        if !served && epoch.0 <= FRESH_STARTS_BEFORE_SERVING {
+            self.place_fresh(now, unit.clone(), epoch.next());
+            return;
         }
         self.commands.push(GroupCommand::Unavailable {
             unit: unit.clone(),
@@ -842,7 +862,7 @@ impl GroupCore {
         let Some((standby, _)) = rec.standby.take() else {
             // The standby was lost too while the old primary's lease ran out: no copy is
             // left that holds the state.
-            self.make_unavailable(unit);
+            self.make_unavailable(now, unit);
             return;
         };
         rec.epoch = rec.epoch.next();
@@ -867,6 +887,7 @@ impl GroupCore {
         if lease.is_some() {
             rec.lease_expires = now.after(self.config.lease);
             rec.bound = true;
+            rec.served = true;
             self.commands.push(GroupCommand::Bind {
                 unit: unit.clone(),
                 copy: standby.copy,
@@ -1030,7 +1051,7 @@ impl GroupCore {
                         && r.primary.as_ref().is_some_and(|p| p.copy == copy)
                 });
                 if promoting_this {
-                    self.make_unavailable(&unit);
+                    self.make_unavailable(now, &unit);
                 }
             }
         }
@@ -1192,6 +1213,7 @@ impl GroupCore {
         });
         if !rec.bound {
             rec.bound = true;
+            rec.served = true;
             self.commands.push(GroupCommand::Bind {
                 unit: unit.clone(),
                 copy,

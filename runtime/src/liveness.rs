@@ -41,12 +41,30 @@ impl Default for HeartbeatConfig {
 /// of other work (a node starting hundreds of copies, a manager applying a large entry), with
 /// the peers' answers and its own ticks queued behind it, or a process that was stopped — and
 /// the time it was away does not count as anybody's silence: it could not have heard them.
+///
+///
+/// A silence shared by most of the peers at once is taken for the checker's side, not theirs:
+/// when, of at least [`MASS_SILENCE_MIN`] peers watched, more than half are past the deadline
+/// together — a starved machine, where the answers wait in sockets and mailboxes for a core,
+/// rather than that many independent hangs — nobody is lost until that has lasted
+/// [`MASS_SILENCE_PATIENCE`] deadlines more. A lone silent peer among answering ones is lost at
+/// its deadline all the same. (Where the peers are a Raft group's nodes, most of them truly
+/// gone leave no quorum to act on their loss anyway.)
 #[derive(Clone, Debug)]
 pub struct Liveness<K: Ord + Clone> {
     config: HeartbeatConfig,
     last_heard: BTreeMap<K, Time>,
     last_check: Option<Time>,
+    mass_silence_since: Option<Time>,
 }
+
+/// The fewest peers watched for a silence of most of them to count as the host's (with one or
+/// two there is nobody to compare a silent one with).
+pub const MASS_SILENCE_MIN: usize = 3;
+
+/// How many deadlines more a silence of most peers at once is waited out before they are lost
+/// all the same.
+pub const MASS_SILENCE_PATIENCE: u32 = 10;
 
 impl<K: Ord + Clone> Liveness<K> {
     /// Nobody watched yet.
@@ -55,6 +73,7 @@ impl<K: Ord + Clone> Liveness<K> {
             config,
             last_heard: BTreeMap::new(),
             last_check: None,
+            mass_silence_since: None,
         }
     }
 
@@ -106,6 +125,22 @@ impl<K: Ord + Clone> Liveness<K> {
             .filter(|(_, t)| now.since(**t) > deadline)
             .map(|(k, _)| k.clone())
             .collect();
+        let watched = self.last_heard.len();
+        if watched >= MASS_SILENCE_MIN && lost.len() * 2 > watched {
+            let since = *self.mass_silence_since.get_or_insert(now);
+            if now.since(since) < deadline * MASS_SILENCE_PATIENCE {
+                return Vec::new();
+            }
+        } else if self.mass_silence_since.is_some() {
+            // Most answer again: the host is back. Those still silent count from now, as after
+            // the checker's own absence: their answers may be queued behind the others'.
+            self.mass_silence_since = None;
+            for t in self.last_heard.values_mut() {
+                *t = (*t).max(now);
+            }
+            return Vec::new();
+        }
+        self.mass_silence_since = None;
         for k in &lost {
             self.last_heard.remove(k);
         }
@@ -138,6 +173,79 @@ mod tests {
         }
         assert_eq!(l.expire(Time::from_millis(56)), vec!["b"]);
         assert!(!l.heard(&"a", Time::from_millis(60)));
+    }
+
+    #[test]
+    fn most_peers_silent_at_once_are_waited_for_and_then_counted_from_when_most_answer_again() {
+        let mut l = Liveness::new(HeartbeatConfig {
+            interval: Duration::from_millis(10),
+            misses: 3,
+        });
+        for k in ["a", "b", "c", "d"] {
+            l.watch(k, Time::ZERO);
+        }
+        // The checker runs every 10 ms; only "d" answers.
+        for ms in (0..=30).step_by(10) {
+            assert!(l.heard(&"d", Time::from_millis(ms)));
+            assert!(l.expire(Time::from_millis(ms)).is_empty(), "at {ms} ms");
+        }
+        // From 40 ms three of four are past the deadline together: the host's silence, not
+        // theirs. Nobody is lost, and they are still watched.
+        for ms in (40..=90).step_by(10) {
+            assert!(l.expire(Time::from_millis(ms)).is_empty(), "at {ms} ms");
+        }
+        // "a" and "d" answer again at 95 ms: most are heard, the host is back. "b" and "c"
+        // count from then, not from 0: lost a deadline later unless they answer.
+        assert!(l.heard(&"a", Time::from_millis(95)) && l.heard(&"d", Time::from_millis(95)));
+        for ms in (100..=130).step_by(10) {
+            assert!(l.heard(&"a", Time::from_millis(ms)) && l.heard(&"d", Time::from_millis(ms)));
+            assert!(l.expire(Time::from_millis(ms)).is_empty(), "at {ms} ms");
+        }
+        assert!(l.heard(&"a", Time::from_millis(131)) && l.heard(&"d", Time::from_millis(131)));
+        let mut lost = l.expire(Time::from_millis(131));
+        lost.sort();
+        assert_eq!(lost, vec!["b", "c"]);
+    }
+
+    #[test]
+    fn a_silence_of_most_peers_past_the_patience_loses_them_all_the_same() {
+        let mut l = Liveness::new(HeartbeatConfig {
+            interval: Duration::from_millis(10),
+            misses: 3,
+        });
+        for k in ["a", "b", "c"] {
+            l.watch(k, Time::ZERO);
+        }
+        // Nobody answers. Most (all) are past the deadline together from 40 ms on; the
+        // patience is 10 deadlines (300 ms) from then.
+        for ms in (0..340).step_by(10) {
+            assert!(l.expire(Time::from_millis(ms)).is_empty(), "at {ms} ms");
+        }
+        assert_eq!(l.expire(Time::from_millis(340)), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_lone_silent_peer_among_answering_ones_is_lost_at_its_deadline() {
+        let mut l = Liveness::new(HeartbeatConfig {
+            interval: Duration::from_millis(10),
+            misses: 3,
+        });
+        for k in ["a", "b", "c"] {
+            l.watch(k, Time::ZERO);
+        }
+        for ms in (0..=30).step_by(10) {
+            assert!(l.heard(&"b", Time::from_millis(ms)) && l.heard(&"c", Time::from_millis(ms)));
+            assert!(l.expire(Time::from_millis(ms)).is_empty());
+        }
+        assert!(l.heard(&"b", Time::from_millis(31)) && l.heard(&"c", Time::from_millis(31)));
+        assert_eq!(l.expire(Time::from_millis(31)), vec!["a"]);
+        // Two left, both silent: too few to compare, lost at their deadline.
+        for ms in (40..=60).step_by(10) {
+            assert!(l.expire(Time::from_millis(ms)).is_empty(), "at {ms} ms");
+        }
+        let mut lost = l.expire(Time::from_millis(62));
+        lost.sort();
+        assert_eq!(lost, vec!["b", "c"]);
     }
 
     #[test]

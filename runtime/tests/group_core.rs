@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use understudy_runtime::group::{Phase, StandbyState};
+use understudy_runtime::group::{Phase, StandbyState, FRESH_STARTS_BEFORE_SERVING};
 use understudy_runtime::{
     CopyId, Directive, Epoch, GroupCommand, GroupConfig, GroupCore, GroupInput, LeaseAsk,
     LeaseGrant, LeaseRenewal, NodeName, Placement, Report, StartAs, Time, UnitName,
@@ -831,4 +831,60 @@ fn a_suspected_primary_is_not_renewed_by_its_nodes_request() {
     );
     assert!(cmds.is_empty(), "no renewal: {cmds:?}");
     assert_eq!(g.unit(&unit("u")).unwrap().lease_expires, before);
+}
+
+#[test]
+fn a_unit_that_loses_its_copies_before_it_first_served_starts_again_empty_and_only_a_few_times() {
+    // A node taken for lost during a cold start (a starved host) takes copies with it that
+    // never served: nothing a caller saw is lost, so the unit starts again rather than being
+    // declared unavailable for the operator to restore.
+    let mut g = group(3);
+    let mut cmds = step(&mut g, ms(0), GroupInput::AddUnit { unit: unit("u") });
+    for round in 1..=FRESH_STARTS_BEFORE_SERVING + 1 {
+        let rec = g.unit(&unit("u")).expect("the unit").clone();
+        assert_eq!(rec.epoch, Epoch(round), "round {round}");
+        assert!(!rec.served);
+        let Placement {
+            copy: initial,
+            node: at,
+        } = rec.primary.expect("an initial copy");
+        assert!(
+            cmds.contains(&GroupCommand::Start {
+                node: at,
+                unit: unit("u"),
+                copy: initial,
+                start_as: StartAs::Initial {
+                    epoch: Epoch(round)
+                },
+            }),
+            "round {round}: an initial copy at epoch {round}: {cmds:?}"
+        );
+        cmds = copy_down(&mut g, ms(round * 10), initial, true);
+        let declared = cmds
+            .iter()
+            .any(|c| matches!(c, GroupCommand::Unavailable { .. }));
+        if round <= FRESH_STARTS_BEFORE_SERVING {
+            assert!(
+                !declared,
+                "round {round}: started again, not declared: {cmds:?}"
+            );
+        } else {
+            assert!(declared, "past the fresh starts it is declared: {cmds:?}");
+            assert_eq!(g.unit(&unit("u")).unwrap().phase, Phase::Unavailable);
+        }
+    }
+}
+
+#[test]
+fn a_unit_that_served_and_lost_every_copy_is_declared_unavailable_not_started_empty() {
+    let mut g = group(3);
+    let p = serving(&mut g, "u", ms(0));
+    assert!(g.unit(&unit("u")).unwrap().served);
+    copy_down(&mut g, ms(5), p.standby, true);
+    let cmds = copy_down(&mut g, ms(6), p.primary, true);
+    assert!(cmds.contains(&GroupCommand::Unavailable {
+        unit: unit("u"),
+        epoch: Epoch(1)
+    }));
+    assert_eq!(g.unit(&unit("u")).unwrap().phase, Phase::Unavailable);
 }

@@ -12,7 +12,8 @@ use openraft::error::{
     RaftError,
 };
 use openraft::metrics::RaftServerMetrics;
-use openraft::{BasicNode, ChangeMembers, ServerState};
+use openraft::raft::VoteResponse;
+use openraft::{BasicNode, ChangeMembers, LogId, ServerState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
@@ -124,7 +125,11 @@ impl RaftGroup {
         let config = tuning
             .openraft_config(&format!("member {id} on {name}"))
             .map_err(|reason| StartError::InvalidTuning { reason })?;
-        let network = GroupNetwork::new(transport, tuning.unreachable_backoff);
+        let network = GroupNetwork::new(
+            transport,
+            tuning.unreachable_backoff,
+            tuning.max_append_bytes,
+        );
         let raft = GroupRaft::new(
             id,
             Arc::new(config),
@@ -327,7 +332,21 @@ impl RaftGroup {
             Ok(RaftRpc::AppendEntries(rpc)) => {
                 RaftReply::AppendEntries(raft.append_entries(rpc).await)
             }
-            Ok(RaftRpc::Vote(rpc)) => RaftReply::Vote(raft.vote(rpc).await),
+            Ok(RaftRpc::Vote(rpc)) => {
+                let candidate_log = rpc.last_log_id;
+                let reply = raft.vote(rpc).await;
+                if let Ok(answer) = &reply {
+                    if refused_for_a_shorter_log(answer, candidate_log) && self.leader().is_none() {
+                        // With no leader known, a candidate whose log is behind this member's
+                        // cannot win this member, and may keep the group leaderless by
+                        // campaigning again and again: this member, whose log is further,
+                        // campaigns at once instead of waiting out its election timeout.
+                        let group = self.clone();
+                        tokio::spawn(async move { group.campaign().await });
+                    }
+                }
+                RaftReply::Vote(reply)
+            }
             Ok(RaftRpc::InstallSnapshot(rpc)) => {
                 RaftReply::InstallSnapshot(raft.install_snapshot(rpc).await)
             }
@@ -537,4 +556,13 @@ fn watch_leadership(
         }
     });
     rx
+}
+
+/// Whether `answer` refused a candidate whose last log entry was `candidate_log` because the
+/// voter's own log is further (so the voter, not the candidate, could win an election).
+fn refused_for_a_shorter_log(
+    answer: &VoteResponse<MemberId>,
+    candidate_log: Option<LogId<MemberId>>,
+) -> bool {
+    !answer.vote_granted && answer.last_log_id > candidate_log
 }

@@ -17,7 +17,8 @@
 
 use super::types::{GroupRaftConfig, MemberId};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -347,15 +348,35 @@ fn to_vec_named_bin<T: Serialize>(value: &T) -> Result<Vec<u8>, rmp_serde::encod
     Ok(bytes)
 }
 
+/// For an append-entries request of `entries` entries that encodes to `bytes`, over `limit`:
+/// how many entries to send instead (about as many as fit, at least one). `None` when it may
+/// go as it is: within the limit, or a single entry, which cannot be split.
+fn fewer_entries(entries: u64, bytes: u64, limit: u64) -> Option<u64> {
+    if entries <= 1 || bytes <= limit {
+        return None;
+    }
+    let fit = (u128::from(entries) * u128::from(limit) / u128::from(bytes)) as u64;
+    Some(fit.clamp(1, entries - 1))
+}
+
 /// Openraft's network factory for one member: makes a [`MemberLink`] per target.
 pub(crate) struct GroupNetwork {
     transport: Arc<dyn RaftTransport>,
     backoff: Duration,
+    max_append_bytes: u64,
 }
 
 impl GroupNetwork {
-    pub(crate) fn new(transport: Arc<dyn RaftTransport>, backoff: Duration) -> Self {
-        GroupNetwork { transport, backoff }
+    pub(crate) fn new(
+        transport: Arc<dyn RaftTransport>,
+        backoff: Duration,
+        max_append_bytes: u64,
+    ) -> Self {
+        GroupNetwork {
+            transport,
+            backoff,
+            max_append_bytes,
+        }
     }
 }
 
@@ -368,6 +389,7 @@ impl RaftNetworkFactory<GroupRaftConfig> for GroupNetwork {
             node: node.clone(),
             transport: Arc::clone(&self.transport),
             backoff: self.backoff,
+            max_append_bytes: self.max_append_bytes,
         }
     }
 }
@@ -379,6 +401,7 @@ pub(crate) struct MemberLink {
     node: BasicNode,
     transport: Arc<dyn RaftTransport>,
     backoff: Duration,
+    max_append_bytes: u64,
 }
 
 impl fmt::Debug for MemberLink {
@@ -403,12 +426,21 @@ impl MemberLink {
     ) -> Result<RaftReply, RPCError<MemberId, BasicNode, E>> {
         let unreachable =
             |reason: String| RPCError::Unreachable(Unreachable::new(&LinkFault(reason)));
+        let entries = match &rpc {
+            RaftRpc::AppendEntries(append) => append.entries.len() as u64,
+            _ => 0,
+        };
         let request = RaftRequest {
             target: self.target,
             rpc,
         }
         .encode()
         .map_err(|reason| RPCError::Network(NetworkError::new(&LinkFault(reason))))?;
+        if let Some(hint) = fewer_entries(entries, request.len() as u64, self.max_append_bytes) {
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(hint),
+            ));
+        }
         let reply = match self
             .transport
             .call(self.target, &self.node.addr, request)
@@ -546,6 +578,20 @@ mod tests {
         rpcs.into_iter()
             .map(|rpc| RaftRequest { target: 1, rpc })
             .collect()
+    }
+
+    #[test]
+    fn an_append_over_the_byte_limit_asks_for_about_as_many_entries_as_fit_and_at_least_one() {
+        assert_eq!(fewer_entries(300, 4_000_000, 1_000_000), Some(75));
+        assert_eq!(fewer_entries(2, 1_000_000_000, 1), Some(1));
+        assert_eq!(fewer_entries(10, 10_001, 10_000), Some(9), "always fewer");
+        assert_eq!(fewer_entries(10, 10_000, 10_000), None, "within the limit");
+        assert_eq!(
+            fewer_entries(1, 50_000_000, 1_000),
+            None,
+            "one entry cannot be split"
+        );
+        assert_eq!(fewer_entries(0, 100, 10), None, "a heartbeat");
     }
 
     #[test]

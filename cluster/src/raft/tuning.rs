@@ -40,6 +40,10 @@ pub struct RaftTuning {
     pub learner_lag: u64,
     /// The most entries in one append-entries request. Higher: faster catch-up, larger frames.
     pub max_entries_per_append: u64,
+    /// The most bytes one append-entries request of several entries may take on the wire: a
+    /// larger one is sent again with fewer entries. Bounds what a lagging member is sent at
+    /// once when entries are large (a node's lease renewal holds an ask per primary there).
+    pub max_append_bytes: u64,
     /// The size of one snapshot chunk on the wire. Must fit the transport's frame limit, with
     /// room for the encoding (an opaque byte can take two bytes in MessagePack).
     pub snapshot_chunk_bytes: u64,
@@ -66,6 +70,7 @@ impl Default for RaftTuning {
             keep_after_snapshot: 1_000,
             learner_lag: 100,
             max_entries_per_append: 300,
+            max_append_bytes: 1024 * 1024,
             snapshot_chunk_bytes: 1024 * 1024,
             install_snapshot_timeout: Duration::from_secs(2),
             max_snapshot_bytes: 256 * 1024 * 1024,
