@@ -346,14 +346,10 @@ impl<U: Unit> Actor for UnitCopy<U> {
     }
 }
 
-/// Arm the copy's next tick for when its core needs it (a primary watching the units it calls
-/// reads the name table on every tick, so it ticks at the regular period).
+/// Arm the copy's next tick for when its core needs it.
 fn arm_tick<U: Unit>(state: &mut CopyState<U>, now: understudy_runtime::Time) {
     let regular = now.after(state.args.tick);
-    let watching = !state.args.calls.is_empty()
-        && matches!(state.core.role(), Role::Primary | Role::Promoting);
-    let at = match state.core.next_tick() {
-        _ if watching => regular,
+    let at = match state.core.next_tick(!state.args.calls.is_empty()) {
         NextTick::Regular => regular,
         NextTick::At(at) => at.max(regular),
         NextTick::Never => return,

@@ -493,9 +493,13 @@ impl<U: Unit> CopyCore<U> {
     /// waits for its primary) or one at its next lease renewal (an idle primary), so a node of
     /// a thousand idle copies is not woken a hundred times a second per copy; anything under
     /// way asks for the regular period, which the copy's timers (lease retry, resend, park
-    /// timeout, trailing seal) are counted in.
-    pub fn next_tick(&self) -> NextTick {
-        let busy = self.role == Role::Promoting
+    /// timeout, trailing seal) are counted in. A primary whose unit calls other units
+    /// (`calls_other_units`) ticks at the regular period too: on each tick its copy reads the
+    /// name table for those units, to learn when one becomes unavailable or comes back.
+    pub fn next_tick(&self, calls_other_units: bool) -> NextTick {
+        let watching = calls_other_units && self.role == Role::Primary;
+        let busy = watching
+            || self.role == Role::Promoting
             || !self.parked.is_empty()
             || !self.open.is_empty()
             || self.handing_over

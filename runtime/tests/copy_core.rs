@@ -701,28 +701,33 @@ fn a_batched_trailing_primary_handing_over_seals_at_once_and_hands_over_once_ack
 }
 
 #[test]
-fn an_idle_copy_needs_no_tick_but_its_next_renewal_and_a_busy_one_needs_the_regular_tick() {
+fn an_idle_copy_needs_no_tick_but_its_next_renewal_and_a_busy_or_watching_one_needs_the_regular_tick(
+) {
     let (mut p, mut s) = pair();
     // Idle: the standby waits for its primary; the primary for a third of its lease (leased
     // at 0 for 300 ms: it asks again from 100 ms).
-    assert_eq!(s.next_tick(), NextTick::Never);
-    assert_eq!(p.next_tick(), NextTick::At(ms(100)));
+    assert_eq!(s.next_tick(false), NextTick::Never);
+    assert_eq!(p.next_tick(false), NextTick::At(ms(100)));
     // A stimulus waiting for the standby's acknowledgement keeps the primary ticking (it may
     // have to resend).
     let sent = step(&mut p, ms(10), add(1, 1, 7, 1));
-    assert_eq!(p.next_tick(), NextTick::Regular);
+    assert_eq!(p.next_tick(false), NextTick::Regular);
     let ack = deliver(&sent, S, &mut s, ms(11));
     deliver(&ack, P, &mut p, ms(12));
-    assert_eq!(p.next_tick(), NextTick::At(ms(100)));
+    assert_eq!(p.next_tick(false), NextTick::At(ms(100)));
     // Once it asked, its retry is its next tick; the renewal answers it.
     let asked = step(&mut p, ms(100), Input::Tick);
     assert!(matches!(reports(&asked)[..], [Report::LeaseRequest { .. }]));
     assert_eq!(
-        p.next_tick(),
+        p.next_tick(false),
         NextTick::At(ms(100).after(config().lease_retry))
     );
     step(&mut p, ms(105), lease(Epoch(1), ms(100)));
-    assert_eq!(p.next_tick(), NextTick::At(ms(200)));
+    assert_eq!(p.next_tick(false), NextTick::At(ms(200)));
+    // A primary whose unit calls other units watches their names on each regular tick; a
+    // standby of such a unit has nothing to watch.
+    assert_eq!(p.next_tick(true), NextTick::Regular);
+    assert_eq!(s.next_tick(true), NextTick::Never);
     // A promoting copy asks until it is answered: the regular tick.
     step(
         &mut s,
@@ -732,5 +737,5 @@ fn an_idle_copy_needs_no_tick_but_its_next_renewal_and_a_busy_one_needs_the_regu
             lease: None,
         }),
     );
-    assert_eq!(s.next_tick(), NextTick::Regular);
+    assert_eq!(s.next_tick(false), NextTick::Regular);
 }
