@@ -15,6 +15,7 @@
 //! | [`actors`] | `understudy-actors` | the ractor actors: unit copies, `LocalManager`, `GroupManager`, `Registry`, `UnitClient` |
 //! | [`cluster`] | `understudy-cluster` | nodes as OS processes over `ractor_cluster` |
 //! | [`units`] | this crate | the example units: key-value, ledger (also split over two units) and pipeline stage |
+//! | [`api_client`] | this crate | the HTTP client of a node's API behind `understudy status`, `switchover`, `drain` and `restore` |
 //! | [`testkit`] | this crate | real node processes for programs and tests: start, fault, restart, clean up |
 //! | [`demo`] | this crate | the in-process failover demonstration behind `understudy demo` |
 //! | [`bench`](mod@bench) | this crate | `understudy bench`: a unit's throughput and latency against a plain ractor actor |
@@ -268,6 +269,7 @@
 //! application (the shop: an inventory and an orders unit, its own binary, a ractor actor
 //! calling both, and a cluster test under concurrent load).
 
+pub mod api_client;
 pub mod bench;
 pub mod demo;
 pub mod testkit;

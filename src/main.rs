@@ -2,11 +2,11 @@
 
 use clap::{Parser, Subcommand};
 use std::time::Duration;
+use understudy::api_client::{ApiChange, ApiClient, ApiClientError};
 use understudy::cluster::args::NodeArgs;
 use understudy::cluster::config::ClusterConfig;
 use understudy::cluster::probe::{Probe, ProbeError};
 use understudy::cluster::tls::TlsArgs;
-use understudy::cluster::wire::WireAsk;
 use understudy::runtime::{NodeName, UnitName};
 
 /// The cookie nodes present to each other when none is given. Set your own with `--cookie`.
@@ -76,63 +76,56 @@ enum Command {
     PairDemo,
     /// Run one node of a cluster in this process, until interrupted.
     Node(NodeArgs),
-    /// Print what a node knows: its peers, its name table, and the units if it runs the group
-    /// manager.
+    /// Print what every node knows: its peers, its time against budgets, and per group the
+    /// committed table (units, epochs, primaries and standbys). Asks a node's HTTP API
+    /// (`GET /api/status`).
     Status {
-        /// A node of the cluster, as HOST:PORT.
-        #[arg(long)]
-        join: String,
-        /// The cluster's cookie.
-        #[arg(long, default_value = DEV_COOKIE)]
-        cookie: String,
-        /// TLS, for a cluster that uses it: a certificate signed by the cluster's CA.
         #[command(flatten)]
-        tls: TlsArgs,
+        api: ApiAddr,
         /// Print one JSON object per node instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Planned switchover of a unit: its primary hands over to its standby, losing nothing.
+    /// Asks a node's HTTP API (`POST /api/units/UNIT/switchover`, with the API token).
     Switchover {
-        /// A node of the cluster, as HOST:PORT.
-        #[arg(long)]
-        join: String,
-        /// The cluster's cookie.
-        #[arg(long, default_value = DEV_COOKIE)]
-        cookie: String,
-        /// TLS, for a cluster that uses it: a certificate signed by the cluster's CA.
         #[command(flatten)]
-        tls: TlsArgs,
+        api: ApiAddr,
+        #[command(flatten)]
+        token: ApiTokenArg,
         /// The unit.
         unit: String,
     },
     /// Restore a unit declared unavailable (no copy holding its state was left): it starts
-    /// again, empty, at a new epoch.
+    /// again, empty, at a new epoch. Asks a node's HTTP API (`POST /api/units/UNIT/restore`,
+    /// with the API token).
     Restore {
-        /// A node of the cluster, as HOST:PORT.
-        #[arg(long)]
-        join: String,
-        /// The cluster's cookie.
-        #[arg(long, default_value = DEV_COOKIE)]
-        cookie: String,
-        /// TLS, for a cluster that uses it: a certificate signed by the cluster's CA.
         #[command(flatten)]
-        tls: TlsArgs,
+        api: ApiAddr,
+        #[command(flatten)]
+        token: ApiTokenArg,
+        /// The unit.
+        unit: String,
+    },
+    /// Release a unit the global manager quarantined (its copies failed on one stimulus): its
+    /// callers reach it again. Asks a node's HTTP API (`POST /api/units/UNIT/release`, with
+    /// the API token).
+    Release {
+        #[command(flatten)]
+        api: ApiAddr,
+        #[command(flatten)]
+        token: ApiTokenArg,
         /// The unit.
         unit: String,
     },
     /// Drain a node for maintenance: its primaries hand over, its standbys move elsewhere,
-    /// and nothing new is placed on it until it starts again.
+    /// and nothing new is placed on it until it starts again. Asks a node's HTTP API
+    /// (`POST /api/nodes/NODE/drain`, with the API token).
     Drain {
-        /// A node of the cluster, as HOST:PORT.
-        #[arg(long)]
-        join: String,
-        /// The cluster's cookie.
-        #[arg(long, default_value = DEV_COOKIE)]
-        cookie: String,
-        /// TLS, for a cluster that uses it: a certificate signed by the cluster's CA.
         #[command(flatten)]
-        tls: TlsArgs,
+        api: ApiAddr,
+        #[command(flatten)]
+        token: ApiTokenArg,
         /// The node to drain.
         node: String,
     },
@@ -183,6 +176,36 @@ enum Command {
     },
 }
 
+/// Which node's HTTP API a command asks: `--api` or `--join`, one of them.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct ApiAddr {
+    /// A node's HTTP API, as http://HOST:PORT (where its --http says it listens).
+    #[arg(long, value_name = "URL")]
+    api: Option<String>,
+    /// A node of the cluster, as HOST:PORT (its cluster address): its API is asked at
+    /// http://HOST:PORT+1000, where a node serves it unless its --http says otherwise.
+    #[arg(long, value_name = "HOST:PORT")]
+    join: Option<String>,
+}
+
+impl ApiAddr {
+    fn client(&self) -> Result<ApiClient, ApiClientError> {
+        ApiClient::new(&ApiClient::base_url(
+            self.api.as_deref(),
+            self.join.as_deref(),
+        )?)
+    }
+}
+
+/// The token a change needs.
+#[derive(Debug, clap::Args)]
+struct ApiTokenArg {
+    /// The node's API token (the --api-token it was started with).
+    #[arg(long, env = "UNDERSTUDY_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -231,12 +254,7 @@ async fn main() -> std::process::ExitCode {
         }
         Command::PairDemo => understudy::demo::in_process::pair_failover().await,
         Command::Node(args) => run_node(args).await,
-        Command::Status {
-            join,
-            cookie,
-            tls,
-            json,
-        } => status(&join, &cookie, &tls, json).await,
+        Command::Status { api, json } => status(&api, json).await,
         Command::Call {
             join,
             cookie,
@@ -266,51 +284,21 @@ async fn main() -> std::process::ExitCode {
             )
             .await
         }
-        Command::Switchover {
-            join,
-            cookie,
-            tls,
-            unit,
-        } => {
-            let what = format!("switchover of {unit} asked for");
-            operate(
-                &join,
-                &cookie,
-                &tls,
-                WireAsk::Switchover {
-                    unit: UnitName::new(unit),
-                },
-                what,
-            )
-            .await
+        Command::Switchover { api, token, unit } => {
+            let change = ApiChange::Switchover(UnitName::new(unit));
+            operate(&api, &token, change).await
         }
-        Command::Restore {
-            join,
-            cookie,
-            tls,
-            unit,
-        } => {
-            let what = format!("restore of {unit} asked for");
-            let unit = UnitName::new(unit);
-            operate(&join, &cookie, &tls, WireAsk::Restore { unit }, what).await
+        Command::Restore { api, token, unit } => {
+            let change = ApiChange::Restore(UnitName::new(unit));
+            operate(&api, &token, change).await
         }
-        Command::Drain {
-            join,
-            cookie,
-            tls,
-            node,
-        } => {
-            let what = format!("drain of {node} asked for");
-            operate(
-                &join,
-                &cookie,
-                &tls,
-                WireAsk::Drain {
-                    node: NodeName::new(node),
-                },
-                what,
-            )
-            .await
+        Command::Release { api, token, unit } => {
+            let change = ApiChange::Release(UnitName::new(unit));
+            operate(&api, &token, change).await
+        }
+        Command::Drain { api, token, node } => {
+            let change = ApiChange::Drain(NodeName::new(node));
+            operate(&api, &token, change).await
         }
     };
     match result {
@@ -369,16 +357,16 @@ async fn connect(join: &str, cookie: &str, tls: &TlsArgs) -> Result<Probe, Probe
     Probe::connect_with_tls(join, cookie, tls.as_ref(), Duration::from_secs(5)).await
 }
 
-async fn status(join: &str, cookie: &str, tls: &TlsArgs, json: bool) -> Outcome {
-    let probe = connect(join, cookie, tls).await?;
+async fn status(api: &ApiAddr, json: bool) -> Outcome {
+    let statuses = api.client()?.status().await?;
     // Per group: the node whose copy of the table is printed (the group manager's if any),
     // whether that node runs the manager, and the units.
     let mut tables: std::collections::BTreeMap<
         String,
         (NodeName, understudy::cluster::control::ControlView),
     > = std::collections::BTreeMap::new();
-    // The same statuses, in the same order, as the nodes' `GET /api/status`.
-    for s in probe.statuses().await? {
+    // Every node's status, in the order of their names.
+    for s in statuses {
         if json {
             println!("{}", serde_json::to_string(&s)?);
             continue;
@@ -431,8 +419,13 @@ async fn status(join: &str, cookie: &str, tls: &TlsArgs, json: bool) -> Outcome 
                     .unwrap_or_else(|| "-".into())
             };
             let strategy = view.strategies.get(&u.unit).map_or("-", String::as_str);
+            let quarantined = u
+                .quarantined
+                .as_ref()
+                .map(|why| format!(" QUARANTINED ({why})"))
+                .unwrap_or_default();
             println!(
-                "  {:<10} {:<11} epoch {:<4} primary {:<14} standby {:<14}{}{}",
+                "  {:<10} {:<11} epoch {:<4} primary {:<14} standby {:<14}{}{}{quarantined}",
                 u.unit.0,
                 strategy,
                 u.epoch.0,
@@ -443,7 +436,6 @@ async fn status(join: &str, cookie: &str, tls: &TlsArgs, json: bool) -> Outcome 
             );
         }
     }
-    probe.stop();
     Ok(())
 }
 
@@ -547,16 +539,11 @@ async fn load(
     Ok(())
 }
 
-async fn operate(
-    join: &str,
-    cookie: &str,
-    tls: &TlsArgs,
-    request: WireAsk,
-    what: String,
-) -> Outcome {
-    let probe = connect(join, cookie, tls).await?;
-    probe.operate(request).await?;
-    println!("{what}; follow it with `understudy status`");
+async fn operate(api: &ApiAddr, token: &ApiTokenArg, change: ApiChange) -> Outcome {
+    api.client()?
+        .change(&change, token.token.as_deref())
+        .await?;
+    println!("{change} asked for; follow it with `understudy status`");
     Ok(())
 }
 

@@ -524,6 +524,17 @@ impl Drop for ProcessCluster {
     }
 }
 
+/// Every unit of every group by the committed table `status` holds, by name.
+pub fn units_by_name(
+    status: &understudy_cluster::wire::NodeStatus,
+) -> BTreeMap<String, understudy_actors::UnitStatus> {
+    std::iter::once(&status.control)
+        .chain(status.others.iter())
+        .flat_map(|v| v.units.iter())
+        .map(|u| (u.unit.0.clone(), u.clone()))
+        .collect()
+}
+
 /// A node of `names` other than `avoid`: `None` when `avoid` is the only one.
 pub fn other_than(names: &[NodeName], avoid: &NodeName) -> Option<NodeName> {
     names.iter().find(|n| *n != avoid).cloned()

@@ -25,6 +25,13 @@ const LIMIT: Duration = Duration::from_secs(60);
 const CALLS: u64 = 20;
 /// The call to `kv`.
 const KV_INCR: &str = r#"{"Incr":{"key":"console","by":1}}"#;
+/// The units the test calls, with the stimulus; the others (the global manager) serve only
+/// the managers, so the page shows no time served for them.
+const CALLED: [(&str, &str); 2] = [("kv", KV_INCR), ("ledger", r#""Total""#)];
+
+fn called(unit: &str) -> bool {
+    CALLED.iter().any(|(name, _)| *name == unit)
+}
 
 fn logs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs")
@@ -217,7 +224,7 @@ fn the_console_shows_every_unit_and_then_a_takeover_the_test_causes_without_a_re
         .into_iter()
         .find(|n| n != &kv_primary && n != &kv_standby)
         .expect("a node without a copy of kv");
-    for (unit, stimulus) in [("kv", KV_INCR), ("ledger", r#""Total""#)] {
+    for (unit, stimulus) in CALLED {
         for _ in 0..CALLS {
             let via = understudy::runtime::NodeName::new(&via);
             runtime
@@ -248,7 +255,7 @@ fn the_console_shows_every_unit_and_then_a_takeover_the_test_causes_without_a_re
                             && &u.primary == primary
                             && &u.standby == standby
                             && u.serving
-                            && u.served >= CALLS
+                            && (!called(name) || u.served >= CALLS)
                     })
                 })
         },
@@ -271,7 +278,9 @@ fn the_console_shows_every_unit_and_then_a_takeover_the_test_causes_without_a_re
             "{name}'s primary cell: {:?}",
             row.primary_text
         );
-        assert!(row.called >= CALLS, "{name}'s callers counted: {row:?}");
+        if called(name) {
+            assert!(row.called >= CALLS, "{name}'s callers counted: {row:?}");
+        }
     }
     let mut up: Vec<&str> = shown
         .nodes

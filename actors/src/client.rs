@@ -539,6 +539,12 @@ impl Route<'_> {
             if Instant::now() >= deadline {
                 return Err(exceeded(attempts));
             }
+            if let Some(reason) = self.registry.quarantined(name) {
+                return Err(CallError::Quarantined {
+                    unit: name.clone(),
+                    reason,
+                });
+            }
             let state = self.registry.resolve(name);
             let binding = match &state {
                 None if seen.is_none() && attempts == 0 => {

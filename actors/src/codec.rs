@@ -327,13 +327,25 @@ mod fuzz {
                     running,
                     sent_at: Time(at),
                 }),
-            (unit(), copy(), any::<bool>()).prop_map(|(unit, copy, known_dead)| {
-                ManagerCast::CopyDown {
-                    unit,
-                    copy,
-                    known_dead,
-                }
-            }),
+            (
+                unit(),
+                copy(),
+                any::<bool>(),
+                any::<Option<(u64, u64)>>(),
+                ".{0,40}"
+            )
+                .prop_map(|(unit, copy, known_dead, during, why)| {
+                    ManagerCast::CopyDown {
+                        unit,
+                        copy,
+                        known_dead,
+                        during: during.map(|(client, seq)| StimulusId {
+                            client: ClientId(client),
+                            seq: Seq(seq),
+                        }),
+                        why,
+                    }
+                }),
             (unit(), copy()).prop_map(|(unit, copy)| ManagerCast::CopyStarted { unit, copy }),
             report().prop_map(ManagerCast::Report),
         ]

@@ -139,6 +139,25 @@ pub struct CopyArgs {
     pub tick: Duration,
     /// The node's book of time spent against budgets.
     pub budgets: BudgetBook,
+    /// Where the copy notes the stimulus its handler serves, for its local manager to read
+    /// should the copy end inside the handler (a panic).
+    pub serving: ServingNow,
+}
+
+/// The stimulus a copy's handler is serving right now, if any: written by the copy around
+/// each handler run, read by its local manager when the copy ends.
+#[derive(Clone, Debug, Default)]
+pub struct ServingNow(Arc<std::sync::Mutex<Option<StimulusId>>>);
+
+impl ServingNow {
+    fn set(&self, id: Option<StimulusId>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = id;
+    }
+
+    /// The stimulus being served, if the handler is running (or ended inside one).
+    pub fn get(&self) -> Option<StimulusId> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The unit actor for units of type `U`.
@@ -259,6 +278,7 @@ impl<U: Unit> Actor for UnitCopy<U> {
                 reply,
             } => match decode::<U::Stimulus>("stimulus", &body) {
                 Ok(_) if state.panic_armed => {
+                    state.args.serving.set(Some(id));
                     panic!(
                         "fault injection: copy {} of {} panics in its handler",
                         state.args.copy, state.args.unit
@@ -275,7 +295,8 @@ impl<U: Unit> Actor for UnitCopy<U> {
                         since: std::time::Instant::now(),
                     };
                     state.waiting.insert(token, awaiting);
-                    state.core.step(
+                    step_core(
+                        state,
                         now,
                         Input::Stimulus(StimulusIn {
                             id,
@@ -299,7 +320,7 @@ impl<U: Unit> Actor for UnitCopy<U> {
                     Ok(msg) => {
                         let from = msg.sender();
                         state.peers.insert(from, from_node);
-                        state.core.step(now, Input::Peer(msg));
+                        step_core(state, now, Input::Peer(msg));
                     }
                     Err(e) => {
                         tracing::warn!(unit = %state.args.unit, copy = %state.args.copy, error = %e, "dropped a peer message");
@@ -319,7 +340,7 @@ impl<U: Unit> Actor for UnitCopy<U> {
                 {
                     state.peers.insert(*s, n);
                 }
-                state.core.step(now, Input::Directive(directive));
+                step_core(state, now, Input::Directive(directive));
             }
             CopyMsg::Heartbeat { seq } => {
                 let _ = state
@@ -333,11 +354,11 @@ impl<U: Unit> Actor for UnitCopy<U> {
             CopyMsg::Tick => {
                 state.wakeup.fired(now);
                 watch_dependencies(state, now);
-                state.core.step(now, Input::Tick);
+                step_core(state, now, Input::Tick);
             }
             CopyMsg::ArmPanic => state.panic_armed = true,
             CopyMsg::CallReply { call, reply } => {
-                state.core.step(now, Input::CallReply { call, reply });
+                step_core(state, now, Input::CallReply { call, reply });
             }
         }
         carry_out(state);
@@ -357,14 +378,28 @@ fn arm_tick<U: Unit>(state: &mut CopyState<U>, now: understudy_runtime::Time) {
     state.wakeup.arm(&state.myself, now, at, || CopyMsg::Tick);
 }
 
-/// While primary, tell the core when a unit it calls became indefinitely unavailable or came
-/// back, as this node's name table says (a takeover under way changes nothing).
+/// Steps the core. Should the unit's handler panic inside, the stimulus it was serving is
+/// noted for the local manager ([`ServingNow`]) before the panic goes on and ends the copy.
+fn step_core<U: Unit>(state: &mut CopyState<U>, now: understudy_runtime::Time, input: Input<U>) {
+    let core = &mut state.core;
+    let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core.step(now, input)));
+    if let Err(panic) = stepped {
+        state.args.serving.set(state.core.handling());
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// While primary, tell the core when a unit it calls became indefinitely unavailable (or was
+/// quarantined) or came back, as this node's name table says (a takeover under way changes
+/// nothing).
 fn watch_dependencies<U: Unit>(state: &mut CopyState<U>, now: understudy_runtime::Time) {
     if !matches!(state.core.role(), Role::Primary | Role::Promoting) {
         return;
     }
     for dep in &state.args.calls {
+        let quarantined = state.args.registry.quarantined(dep).is_some();
         let down = match state.args.registry.resolve(dep) {
+            _ if quarantined => true,
             Some(crate::registry::NameState::Unavailable { .. }) => true,
             Some(crate::registry::NameState::Bound(_)) => false,
             _ => continue,
@@ -412,7 +447,9 @@ fn make_call<U: Unit>(
                 }
                 Ok(answer.body)
             }
-            Err(CallError::Unavailable { unit }) => Err(CallFailure::Unavailable { unit }),
+            Err(CallError::Unavailable { unit } | CallError::Quarantined { unit, .. }) => {
+                Err(CallFailure::Unavailable { unit })
+            }
             Err(CallError::DeadlineExceeded { unit, budget, .. }) => {
                 Err(CallFailure::DeadlineExceeded { unit, left: budget })
             }

@@ -131,6 +131,12 @@ pub enum ManagerCast {
         copy: CopyId,
         /// Whether it certainly stopped.
         known_dead: bool,
+        /// The stimulus it was serving when it ended, if it ended inside a handler.
+        #[serde(default)]
+        during: Option<StimulusId>,
+        /// How it ended, as the local manager saw it (a panic's message).
+        #[serde(default)]
+        why: String,
     },
     /// A local manager started a copy it was asked for.
     CopyStarted {

@@ -60,6 +60,16 @@ pub enum CallError {
         /// The unit.
         unit: UnitName,
     },
+    /// The unit is quarantined (the global manager saw its copies fail on one stimulus): the
+    /// stimulus was not sent. Serve in a degraded mode; an operator releases the unit (`POST
+    /// /api/units/{unit}/release`) once the cause is mended.
+    #[error("unit {unit} is quarantined ({reason}); serve degraded until an operator releases it")]
+    Quarantined {
+        /// The unit.
+        unit: UnitName,
+        /// Why.
+        reason: String,
+    },
     /// The unit decided not to act on the stimulus (it was superseded or rolled back); it
     /// took no effect.
     #[error("unit {unit} ignored stimulus {stimulus}: {reason}")]

@@ -9,7 +9,7 @@ use crate::clock::{self, Ticker};
 use crate::envelope::{ManagerCast, NodeCast};
 use crate::link::Directory;
 use crate::local_manager::LocalManagerMsg;
-use crate::registry::{Binding, NameState, NameUpdate};
+use crate::registry::{Binding, NameState, NameUpdate, QuarantineUpdate, Registry};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::time::Duration;
 use understudy_runtime::group::{Phase, StandbyState};
@@ -71,6 +71,13 @@ pub struct UnitStatus {
     pub serving: bool,
     /// Whether the unit is lost for good.
     pub unavailable: bool,
+    /// Why the unit is quarantined (its callers are refused until it is released), if it is.
+    #[serde(default)]
+    pub quarantined: Option<String>,
+    /// Takeovers of the unit by the table: a standby promoted because the primary was lost,
+    /// not a planned switchover.
+    #[serde(default)]
+    pub takeovers: u64,
 }
 
 /// Tuning of a group manager.
@@ -143,6 +150,7 @@ pub fn hear(session: &mut ManagerSession, table: &GroupTable, now: Time, cast: M
             unit,
             copy,
             known_dead,
+            ..
         } => session.propose(ControlInput::Core(GroupInput::CopyDown {
             unit,
             copy,
@@ -242,6 +250,8 @@ pub fn status(core: &GroupCore) -> Vec<UnitStatus> {
             standby_ready: matches!(rec.standby, Some((_, StandbyState::Ready))),
             serving: rec.phase == Phase::Serving && rec.bound,
             unavailable: rec.phase == Phase::Unavailable,
+            quarantined: core.quarantined(name).map(str::to_string),
+            takeovers: rec.takeovers,
         })
         .collect()
 }
@@ -256,6 +266,36 @@ pub fn carry_out(directory: &Directory, core: &GroupCore, commands: Vec<GroupCom
         for node in directory.nodes() {
             send(directory, &node, NodeCast::Names(names.clone()));
         }
+    }
+}
+
+/// Applies the name commands among `commands` to this node's `registry`: bindings
+/// ([`name_update`]) and quarantines ([`quarantine_update`]). A node applies every committed
+/// entry itself; quarantines reach its callers that way (the leader sends only bindings ahead
+/// of the commit, see [`carry_out`]).
+pub fn apply_names(registry: &Registry, commands: &[GroupCommand]) {
+    for command in commands {
+        if let Some(update) = name_update(command) {
+            registry.apply(update);
+        } else if let Some(update) = quarantine_update(command) {
+            registry.apply_quarantine(update);
+        }
+    }
+}
+
+/// The quarantine or release a command makes in the name tables, if it is one.
+pub fn quarantine_update(command: &GroupCommand) -> Option<QuarantineUpdate> {
+    match command {
+        GroupCommand::Quarantine {
+            unit,
+            version,
+            reason,
+        } => Some(QuarantineUpdate {
+            unit: unit.clone(),
+            version: *version,
+            reason: reason.clone(),
+        }),
+        _ => None,
     }
 }
 
@@ -287,7 +327,8 @@ pub fn name_update(command: &GroupCommand) -> Option<NameUpdate> {
         GroupCommand::Start { .. }
         | GroupCommand::Stop { .. }
         | GroupCommand::Direct { .. }
-        | GroupCommand::Leases { .. } => None,
+        | GroupCommand::Leases { .. }
+        | GroupCommand::Quarantine { .. } => None,
     }
 }
 
@@ -360,12 +401,14 @@ pub fn dispatch(directory: &Directory, core: &GroupCore, commands: Vec<GroupComm
             ),
             GroupCommand::Bind { .. }
             | GroupCommand::Unbind { .. }
-            | GroupCommand::Unavailable { .. } => {}
+            | GroupCommand::Unavailable { .. }
+            | GroupCommand::Quarantine { .. } => {}
         }
     }
 }
 
-fn node_of(core: &GroupCore, unit: &UnitName, copy: CopyId) -> Option<NodeName> {
+/// The node `core` records copy `copy` of `unit` on (its primary or its standby), if any.
+pub fn node_of(core: &GroupCore, unit: &UnitName, copy: CopyId) -> Option<NodeName> {
     let rec = core.unit(unit)?;
     rec.primary
         .iter()

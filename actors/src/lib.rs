@@ -52,4 +52,4 @@ pub use group_manager::{GroupManager, GroupManagerConfig, GroupManagerMsg, UnitS
 pub use in_process::{ClusterConfig, InProcessCluster};
 pub use link::{Directory, LinkError, ManagerLink, NodeLink};
 pub use local_manager::{Catalog, LocalManager, LocalManagerConfig, LocalManagerMsg};
-pub use registry::{Binding, NameState, Registry};
+pub use registry::{Binding, NameState, QuarantineUpdate, Registry};

@@ -7,7 +7,7 @@
 //! unit and copy.
 
 use crate::clock::{self, Ticker};
-use crate::copy::{CopyArgs, CopyMsg, CopySpawner, StimulusReply};
+use crate::copy::{CopyArgs, CopyMsg, CopySpawner, ServingNow, StimulusReply};
 use crate::envelope::{ManagerCast, NodeCast, StimulusAsk};
 use crate::error::DeliveryError;
 use crate::group_manager::GroupManagerMsg;
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use understudy_runtime::{
     CopyConfig, CopyId, Directive, HeartbeatConfig, LeaseAsk, LeaseAsks, Liveness, NodeName,
-    Report, UnitName,
+    Report, StimulusId, UnitName,
 };
 
 /// How to run one unit: its kind and the tuning of its copies.
@@ -125,6 +125,9 @@ pub enum LocalManagerMsg {
     },
     /// Heartbeat the copies, check who is silent, tell the group manager this node lives.
     Tick,
+    /// How many times this local manager declared one of its copies lost for missed
+    /// heartbeats since it started.
+    CopiesLost(RpcReplyPort<u64>),
     /// Send the lease asks gathered since the last request, as one request (sent to itself
     /// behind the asks already queued when the first one came).
     RenewLeases,
@@ -250,6 +253,8 @@ pub struct LocalManager;
 struct Running {
     unit: UnitName,
     actor: ActorRef<CopyMsg>,
+    /// The stimulus its handler serves, if any (read when it ends).
+    serving: ServingNow,
 }
 
 /// A copy being started.
@@ -257,6 +262,7 @@ struct Running {
 struct Starting {
     held: Vec<CopyMsg>,
     stop: bool,
+    serving: ServingNow,
 }
 
 /// A local manager's state.
@@ -299,10 +305,25 @@ impl LocalManagerState {
     }
 
     fn report_down(&self, unit: UnitName, copy: CopyId, known_dead: bool) {
+        self.report_ended(unit, copy, known_dead, None, String::new());
+    }
+
+    /// Reports a copy lost, with the stimulus its handler was serving when it ended and how it
+    /// ended (the global manager correlates those across copies).
+    fn report_ended(
+        &self,
+        unit: UnitName,
+        copy: CopyId,
+        known_dead: bool,
+        during: Option<StimulusId>,
+        why: String,
+    ) {
         self.tell_manager(ManagerCast::CopyDown {
             unit,
             copy,
             known_dead,
+            during,
+            why,
         });
     }
 }
@@ -371,8 +392,13 @@ impl Actor for LocalManager {
                     calls: spec.calls.clone(),
                     tick: state.args.config.copy_tick,
                     budgets: state.args.budgets.clone(),
+                    serving: ServingNow::default(),
                 };
-                state.starting.insert(copy, Starting::default());
+                let starting = Starting {
+                    serving: args.serving.clone(),
+                    ..Starting::default()
+                };
+                state.starting.insert(copy, starting);
                 let started = spec.kind.spawn(args, myself.get_cell());
                 let me = myself.clone();
                 tokio::spawn(async move {
@@ -401,6 +427,7 @@ impl Actor for LocalManager {
                             Running {
                                 unit: unit.clone(),
                                 actor,
+                                serving: starting.serving.clone(),
                             },
                         );
                         state.liveness.watch(copy, now);
@@ -485,6 +512,9 @@ impl Actor for LocalManager {
             LocalManagerMsg::HeartbeatAck { copy, .. } => {
                 state.liveness.heard(&copy, now);
             }
+            LocalManagerMsg::CopiesLost(reply) => {
+                let _ = reply.send(state.liveness.declared_lost());
+            }
             LocalManagerMsg::Cast(NodeCast::Peer {
                 to,
                 from_node,
@@ -548,9 +578,10 @@ impl Actor for LocalManager {
         if let Some(copy) = state.by_actor.remove(&cell.get_id()) {
             state.args.routes.remove(&copy);
             if let Some(r) = state.copies.remove(&copy) {
-                tracing::warn!(node = %state.args.node, unit = %r.unit, %copy, %why, "copy ended");
+                let during = r.serving.get();
+                tracing::warn!(node = %state.args.node, unit = %r.unit, %copy, %why, ?during, "copy ended");
                 state.liveness.forget(&copy);
-                state.report_down(r.unit, copy, true);
+                state.report_ended(r.unit, copy, true, during, why);
             }
         }
         Ok(())

@@ -71,9 +71,23 @@ pub struct NameUpdate {
     pub state: NameState,
 }
 
+/// A unit's quarantine as the group manager sends it: why callers are refused (`None`: they
+/// no longer are), and how many quarantines and releases of the unit came before.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineUpdate {
+    /// The unit.
+    pub unit: UnitName,
+    /// The count of the unit's quarantines and releases, this one included.
+    pub version: u64,
+    /// Why callers are refused; `None` once released.
+    pub reason: Option<String>,
+}
+
 #[derive(Debug)]
 struct Inner {
     table: DashMap<UnitName, NameState>,
+    /// Units quarantined, and released ones (`None`), with the version of that state.
+    quarantines: DashMap<UnitName, (u64, Option<String>)>,
     version: watch::Sender<u64>,
     /// Per unit, how many updates this table applied that raised the unit's epoch.
     epoch_changes: DashMap<UnitName, u64>,
@@ -98,6 +112,7 @@ impl Registry {
         Registry {
             inner: Arc::new(Inner {
                 table: DashMap::new(),
+                quarantines: DashMap::new(),
                 version,
                 epoch_changes: DashMap::new(),
             }),
@@ -129,6 +144,33 @@ impl Registry {
             self.inner.version.send_modify(|v| *v += 1);
         }
         changed
+    }
+
+    /// Apply a quarantine or release unless the table holds a newer one for the unit. Returns
+    /// whether it changed anything.
+    pub fn apply_quarantine(&self, update: QuarantineUpdate) -> bool {
+        let changed = match self.inner.quarantines.entry(update.unit) {
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert((update.version, update.reason));
+                true
+            }
+            dashmap::mapref::entry::Entry::Occupied(mut o) => {
+                let newer = update.version > o.get().0;
+                if newer {
+                    o.insert((update.version, update.reason));
+                }
+                newer
+            }
+        };
+        if changed {
+            self.inner.version.send_modify(|v| *v += 1);
+        }
+        changed
+    }
+
+    /// Why `unit` is quarantined (its callers are refused at once), if it is.
+    pub fn quarantined(&self, unit: &UnitName) -> Option<String> {
+        self.inner.quarantines.get(unit)?.value().1.clone()
     }
 
     /// What the table knows of `unit`, if anything.
@@ -169,7 +211,7 @@ impl Registry {
     }
 
     /// Wait until `unit`'s state differs from `seen` (a rebinding, or the unit declared
-    /// unavailable), or until `deadline`. Returns the new state, or `None` at the deadline.
+    /// unavailable) or the unit is quarantined, or until `deadline`. Returns the new state, or `None` at the deadline.
     pub async fn wait_for_change(
         &self,
         unit: &UnitName,
@@ -177,9 +219,10 @@ impl Registry {
         deadline: Instant,
     ) -> Option<NameState> {
         let mut rx = self.inner.version.subscribe();
+        let quarantined_before = self.quarantined(unit).is_some();
         loop {
             let now = self.resolve(unit);
-            if now.as_ref() != seen {
+            if now.as_ref() != seen || (!quarantined_before && self.quarantined(unit).is_some()) {
                 return now;
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
@@ -195,6 +238,23 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_quarantine_update_never_undoes_a_newer_one() {
+        let r = Registry::new();
+        let unit = UnitName::new("u");
+        let update = |version, reason: Option<&str>| QuarantineUpdate {
+            unit: unit.clone(),
+            version,
+            reason: reason.map(str::to_string),
+        };
+        assert_eq!(r.quarantined(&unit), None);
+        assert!(r.apply_quarantine(update(1, Some("both copies failed"))));
+        assert_eq!(r.quarantined(&unit).as_deref(), Some("both copies failed"));
+        assert!(r.apply_quarantine(update(2, None)), "released");
+        assert!(!r.apply_quarantine(update(1, Some("both copies failed"))));
+        assert_eq!(r.quarantined(&unit), None, "the late quarantine is ignored");
+    }
 
     fn bound(epoch: u64, copy: u64) -> NameState {
         NameState::Bound(Binding {

@@ -66,7 +66,7 @@ pub struct NodeArgs {
     /// 50 ms notices a hung node within 250 ms on loopback).
     #[arg(long, default_value_t = 4)]
     pub heartbeat_misses: u32,
-    /// Where the node serves its HTTP API (status, switchover, drain, /metrics) [default:
+    /// Where the node serves its HTTP API (status, switchover, restore, drain, /metrics) [default:
     /// 127.0.0.1 and --port plus 1000].
     #[arg(long, value_name = "ADDR:PORT")]
     pub http: Option<SocketAddr>,

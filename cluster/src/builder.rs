@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use understudy_actors::copy::CopySpawner;
 use understudy_actors::{Catalog, UnitClient, UnitKind};
-use understudy_runtime::{CopyConfig, HeartbeatConfig, Unit, UnitName};
+use understudy_runtime::{CopyConfig, GlobalManager, HeartbeatConfig, Unit, UnitName};
 
 /// Makes the [`CopySpawner`] of a unit from its entry in `units.toml`, and the typed bench
 /// driver of units of its kind.
@@ -103,6 +103,11 @@ impl Node {
             tls: TlsArgs::default(),
             kinds: BTreeMap::new(),
         }
+        .kind(understudy_runtime::global::GLOBAL_KIND, |unit| {
+            GlobalManager {
+                budget: unit.budget(),
+            }
+        })
     }
 
     /// A typed client of unit `unit_name` (of type `U`, given as `unit` to decode its answers)
@@ -229,9 +234,10 @@ impl NodeBuilder {
             None => self.config.validate(&kinds),
         }
         .map_err(NodeError::Config)?;
+        let config = self.config.with_global_manager();
         let mut catalog = Catalog::new();
         let mut benches = BenchUnits::new();
-        for unit in &self.config.units {
+        for unit in &config.units {
             if let Some(make) = self.kinds.get(&unit.kind) {
                 let config: CopyConfig = unit.copy_config();
                 let (spawner, bench) = make(unit);
@@ -263,29 +269,25 @@ impl NodeBuilder {
             opts.local.heartbeat = heartbeat;
             opts.group_config.node_heartbeat = heartbeat;
         }
-        opts.groups = self
-            .config
+        opts.groups = config
             .groups
             .iter()
             .map(|g| {
-                let units = self
-                    .config
+                let units = config
                     .units_in_group(&g.name)
                     .map(|u| UnitName::new(&u.name))
                     .collect();
                 (g.name.clone(), units)
             })
             .collect();
-        opts.strategies = self
-            .config
+        opts.strategies = config
             .units
             .iter()
             .map(|u| (UnitName::new(&u.name), u.strategy.as_str().to_string()))
             .collect();
         opts.group = match &self.group {
             Some(g) => g.clone(),
-            None => self
-                .config
+            None => config
                 .groups
                 .first()
                 .map(|g| g.name.clone())

@@ -330,6 +330,22 @@ impl ClusterConfig {
         }
     }
 
+    /// This configuration with the global manager ([`understudy_runtime::global`]) among its
+    /// units: as declared (a unit named `global` of kind `global`), or else in the first
+    /// group with the defaults.
+    pub fn with_global_manager(&self) -> ClusterConfig {
+        let mut config = self.clone();
+        let name = understudy_runtime::global::GLOBAL_UNIT;
+        if config.unit(name).is_none() {
+            let mut unit = UnitConfig::new(name, understudy_runtime::global::GLOBAL_KIND);
+            if let Some(first) = config.groups.first() {
+                unit.group = first.name.clone();
+            }
+            config.units.push(unit);
+        }
+        config
+    }
+
     /// Parse TOML text and check its structure (everything [`ClusterConfig::validate`] checks
     /// except the unit kinds).
     pub fn from_toml_str(text: &str) -> Result<ClusterConfig, ConfigError> {
@@ -541,6 +557,18 @@ impl ClusterConfig {
     }
 
     fn check_kinds(&self, known_kinds: &[&str], origin: &Origin) -> Result<(), ConfigError> {
+        let global = understudy_runtime::global::GLOBAL_UNIT;
+        let kind = understudy_runtime::global::GLOBAL_KIND;
+        if let Some(unit) = self
+            .units
+            .iter()
+            .find(|unit| unit.name == global && unit.kind != kind)
+        {
+            return Err(ConfigError::ReservedName {
+                origin: origin.clone(),
+                kind: unit.kind.clone(),
+            });
+        }
         match self
             .units
             .iter()
@@ -778,6 +806,14 @@ pub enum ConfigError {
         kind: String,
         /// The kinds the binary registered.
         known: Vec<String>,
+    },
+    /// A unit is named `global`, the global manager's name, with another kind.
+    #[error("{origin}: unit \"global\" has kind \"{kind}\", but \"global\" is the global manager's name; rename the unit, or give it kind \"global\" to choose the global manager's group and budget")]
+    ReservedName {
+        /// Where the configuration came from.
+        origin: Origin,
+        /// The kind it names.
+        kind: String,
     },
     /// A unit's `t_max_ms` is 0 or more than [`MAX_T_MAX_MS`].
     #[error("{origin}: unit \"{unit}\" has t_max_ms = {t_max_ms}, out of range; set it between 1 and {MAX_T_MAX_MS} (milliseconds)")]

@@ -37,11 +37,17 @@ use std::time::Duration;
 use understudy_actors::clock::{self, Ticker};
 use understudy_actors::codec::{decode, encode};
 use understudy_actors::envelope::ManagerCast;
-use understudy_actors::group_manager::{carry_out, hear, name_update, status, GroupManagerConfig};
-use understudy_actors::{Directory, GroupManagerMsg, LinkError, ManagerLink, Registry, UnitStatus};
+use understudy_actors::group_manager::{
+    apply_names, carry_out, hear, node_of, status, GroupManagerConfig,
+};
+use understudy_actors::{
+    Directory, GroupManagerMsg, LinkError, ManagerLink, Registry, UnitClient, UnitStatus,
+};
+use understudy_runtime::global::CopyFailure;
 use understudy_runtime::{
     ControlEntry, ControlInput, GroupInput, GroupTable, ManagerSession, NodeName, Time, UnitName,
 };
+use understudy_runtime::{GlobalDecision, GlobalManager, GlobalRequest, GlobalResponse};
 
 /// A node's copy of its group's table, shared by the Raft state machine that applies the log
 /// and the control plane actor that reads it.
@@ -105,9 +111,7 @@ impl Applier for TableApplier {
                 tracing::trace!(index, ?entry, "applying a control entry");
                 let commands = table.apply(entry);
                 tracing::trace!(index, ?commands, "the entry's commands");
-                for update in commands.iter().filter_map(name_update) {
-                    self.registry.apply(update);
-                }
+                apply_names(&self.registry, &commands);
                 if self.executing.load(Ordering::SeqCst) {
                     // The leader applies a committed entry first; the other members learn
                     // that it is committed with the next message of the Raft, milliseconds
@@ -135,9 +139,7 @@ impl Applier for TableApplier {
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
         let restored: GroupTable = rmp_serde::from_slice(snapshot)
             .map_err(|e| format!("the group table in the snapshot is unreadable: {e}"))?;
-        for update in restored.name_commands().iter().filter_map(name_update) {
-            self.registry.apply(update);
-        }
+        apply_names(&self.registry, &restored.name_commands());
         *lock(&self.table) = restored;
         Ok(())
     }
@@ -167,6 +169,8 @@ pub enum ControlMsg {
     Proposed(Result<(), String>),
     /// A membership change ended.
     MembershipChanged(Result<(), String>),
+    /// The global manager decided something about this group (an answer to its report).
+    Decided(GlobalDecision),
     /// Node `node`'s process ended: its session closed and its port refuses connections
     /// ([`crate::departure`]). The manager counts it down at once; if it led the group's
     /// Raft, the members that saw it go campaign at once.
@@ -206,6 +210,10 @@ pub struct ControlView {
     pub strategies: BTreeMap<UnitName, String>,
     /// Entries this node's table has applied.
     pub applied: u64,
+    /// How many times the group manager, while it ran on this node, declared a node lost for
+    /// missed heartbeats, since this node started (0 where it never ran here).
+    #[serde(default)]
+    pub nodes_lost: u64,
 }
 
 /// What a node's control plane starts with.
@@ -229,6 +237,47 @@ pub struct ControlArgs {
     pub strategies: BTreeMap<UnitName, String>,
     /// Place them once this many nodes are up.
     pub expect: usize,
+    /// How the manager reports to the global manager.
+    pub global: GlobalReports,
+}
+
+/// A group manager's line to the global manager, a unit like any other
+/// ([`understudy_runtime::global`]): each copy that ended inside its handler is reported, and
+/// the decisions that come back are proposed in the group's log.
+#[derive(Clone, Debug)]
+pub struct GlobalReports {
+    client: UnitClient<GlobalManager>,
+}
+
+impl GlobalReports {
+    /// Reports through this node's name table and links.
+    pub fn new(registry: Registry, directory: Directory) -> Self {
+        let name = UnitName::new(understudy_runtime::GLOBAL_UNIT);
+        GlobalReports {
+            client: UnitClient::new(GlobalManager::default(), name, registry, directory),
+        }
+    }
+
+    /// Sends `request` in a task of its own; each decision in the answer comes back to
+    /// `control` as [`ControlMsg::Decided`]. The manager goes on meanwhile: a global manager
+    /// that is taking over answers within its budget, or the report is dropped with a warning.
+    fn send(&self, control: &ActorRef<ControlMsg>, request: GlobalRequest) {
+        let client = self.client.clone();
+        let control = control.clone();
+        tokio::spawn(async move {
+            match client.call(request).await {
+                Ok(GlobalResponse::Decisions(decisions)) => {
+                    for decision in decisions {
+                        let _ = control.cast(ControlMsg::Decided(decision));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "the global manager did not take a report");
+                }
+            }
+        });
+    }
 }
 
 /// One group's control plane on a node: the actor and the Raft member.
@@ -270,6 +319,8 @@ pub struct ControlState {
     /// then: a manager that takes over soon after (it may be taking over from one of them)
     /// counts them down at once too.
     departed: BTreeMap<NodeName, (u64, Time)>,
+    /// Nodes declared lost for missed heartbeats by the manager's earlier sessions here.
+    nodes_lost_before: u64,
     _ticker: Ticker,
     _watch: tokio::task::JoinHandle<()>,
 }
@@ -325,6 +376,7 @@ impl Actor for ControlPlane {
             in_flight: false,
             last_proposed: Time::ZERO,
             departed: BTreeMap::new(),
+            nodes_lost_before: 0,
             _ticker: ticker,
             _watch: watch,
         })
@@ -338,7 +390,13 @@ impl Actor for ControlPlane {
     ) -> Result<(), ActorProcessingErr> {
         let now = clock::now();
         match msg {
-            ControlMsg::Manager(GroupManagerMsg::Cast(cast)) => state.heard(now, cast),
+            ControlMsg::Manager(GroupManagerMsg::Cast(cast)) => state.heard(&myself, now, cast),
+            ControlMsg::Decided(GlobalDecision::Quarantine { unit, reason }) => {
+                if state.leading.is_some() {
+                    tracing::error!(%unit, %reason, "the global manager quarantines the unit: its callers are refused until an operator releases it");
+                }
+                state.input(GroupInput::Quarantine { unit, reason });
+            }
             ControlMsg::Manager(GroupManagerMsg::AddUnit { unit }) => {
                 state.input(GroupInput::AddUnit { unit });
             }
@@ -360,6 +418,11 @@ impl Actor for ControlPlane {
             }
             ControlMsg::Operate(input, reply) => {
                 let answer = if state.leading.is_some() {
+                    if let GroupInput::Release { unit } = &input {
+                        // The global manager forgets the unit's failures: judged afresh.
+                        let released = GlobalRequest::Released { unit: unit.clone() };
+                        state.args.global.send(&myself, released);
+                    }
                     state.input(input);
                     Ok(())
                 } else {
@@ -468,12 +531,34 @@ impl ControlState {
     }
 
     /// A cast from a local manager or a copy.
-    fn heard(&mut self, now: Time, cast: ManagerCast) {
+    fn heard(&mut self, myself: &ActorRef<ControlMsg>, now: Time, cast: ManagerCast) {
         let Some(leading) = self.leading.as_mut() else {
             tracing::trace!(node = %self.args.node, ?cast, "not the group manager; dropped");
             return;
         };
-        hear(&mut leading.session, &lock(&self.args.table), now, cast);
+        let table = lock(&self.args.table);
+        if let ManagerCast::CopyDown {
+            unit,
+            copy,
+            during: Some(during),
+            why,
+            ..
+        } = &cast
+        {
+            let node = node_of(table.core(), unit, *copy);
+            let failure = CopyFailure {
+                group: self.args.group.clone(),
+                unit: unit.clone(),
+                copy: *copy,
+                node: node.unwrap_or_else(|| NodeName::new("?")),
+                during: *during,
+                why: why.clone(),
+            };
+            self.args
+                .global
+                .send(myself, GlobalRequest::CopyFailed(failure));
+        }
+        hear(&mut leading.session, &table, now, cast);
     }
 
     fn tick(&mut self, myself: &ActorRef<ControlMsg>, now: Time) {
@@ -589,7 +674,8 @@ impl ControlState {
         if still_leading {
             return;
         }
-        if self.leading.take().is_some() {
+        if let Some(ended) = self.leading.take() {
+            self.nodes_lost_before += ended.session.nodes_declared_lost();
             tracing::info!(node = %self.args.node, term = leadership.term, "no longer the group manager");
             self.args.executing.store(false, Ordering::SeqCst);
         }
@@ -710,6 +796,11 @@ impl ControlState {
             units: status(table.core()),
             strategies: self.args.strategies.clone(),
             applied: table.entries(),
+            nodes_lost: self.nodes_lost_before
+                + self
+                    .leading
+                    .as_ref()
+                    .map_or(0, |l| l.session.nodes_declared_lost()),
         }
     }
 }

@@ -9,11 +9,14 @@
 //! | `GET /api/events` | the console's server-sent events: the status whenever it changes, each takeover |
 //! | `GET /api/status` | every node's status: a JSON array of the objects `understudy status --json` prints, in the same order |
 //! | `POST /api/units/{name}/switchover` | `202`: the group manager took the planned switchover (`understudy switchover`) |
+//! | `POST /api/units/{name}/restore` | `202`: the group manager took the restore of a unit declared unavailable (`understudy restore`) |
+//! | `POST /api/units/{name}/release` | `202`: the group manager took the release of the quarantined unit: its callers reach it again |
 //! | `POST /api/nodes/{name}/drain` | `202`: the group manager took the drain (`understudy drain`) |
 //! | `GET /metrics` | this node's counts, in Prometheus' text format (see [`render_metrics`]) |
 //!
-//! The API asks the nodes exactly what the command line asks them, through
-//! [`crate::operator`] over this node's own sessions ([`NodeReach`]). Every error is JSON,
+//! The API asks the nodes what a probe would ask them, through [`crate::operator`] over this
+//! node's own sessions ([`NodeReach`]); `understudy status|switchover|restore|drain` are
+//! clients of it. Every error is JSON,
 //! `{"error": "..."}`, saying what to do next: `400` a bad name, `401` a missing or wrong
 //! token, `403` no token configured, `404` an unknown unit, node or endpoint, `409` the
 //! manager's node refused, `503` the cluster cannot answer right now.
@@ -229,6 +232,8 @@ pub fn router<R: ReachNodes + 'static>(
         .route("/api/events", get(console::events::<R>))
         .route("/api/status", get(status::<R>))
         .route("/api/units/{name}/switchover", post(switchover::<R>))
+        .route("/api/units/{name}/restore", post(restore::<R>))
+        .route("/api/units/{name}/release", post(release::<R>))
         .route("/api/nodes/{name}/drain", post(drain::<R>))
         .route("/metrics", get(metrics::<R>))
         .fallback(no_such_endpoint)
@@ -270,7 +275,7 @@ pub enum ApiError {
     )]
     UnknownNode(NodeName),
     /// A path the API does not serve.
-    #[error("no endpoint {method} {path}; the API serves GET / (the console), GET /api/events, GET /api/status, POST /api/units/{{name}}/switchover, POST /api/nodes/{{name}}/drain and GET /metrics")]
+    #[error("no endpoint {method} {path}; the API serves GET / (the console), GET /api/events, GET /api/status, POST /api/units/{{name}}/switchover, POST /api/units/{{name}}/restore, POST /api/units/{{name}}/release, POST /api/nodes/{{name}}/drain and GET /metrics")]
     NoSuchEndpoint {
         /// The method asked.
         method: Method,
@@ -278,7 +283,7 @@ pub enum ApiError {
         path: String,
     },
     /// A method the endpoint does not take.
-    #[error("{method} is not served at {path}: reads are GET (/, /api/events, /api/status, /metrics), changes are POST (/api/units/{{name}}/switchover, /api/nodes/{{name}}/drain)")]
+    #[error("{method} is not served at {path}: reads are GET (/, /api/events, /api/status, /metrics), changes are POST (/api/units/{{name}}/switchover, /api/units/{{name}}/restore, /api/units/{{name}}/release, /api/nodes/{{name}}/drain)")]
     MethodNotAllowed {
         /// The method asked.
         method: Method,
@@ -409,17 +414,62 @@ fn accepted(what: String) -> Response {
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
+/// A changing call, `verb` of the `what` (unit or node) named in the path: refused without
+/// the token, else the request `ask` makes of the name, handed to the group manager concerned.
+async fn change<R: ReachNodes>(
+    api: &Api<R>,
+    headers: &HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    (verb, what): (&'static str, &'static str),
+    ask: fn(String) -> WireAsk,
+) -> Result<Response, ApiError> {
+    api.authorize(headers)?;
+    let name = path_name(what, path)?;
+    let done = format!("{verb} of {name}");
+    operator::operate(&api.reach, ask(name)).await?;
+    Ok(accepted(done))
+}
+
 /// `POST /api/units/{name}/switchover`.
 async fn switchover<R: ReachNodes>(
     State(api): State<Arc<Api<R>>>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    api.authorize(&headers)?;
-    let unit = UnitName::new(path_name("unit", path)?);
-    let what = format!("switchover of {unit}");
-    operator::operate(&api.reach, WireAsk::Switchover { unit }).await?;
-    Ok(accepted(what))
+    change(&api, &headers, path, ("switchover", "unit"), |unit| {
+        WireAsk::Switchover {
+            unit: UnitName::new(unit),
+        }
+    })
+    .await
+}
+
+/// `POST /api/units/{name}/restore`.
+async fn restore<R: ReachNodes>(
+    State(api): State<Arc<Api<R>>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    change(&api, &headers, path, ("restore", "unit"), |unit| {
+        WireAsk::Restore {
+            unit: UnitName::new(unit),
+        }
+    })
+    .await
+}
+
+/// `POST /api/units/{name}/release`.
+async fn release<R: ReachNodes>(
+    State(api): State<Arc<Api<R>>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    change(&api, &headers, path, ("release", "unit"), |unit| {
+        WireAsk::Release {
+            unit: UnitName::new(unit),
+        }
+    })
+    .await
 }
 
 /// `POST /api/nodes/{name}/drain`.
@@ -428,11 +478,12 @@ async fn drain<R: ReachNodes>(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    api.authorize(&headers)?;
-    let node = NodeName::new(path_name("node", path)?);
-    let what = format!("drain of {node}");
-    operator::operate(&api.reach, WireAsk::Drain { node }).await?;
-    Ok(accepted(what))
+    change(&api, &headers, path, ("drain", "node"), |node| {
+        WireAsk::Drain {
+            node: NodeName::new(node),
+        }
+    })
+    .await
 }
 
 /// `GET /metrics`.
@@ -508,6 +559,12 @@ struct CopyLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RoleLabels {
     role: &'static str,
+}
+
+/// The labels of `understudy_heartbeats_missed_total`: whose heartbeats, `copy` or `node`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchedLabels {
+    watched: &'static str,
 }
 
 /// The labels of a unit's series by this node's name table or its budgets' reconciled rows.
@@ -602,6 +659,7 @@ const RAFT_ROLES: [&str; 5] = ["leader", "follower", "candidate", "learner", "st
 /// | `understudy_group_nodes_up`, `understudy_group_voters`, `understudy_group_units` | `group` | by this node's copy of the committed table |
 /// | `understudy_group_entries_applied_total` | `group` | entries its table applied |
 /// | `understudy_unit_epoch`, `_serving`, `_standby_ready`, `_unavailable` | `group`, `unit` | by the committed table |
+/// | `understudy_unit_takeovers_total` | `group`, `unit` | standbys promoted because the primary was lost (not planned switchovers), by the committed table: the same on every node |
 /// | `understudy_unit_copy` | `group`, `unit`, `role`, `copy`, `copy_node` | 1 per placed primary and standby |
 /// | `understudy_copies` | `role` | copies the tables place on this node |
 /// | `understudy_name_epoch`, `understudy_name_bound` | `unit` | this node's name table |
@@ -609,6 +667,7 @@ const RAFT_ROLES: [&str; 5] = ["leader", "follower", "candidate", "learner", "st
 /// | `understudy_served_seconds` (`_sum`, `_count`; a histogram with only its `+Inf` bucket), `_max`, `understudy_served_over_t_normal_total`, `_over_t_max_total` | `unit`, `kind` | stimuli its primaries served, receipt to answer |
 /// | `understudy_called_seconds` (as `understudy_served_seconds`), `_max`, `understudy_called_over_t_normal_total`, `_over_t_max_total` | `unit`, `kind` | stimuli its callers sent, call to outcome |
 /// | `understudy_reconciled_*_total` | `unit` | what its promoted primaries found open at takeovers |
+/// | `understudy_heartbeats_missed_total` | `watched` | `copy`: copies on this node its local manager declared lost for missed heartbeats; `node`: nodes the group manager declared lost so, while it ran here |
 pub fn render_metrics(status: &NodeStatus, epoch_changes: &[(UnitName, u64)]) -> String {
     let node = (Cow::Borrowed("node"), Cow::Owned(status.node.0.clone()));
     let mut registry = MetricsRegistry::with_labels(std::iter::once(node));
@@ -722,6 +781,11 @@ pub fn render_metrics(status: &NodeStatus, epoch_changes: &[(UnitName, u64)]) ->
             |u| u.unavailable,
         ),
     ];
+    let takeovers: Family<UnitLabels, Total> = family(
+        &mut registry,
+        "understudy_unit_takeovers",
+        "Standbys of the unit promoted because its primary was lost (not planned switchovers), by the committed table",
+    );
     let unit_copy: Family<CopyLabels, Count> = family(
         &mut registry,
         "understudy_unit_copy",
@@ -740,6 +804,7 @@ pub fn render_metrics(status: &NodeStatus, epoch_changes: &[(UnitName, u64)]) ->
                 unit: u.unit.0.clone(),
             };
             unit_epoch.get_or_create(&labels).set(u.epoch.0);
+            takeovers.get_or_create(&labels).inc_by(u.takeovers);
             for (metric, read) in &per_unit {
                 metric.get_or_create(&labels).set(flag(read(u)));
             }
@@ -874,6 +939,20 @@ pub fn render_metrics(status: &NodeStatus, epoch_changes: &[(UnitName, u64)]) ->
         }
     }
 
+    let missed: Family<WatchedLabels, Total> = family(
+        &mut registry,
+        "understudy_heartbeats_missed",
+        "Losses declared for missed heartbeats since the node started: of copies on this node by its local manager (watched=copy), of nodes by the group manager while it ran here (watched=node)",
+    );
+    for (watched, lost) in [
+        ("copy", status.copies_lost),
+        ("node", status.control.nodes_lost),
+    ] {
+        missed
+            .get_or_create(&WatchedLabels { watched })
+            .inc_by(lost);
+    }
+
     let mut text = String::new();
     // The encoder fails only where its writer does, and a String takes every write.
     prometheus_text::encode(&mut text, &registry).expect("writing to a String cannot fail");
@@ -900,8 +979,9 @@ mod tests {
         NodeName::new(name)
     }
 
-    /// Node `node` of a two-node group `main` whose manager runs on n1, with unit `kv` at
-    /// epoch 3 (primary copy1 on n1, standby copy2 on n2).
+    /// Node `node` of a two-node group `main` whose manager runs on n1 (and declared one node
+    /// lost), with unit `kv` at epoch 3 after two takeovers (primary copy1 on n1, standby
+    /// copy2 on n2); its local manager declared three copies lost.
     fn node_status(node: &str) -> NodeStatus {
         let kv = UnitName::new("kv");
         let manager = node == "n1";
@@ -936,9 +1016,12 @@ mod tests {
                     standby_ready: true,
                     serving: true,
                     unavailable: false,
+                    quarantined: None,
+                    takeovers: 2,
                 }],
                 strategies: BTreeMap::from([(kv.clone(), "synchronous".to_string())]),
                 applied: 17,
+                nodes_lost: if manager { 1 } else { 0 },
             },
             others: Vec::new(),
             budgets: BudgetReport {
@@ -956,6 +1039,7 @@ mod tests {
                 called: Vec::new(),
                 reconciled: Vec::new(),
             },
+            copies_lost: 3,
         }
     }
 
@@ -1039,7 +1123,11 @@ mod tests {
     #[tokio::test]
     async fn a_change_on_a_node_without_a_token_is_refused_with_how_to_set_one() {
         let (router, cluster) = api(None);
-        for path in ["/api/units/kv/switchover", "/api/nodes/n2/drain"] {
+        for path in [
+            "/api/units/kv/switchover",
+            "/api/units/kv/restore",
+            "/api/nodes/n2/drain",
+        ] {
             let (status, _, body) = send(&router, "POST", path, Some("Bearer anything")).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
             assert!(error_of(&body).contains("--api-token"), "{body}");
@@ -1066,26 +1154,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_switchover_or_drain_with_the_token_goes_to_the_group_managers_node() {
+    async fn a_switchover_restore_or_drain_with_the_token_goes_to_the_group_managers_node() {
         let (router, cluster) = api(Some(TOKEN));
         let bearer = format!("Bearer {TOKEN}");
-        let (status, _, body) =
-            send(&router, "POST", "/api/units/kv/switchover", Some(&bearer)).await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-        let (status, _, body) = send(&router, "POST", "/api/nodes/n2/drain", Some(&bearer)).await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-        assert_eq!(
-            cluster.changes_asked(),
-            vec![
-                (
-                    n("n1"),
-                    WireAsk::Switchover {
-                        unit: UnitName::new("kv")
-                    }
-                ),
-                (n("n1"), WireAsk::Drain { node: n("n2") }),
-            ]
-        );
+        let kv = UnitName::new("kv");
+        let asks = [
+            (
+                "/api/units/kv/switchover",
+                "switchover of kv",
+                WireAsk::Switchover { unit: kv.clone() },
+            ),
+            (
+                "/api/units/kv/restore",
+                "restore of kv",
+                WireAsk::Restore { unit: kv },
+            ),
+            (
+                "/api/nodes/n2/drain",
+                "drain of n2",
+                WireAsk::Drain { node: n("n2") },
+            ),
+        ];
+        for (path, accepted, _) in &asks {
+            let (status, _, body) = send(&router, "POST", path, Some(&bearer)).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{path}: {body}");
+            let body: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
+            assert_eq!(body["accepted"], *accepted);
+        }
+        let expected: Vec<_> = asks.into_iter().map(|(_, _, ask)| (n("n1"), ask)).collect();
+        assert_eq!(cluster.changes_asked(), expected);
     }
 
     #[tokio::test]
@@ -1099,6 +1196,10 @@ mod tests {
             Some(&bearer),
         )
         .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert!(error_of(&body).contains("nosuch"), "{body}");
+        let (status, _, body) =
+            send(&router, "POST", "/api/units/nosuch/restore", Some(&bearer)).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
         assert!(error_of(&body).contains("nosuch"), "{body}");
         let (status, _, body) = send(&router, "POST", "/api/nodes/n9/drain", Some(&bearer)).await;
@@ -1240,6 +1341,18 @@ mod tests {
         let text = render_metrics(&node_status("n1"), &[(UnitName::new("kv"), 2)]);
         let kv = [("node", "n1"), ("group", "main"), ("unit", "kv")];
         assert_eq!(value(&text, "understudy_unit_epoch", &kv), Some(3.0));
+        assert_eq!(
+            value(&text, "understudy_unit_takeovers_total", &kv),
+            Some(2.0)
+        );
+        let missed = |watched| {
+            value(
+                &text,
+                "understudy_heartbeats_missed_total",
+                &[("watched", watched)],
+            )
+        };
+        assert_eq!((missed("copy"), missed("node")), (Some(3.0), Some(1.0)));
         let primary = [("unit", "kv"), ("role", "primary"), ("copy_node", "n1")];
         assert_eq!(value(&text, "understudy_unit_copy", &primary), Some(1.0));
         let standby = [("unit", "kv"), ("role", "standby"), ("copy_node", "n2")];
@@ -1361,6 +1474,7 @@ mod tests {
             prop_oneof![
                 name.clone()
                     .prop_map(|n| format!("/api/units/{n}/switchover")),
+                name.clone().prop_map(|n| format!("/api/units/{n}/restore")),
                 name.prop_map(|n| format!("/api/nodes/{n}/drain")),
                 Just("/api/status".to_string()),
                 Just("/metrics".to_string()),

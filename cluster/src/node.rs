@@ -15,7 +15,8 @@
 use crate::bench::{BenchCounterMsg, BenchUnits};
 use crate::config::DEFAULT_GROUP;
 use crate::control::{
-    found_groups, ControlArgs, ControlHandle, ControlLink, ControlPlane, TableApplier,
+    found_groups, ControlArgs, ControlHandle, ControlLink, ControlPlane, GlobalReports,
+    TableApplier,
 };
 use crate::raft::{RaftGroup, RaftTuning};
 use crate::wire::{
@@ -284,6 +285,7 @@ impl Node {
                         .filter_map(|u| Some((u.clone(), opts.strategies.get(u)?.clone())))
                         .collect(),
                     expect: opts.expect,
+                    global: GlobalReports::new(registry.clone(), directory.clone()),
                 },
             )
             .await

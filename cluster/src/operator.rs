@@ -1,14 +1,14 @@
 //! What an operator asks of a running cluster — every node's status, a planned switchover, a
 //! drain, a restore — written once over [`ReachNodes`], the way the asker reaches the nodes:
-//! a [`Probe`](crate::probe::Probe) from outside the cluster (`understudy
-//! status|switchover|drain|restore`), or a node's own sessions from inside it (its HTTP API,
-//! [`crate::http`]). Both ask the same nodes the same [`WireAsk`]s and read the answers the
-//! same way.
+//! a node's own sessions from inside the cluster (its HTTP API, [`crate::http`], which
+//! `understudy status|switchover|drain|restore` ask), or a [`Probe`](crate::probe::Probe) from
+//! outside it (the test kit, the demo and the bench). Both ask the same nodes the same
+//! [`WireAsk`]s and read the answers the same way.
 //!
 //! ```text
-//!   understudy status ─► Probe ──────┐
-//!                                    ├─► statuses / operate ─► WireAsk ─► each node's endpoint
-//!   GET /api/status ─► node's reach ─┘
+//!   understudy status ─HTTP─► GET /api/status ─► node's reach ─┐
+//!                                                              ├─► statuses / operate ─► WireAsk ─► each node's endpoint
+//!   tests, demo, bench ─► Probe ───────────────────────────────┘
 //! ```
 
 use crate::probe::ProbeError;
@@ -147,11 +147,13 @@ pub async fn operate(reach: &impl ReachNodes, request: WireAsk) -> Result<(), Pr
         }
     };
     let group = match &request {
-        WireAsk::Switchover { unit } | WireAsk::Restore { unit } => Some(
-            seek(reach, &mut rest, &mut seen, |s| group_of_unit(s, unit))
-                .await
-                .ok_or_else(|| none_answered(&seen, ProbeError::UnknownUnit(unit.clone())))?,
-        ),
+        WireAsk::Switchover { unit } | WireAsk::Restore { unit } | WireAsk::Release { unit } => {
+            Some(
+                seek(reach, &mut rest, &mut seen, |s| group_of_unit(s, unit))
+                    .await
+                    .ok_or_else(|| none_answered(&seen, ProbeError::UnknownUnit(unit.clone())))?,
+            )
+        }
         WireAsk::Drain { node } => Some(
             seek(reach, &mut rest, &mut seen, |s| group_of_node(s, node))
                 .await

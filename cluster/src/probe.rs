@@ -1,6 +1,6 @@
 //! A `Probe` talks to a running cluster from outside it: it joins as a `ractor_cluster` node
 //! that advertises no endpoint (so nobody places copies on it), and asks nodes for their
-//! status or to call a unit. The `understudy status|call|load` commands and the multi-process
+//! status or to call a unit. The `understudy call|load` commands and the multi-process
 //! tests are built on it.
 
 use crate::bench::{BenchError, BenchPlan, BenchStats, BenchTarget, ServedLoad, ServedPlan};

@@ -40,7 +40,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName,
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// The TLS flags of a node, or of a command that talks to a cluster from outside
-/// (`understudy status --tls-cert … --tls-key … --tls-ca …`). Flatten it into a command line.
+/// (`understudy call --tls-cert … --tls-key … --tls-ca …`). Flatten it into a command line.
 #[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
 pub struct TlsArgs {
     /// This node's certificate (PEM; with its intermediates, if any). With --tls-key and

@@ -162,6 +162,12 @@ pub enum WireAsk {
         /// The unit.
         unit: UnitName,
     },
+    /// Operator: release a quarantined unit (its callers reach it again), for the node that
+    /// runs its group's manager. Answered with [`WireAnswer::Done`].
+    Release {
+        /// The unit.
+        unit: UnitName,
+    },
     /// A Raft request for this node's member of `group` (an encoded
     /// [`RaftRequest`](crate::raft::RaftRequest)). Answered with [`WireAnswer::Raft`].
     Raft {
@@ -249,6 +255,10 @@ pub struct NodeStatus {
     pub others: Vec<ControlView>,
     /// Time spent against budgets: what its primaries served, what its callers called.
     pub budgets: BudgetReport,
+    /// How many times its local manager declared one of its copies lost for missed
+    /// heartbeats (a hung copy, stopped and reported down), since the node started.
+    #[serde(default)]
+    pub copies_lost: u64,
 }
 
 /// The answer to a [`WireAsk::Stimulus`].
@@ -412,6 +422,10 @@ impl EndpointState {
             }
             Ok(WireAsk::Restore { unit }) => {
                 let input = GroupInput::Restore { unit: unit.clone() };
+                operate_on_unit(&state.args, &unit, input, reply);
+            }
+            Ok(WireAsk::Release { unit }) => {
+                let input = GroupInput::Release { unit: unit.clone() };
                 operate_on_unit(&state.args, &unit, input, reply);
             }
             Ok(WireAsk::Drain { node }) => {
@@ -628,6 +642,8 @@ async fn describe(args: &EndpointArgs) -> Result<NodeStatus, String> {
         }
     };
     let control = view(&args.home).await?;
+    let copies_lost = ractor::call_t!(args.local, LocalManagerMsg::CopiesLost, 2_000)
+        .map_err(|e| format!("the local manager did not answer: {e}"))?;
     let mut others = Vec::new();
     for h in &args.others {
         others.push(view(h).await?);
@@ -641,6 +657,7 @@ async fn describe(args: &EndpointArgs) -> Result<NodeStatus, String> {
         control,
         others,
         budgets: args.budgets.report(),
+        copies_lost,
     })
 }
 
@@ -909,6 +926,7 @@ mod tests {
                 unit.clone().prop_map(|unit| WireAsk::Switchover { unit }),
                 node.clone().prop_map(|node| WireAsk::Drain { node }),
                 unit.clone().prop_map(|unit| WireAsk::Restore { unit }),
+                unit.clone().prop_map(|unit| WireAsk::Release { unit }),
                 (name(), bytes(96)).prop_map(|(group, request)| WireAsk::Raft { group, request }),
                 (
                     name(),

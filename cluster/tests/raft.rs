@@ -534,7 +534,7 @@ async fn leader_after_a_candidate_behind_keeps_campaigning(
             break;
         }
         members[&behind].group.campaign().await;
-        tokio::time::sleep(Duration::from_millis(5)).await; // campaign again, as the first in line does
+        tokio::time::sleep(Duration::from_millis(5)).await; // poll with a deadline (4 s), campaigning again as the first in line does
     }
     (leader_now, started.elapsed(), behind, members)
 }

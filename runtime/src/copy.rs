@@ -299,6 +299,8 @@ pub struct CopyCore<U: Unit> {
     unit: U,
     name: UnitName,
     id: CopyId,
+    /// The stimulus whose handler runs right now (read if the handler panics).
+    handling: Option<StimulusId>,
     config: CopyConfig,
     role: Role,
     epoch: Epoch,
@@ -377,6 +379,7 @@ impl<U: Unit> CopyCore<U> {
             unit,
             name,
             id,
+            handling: None,
             config,
             role: Role::Standby,
             epoch,
@@ -421,6 +424,13 @@ impl<U: Unit> CopyCore<U> {
     }
 
     /// The current role.
+    /// The stimulus whose handler runs right now: `Some` only inside [`CopyCore::step`], so
+    /// only a caller that caught a panic of the handler sees it (the stimulus that panicked).
+    pub fn handling(&self) -> Option<StimulusId> {
+        self.handling
+    }
+
+    /// This copy's role.
     pub fn role(&self) -> Role {
         self.role
     }
@@ -717,10 +727,12 @@ impl<U: Unit> CopyCore<U> {
             if front.phase != Phase::Ready {
                 break;
             }
-            match self
+            self.handling = Some(front.id);
+            let step = self
                 .unit
-                .handle_with(&self.state, &front.body, &front.replies)
-            {
+                .handle_with(&self.state, &front.body, &front.replies);
+            self.handling = None;
+            match step {
                 Step::Call(_) if !front.begun => self.begin_before_calling(),
                 Step::Call(call) => self.start_call(now, call),
                 Step::Done(handled) => {

@@ -103,6 +103,22 @@ pub enum GroupInput {
         /// The unit.
         unit: UnitName,
     },
+    /// Quarantine `unit` (the global manager's decision, e.g. both its copies failed on one
+    /// stimulus): its name tables refuse its callers at once, who serve in their degraded
+    /// mode, until it is released. Its copies keep running and keep its state. Ignored for an
+    /// unknown or already quarantined unit.
+    Quarantine {
+        /// The unit.
+        unit: UnitName,
+        /// Why, for the operator and the callers.
+        reason: String,
+    },
+    /// The operator releases `unit` from quarantine: its callers reach it again. Ignored for
+    /// a unit that is not quarantined.
+    Release {
+        /// The unit.
+        unit: UnitName,
+    },
     /// The copies `node`'s local manager runs now (it says so with its heartbeats). The
     /// manager reconciles its record with it, which makes up for any lost notification: a
     /// copy it counts on that is not running is lost (known dead: its supervisor does not run
@@ -254,6 +270,25 @@ pub enum GroupCommand {
         /// Its last epoch.
         epoch: Epoch,
     },
+    /// The name server refuses the unit's callers (`reason`), or no longer does (`None`).
+    /// `version` counts the unit's quarantines and releases, so a late update is recognised.
+    Quarantine {
+        /// The unit.
+        unit: UnitName,
+        /// How many quarantines and releases of the unit came before, this one included.
+        version: u64,
+        /// Why it is quarantined; `None` once released.
+        reason: Option<String>,
+    },
+}
+
+/// A unit's quarantine as the manager records it ([`GroupInput::Quarantine`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Quarantine {
+    /// How many quarantines and releases of the unit there were.
+    pub version: u64,
+    /// Why it is quarantined; `None` once released.
+    pub reason: Option<String>,
 }
 
 /// A primary's ask for its lease, gathered by its node's local manager into one
@@ -345,6 +380,24 @@ pub struct UnitRecord {
     /// before it first served starts again, empty, instead of being declared unavailable.
     #[serde(default)]
     pub served: bool,
+    /// Takeovers of this unit: a standby promoted because its primary was lost (crashed,
+    /// hung, its node gone), not in a planned switchover. Kept across a restore.
+    #[serde(default)]
+    pub takeovers: u64,
+}
+
+/// How a copy stopped, as its loss is handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stopped {
+    /// Lost: crashed, hung, fenced, or its node gone; `known_dead` once it provably stopped
+    /// serving (no lease to wait out).
+    Lost {
+        /// Whether it provably stopped serving.
+        known_dead: bool,
+    },
+    /// A primary that handed over in a planned switchover: it stopped serving and its standby
+    /// holds everything it answered.
+    HandedOver,
 }
 
 /// The life of a standby.
@@ -379,6 +432,9 @@ pub struct GroupCore {
     /// The nodes' clocks at their last heartbeat heard ([`GroupInput::NodeClocks`]).
     #[serde(default)]
     clocks: BTreeMap<NodeName, Time>,
+    /// Units quarantined now or before ([`GroupInput::Quarantine`]).
+    #[serde(default)]
+    quarantines: BTreeMap<UnitName, Quarantine>,
     commands: Vec<GroupCommand>,
 }
 
@@ -394,8 +450,19 @@ impl GroupCore {
             retired: BTreeMap::new(),
             next_copy: copy_base,
             clocks: BTreeMap::new(),
+            quarantines: BTreeMap::new(),
             commands: Vec::new(),
         }
+    }
+
+    /// Why `unit` is quarantined, if it is.
+    pub fn quarantined(&self, unit: &UnitName) -> Option<&str> {
+        self.quarantines.get(unit)?.reason.as_deref()
+    }
+
+    /// Every unit ever quarantined, with its quarantine as it stands.
+    pub fn quarantines(&self) -> impl Iterator<Item = (&UnitName, &Quarantine)> {
+        self.quarantines.iter()
     }
 
     /// The record of a unit.
@@ -444,12 +511,14 @@ impl GroupCore {
                 unit,
                 copy,
                 known_dead,
-            } => self.copy_down(now, &unit, copy, known_dead),
+            } => self.copy_down(now, &unit, copy, Stopped::Lost { known_dead }),
             GroupInput::CopyStarted { unit, copy } => self.copy_started(now, &unit, copy),
             GroupInput::Report(r) => self.on_report(now, r),
             GroupInput::Switchover { unit } => self.switchover(now, &unit),
             GroupInput::Drain { node } => self.drain(now, node),
             GroupInput::Restore { unit } => self.restore(now, unit),
+            GroupInput::Quarantine { unit, reason } => self.set_quarantine(unit, Some(reason)),
+            GroupInput::Release { unit } => self.set_quarantine(unit, None),
             GroupInput::NodeClocks { clocks } => {
                 for (node, clock) in clocks {
                     if self.node_up(&node) {
@@ -470,7 +539,7 @@ impl GroupCore {
                     self.copy_started(now, &unit, copy);
                 }
                 for (unit, copy) in diff.lost {
-                    self.copy_down(now, &unit, copy, true);
+                    self.copy_down(now, &unit, copy, Stopped::Lost { known_dead: true });
                 }
                 for (unit, copy) in diff.unknown {
                     self.commands.push(GroupCommand::Stop {
@@ -579,6 +648,27 @@ impl GroupCore {
     }
 
     /// The operator's restore: an unavailable unit starts again, empty, at the next epoch.
+    /// Quarantines `unit` (`Some(reason)`) or releases it (`None`), if that changes anything.
+    fn set_quarantine(&mut self, unit: UnitName, reason: Option<String>) {
+        if !self.units.contains_key(&unit) {
+            return;
+        }
+        let q = self.quarantines.entry(unit.clone()).or_insert(Quarantine {
+            version: 0,
+            reason: None,
+        });
+        if q.reason.is_some() == reason.is_some() {
+            return;
+        }
+        q.version += 1;
+        q.reason = reason;
+        self.commands.push(GroupCommand::Quarantine {
+            unit,
+            version: q.version,
+            reason: q.reason.clone(),
+        });
+    }
+
     fn restore(&mut self, now: Time, unit: UnitName) {
         let Some(rec) = self.units.get(&unit) else {
             return;
@@ -594,6 +684,7 @@ impl GroupCore {
     /// node (it becomes primary once leased), then its standby; or, with no node up, declare
     /// it unavailable.
     fn place_fresh(&mut self, now: Time, unit: UnitName, epoch: Epoch) {
+        let takeovers = self.units.get(&unit).map_or(0, |rec| rec.takeovers);
         let Some(node) = self.choose_node(None) else {
             self.units.insert(
                 unit.clone(),
@@ -606,6 +697,7 @@ impl GroupCore {
                     bound: false,
                     handover: None,
                     served: false,
+                    takeovers,
                 },
             );
             self.commands.push(GroupCommand::Unavailable {
@@ -632,6 +724,7 @@ impl GroupCore {
                 bound: false,
                 handover: None,
                 served: false,
+                takeovers,
             },
         );
         self.commands.push(GroupCommand::Start {
@@ -748,13 +841,13 @@ impl GroupCore {
                 .map(|p| p.copy)
                 .collect();
             for copy in lost {
-                self.copy_down(now, &u, copy, known_dead);
+                self.copy_down(now, &u, copy, Stopped::Lost { known_dead });
             }
         }
         self.place_missing_standbys();
     }
 
-    fn copy_down(&mut self, now: Time, unit: &UnitName, copy: CopyId, known_dead: bool) {
+    fn copy_down(&mut self, now: Time, unit: &UnitName, copy: CopyId, how: Stopped) {
         let Some(rec) = self.units.get_mut(unit) else {
             return;
         };
@@ -817,8 +910,12 @@ impl GroupCore {
             self.make_unavailable(now, unit);
             return;
         }
+        let (known_dead, takeover) = match how {
+            Stopped::Lost { known_dead } => (known_dead, true),
+            Stopped::HandedOver => (true, false),
+        };
         if known_dead || now >= rec.lease_expires {
-            self.promote(now, unit);
+            self.promote(now, unit, takeover);
         } else if let Some(rec) = self.units.get_mut(unit) {
             rec.phase = Phase::AwaitingLeaseLapse { old };
         }
@@ -854,8 +951,9 @@ impl GroupCore {
         });
     }
 
-    /// Takeover step 2: commit the new epoch and tell the standby to promote.
-    fn promote(&mut self, now: Time, unit: &UnitName) {
+    /// Takeover step 2: commit the new epoch and tell the standby to promote; a `takeover`
+    /// (the primary was lost, not handed over) is counted in the unit's record.
+    fn promote(&mut self, now: Time, unit: &UnitName, takeover: bool) {
         let Some(rec) = self.units.get_mut(unit) else {
             return;
         };
@@ -867,6 +965,7 @@ impl GroupCore {
         };
         rec.epoch = rec.epoch.next();
         rec.primary = Some(standby.clone());
+        rec.takeovers += u64::from(takeover);
         // A hand-over was asked of the old primary only.
         rec.handover = None;
         rec.bound = false;
@@ -954,7 +1053,7 @@ impl GroupCore {
             if let Some(copy) = standby_here {
                 // Replace the standby first; the primary holds its answers for the moment
                 // the new standby needs to take its snapshot.
-                self.copy_down(now, &u, copy, true);
+                self.copy_down(now, &u, copy, Stopped::Lost { known_dead: true });
             } else if primary_here {
                 self.switchover(now, &u);
             }
@@ -1026,7 +1125,7 @@ impl GroupCore {
                     .and_then(|r| r.primary.as_ref())
                     .is_some_and(|p| p.copy == copy);
                 if is_primary {
-                    self.copy_down(now, &unit, copy, true);
+                    self.copy_down(now, &unit, copy, Stopped::Lost { known_dead: true });
                 }
             }
             Report::HandedOver {
@@ -1041,7 +1140,7 @@ impl GroupCore {
                     if let Some(rec) = self.units.get_mut(&unit) {
                         rec.handover = None;
                     }
-                    self.copy_down(now, &unit, copy, true);
+                    self.copy_down(now, &unit, copy, Stopped::HandedOver);
                 }
             }
             Report::CannotPromote { unit, copy, epoch } => {
@@ -1287,7 +1386,8 @@ impl GroupCore {
             };
             match rec.phase.clone() {
                 Phase::AwaitingLeaseLapse { .. } if now >= rec.lease_expires => {
-                    self.promote(now, &u);
+                    // Only a lost primary leaves its lease to lapse.
+                    self.promote(now, &u, true);
                 }
                 Phase::Promoting { sent_at, lease } if now.since(sent_at) >= self.config.retry => {
                     rec.phase = Phase::Promoting {

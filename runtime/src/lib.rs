@@ -20,7 +20,8 @@
 //! | [`replay`] | a caller's book of trailing answers the standby may lack: kept, confirmed, replayed |
 //! | [`replication`] | the primary's side of the synchronous (group commit) and trailing strategies ([`Replicator`]) |
 //! | [`copy`] | one copy and its role machine `Standby → Promoting → Primary → Fenced` |
-//! | [`group`] | the group manager's decisions: placement, leases, takeover |
+//! | [`group`] | the group manager's decisions: placement, leases, takeover, quarantine |
+//! | [`global`] | the global manager, itself a unit: failures from every group in, quarantines out |
 //! | [`table`] | the group manager's table as a replicated state machine, and the leader's session deciding what to propose |
 //! | [`pending`] | the leader's queue of inputs for its next entry: each once, a primary's lease requests folded |
 //! | [`renewal`] | a node's primaries' lease asks, gathered by its local manager into one request ([`LeaseAsks`]) |
@@ -40,6 +41,7 @@ pub mod budget;
 pub mod call;
 pub mod copy;
 pub mod dedupe;
+pub mod global;
 pub mod group;
 pub mod ids;
 pub mod liveness;
@@ -62,8 +64,10 @@ pub use copy::{
     StimulusIn,
 };
 pub use dedupe::{DedupeLimits, DedupeTable};
+pub use global::{GlobalDecision, GlobalManager, GlobalRequest, GlobalResponse, GLOBAL_UNIT};
 pub use group::{
-    GroupCommand, GroupConfig, GroupCore, GroupInput, LeaseAsk, LeaseRenewal, Placement, StartAs,
+    GroupCommand, GroupConfig, GroupCore, GroupInput, LeaseAsk, LeaseRenewal, Placement,
+    Quarantine, StartAs,
 };
 pub use ids::{BatchSeq, ClientId, CopyId, Epoch, NodeName, Seq, StimulusId, UnitName};
 pub use liveness::{HeartbeatConfig, Liveness};

@@ -56,6 +56,8 @@ pub struct Liveness<K: Ord + Clone> {
     last_heard: BTreeMap<K, Time>,
     last_check: Option<Time>,
     mass_silence_since: Option<Time>,
+    /// How many peers [`Liveness::expire`] has declared lost, in all.
+    declared_lost: u64,
 }
 
 /// The fewest peers watched for a silence of most of them to count as the host's (with one or
@@ -74,7 +76,14 @@ impl<K: Ord + Clone> Liveness<K> {
             last_heard: BTreeMap::new(),
             last_check: None,
             mass_silence_since: None,
+            declared_lost: 0,
         }
+    }
+
+    /// How many times a peer was declared lost for missed heartbeats (by [`Liveness::expire`])
+    /// since this value was made; a peer lost, watched again and lost again counts twice.
+    pub fn declared_lost(&self) -> u64 {
+        self.declared_lost
     }
 
     /// Start watching `k`, counting from `now`.
@@ -144,6 +153,7 @@ impl<K: Ord + Clone> Liveness<K> {
         for k in &lost {
             self.last_heard.remove(k);
         }
+        self.declared_lost += lost.len() as u64;
         lost
     }
 }
@@ -173,6 +183,38 @@ mod tests {
         }
         assert_eq!(l.expire(Time::from_millis(56)), vec!["b"]);
         assert!(!l.heard(&"a", Time::from_millis(60)));
+    }
+
+    #[test]
+    fn every_loss_declared_is_counted_once_and_a_forgotten_peer_not_at_all() {
+        let mut l = Liveness::new(HeartbeatConfig {
+            interval: Duration::from_millis(10),
+            misses: 3,
+        });
+        for k in ["a", "b", "c"] {
+            l.watch(k, Time::ZERO);
+        }
+        // "b" leaves (stopped on purpose, not silent): never declared lost.
+        l.forget(&"b");
+        for ms in (0..=30).step_by(10) {
+            assert!(l.heard(&"c", Time::from_millis(ms)));
+            assert!(l.expire(Time::from_millis(ms)).is_empty());
+        }
+        assert_eq!(l.declared_lost(), 0);
+        assert!(l.heard(&"c", Time::from_millis(31)));
+        assert_eq!(l.expire(Time::from_millis(31)), vec!["a"]);
+        // Checked again: nobody new is lost, the count stays.
+        assert!(l.expire(Time::from_millis(31)).is_empty());
+        assert_eq!(l.declared_lost(), 1);
+        // "a" comes back, is watched again, and falls silent again: a second loss.
+        l.watch("a", Time::from_millis(31));
+        for ms in (40..=60).step_by(10) {
+            assert!(l.heard(&"c", Time::from_millis(ms)));
+            assert!(l.expire(Time::from_millis(ms)).is_empty());
+        }
+        assert!(l.heard(&"c", Time::from_millis(62)));
+        assert_eq!(l.expire(Time::from_millis(62)), vec!["a"]);
+        assert_eq!(l.declared_lost(), 2);
     }
 
     #[test]
@@ -221,7 +263,10 @@ mod tests {
         for ms in (0..340).step_by(10) {
             assert!(l.expire(Time::from_millis(ms)).is_empty(), "at {ms} ms");
         }
+        // Waited out, the silence declared nobody lost; its end declares all three.
+        assert_eq!(l.declared_lost(), 0);
         assert_eq!(l.expire(Time::from_millis(340)), vec!["a", "b", "c"]);
+        assert_eq!(l.declared_lost(), 3);
     }
 
     #[test]

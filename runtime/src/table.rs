@@ -204,7 +204,8 @@ impl GroupTable {
         self.entries
     }
 
-    /// Every unit's name-table state as commands (`Bind`, `Unbind` or `Unavailable`): what a
+    /// Every unit's name-table state as commands (`Bind`, `Unbind` or `Unavailable`, and
+    /// `Quarantine` for a unit ever quarantined): what a
     /// node's name table must hold after it took the table from a snapshot.
     pub fn name_commands(&self) -> Vec<GroupCommand> {
         self.core
@@ -225,6 +226,15 @@ impl GroupTable {
                     epoch: rec.epoch,
                 },
             })
+            .chain(
+                self.core
+                    .quarantines()
+                    .map(|(unit, q)| GroupCommand::Quarantine {
+                        unit: unit.clone(),
+                        version: q.version,
+                        reason: q.reason.clone(),
+                    }),
+            )
             .collect()
     }
 }
@@ -386,6 +396,13 @@ impl ManagerSession {
             inputs.insert(0, ControlInput::NodeClocks { clocks });
         }
         ControlEntry { at, inputs }
+    }
+
+    /// How many times this session declared a node lost for missed heartbeats
+    /// ([`Liveness::declared_lost`]); a node whose process ended ([`ManagerSession::node_gone`])
+    /// does not count.
+    pub fn nodes_declared_lost(&self) -> u64 {
+        self.liveness.declared_lost()
     }
 
     /// The nodes heard within the heartbeat window, with the incarnation each runs as: the

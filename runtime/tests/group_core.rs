@@ -77,6 +77,17 @@ struct Placed {
     standby_node: NodeName,
 }
 
+/// The report of unit `name`'s primary `p` (placed at epoch 1) that it handed over to its
+/// standby.
+fn handed_over(name: &str, p: &Placed) -> Report {
+    Report::HandedOver {
+        unit: unit(name),
+        copy: p.primary,
+        epoch: Epoch(1),
+        standby: p.standby,
+    }
+}
+
 /// Add `name`, start both copies, promote the primary (lease granted at `now`) and make the
 /// standby ready.
 fn serving(g: &mut GroupCore, name: &str, now: Time) -> Placed {
@@ -593,12 +604,7 @@ fn a_switchover_asks_for_a_hand_over_and_promotes_the_standby_at_once_when_it_is
     let again = step(&mut g, ms(70), GroupInput::Tick);
     assert!(directives(&again).contains(&(p.primary, Directive::HandOver { epoch: Epoch(1) })));
     // The hand-over is done well inside the lease: the standby is promoted without waiting.
-    let done = Report::HandedOver {
-        unit: unit("u"),
-        copy: p.primary,
-        epoch: Epoch(1),
-        standby: p.standby,
-    };
+    let done = handed_over("u", &p);
     let cmds = step(&mut g, ms(80), GroupInput::Report(done));
     assert!(directives(&cmds).contains(&(
         p.standby,
@@ -627,12 +633,7 @@ fn draining_a_node_hands_over_its_primaries_moves_its_standbys_and_places_nothin
     );
     assert!(g.is_draining(&a.primary_node));
     assert!(directives(&cmds).contains(&(a.primary, Directive::HandOver { epoch: Epoch(1) })));
-    let done = Report::HandedOver {
-        unit: unit("u"),
-        copy: a.primary,
-        epoch: Epoch(1),
-        standby: a.standby,
-    };
+    let done = handed_over("u", &a);
     step(&mut g, ms(20), GroupInput::Report(done));
     let promoted = Report::Promoted {
         unit: unit("u"),
@@ -887,4 +888,129 @@ fn a_unit_that_served_and_lost_every_copy_is_declared_unavailable_not_started_em
         epoch: Epoch(1)
     }));
     assert_eq!(g.unit(&unit("u")).unwrap().phase, Phase::Unavailable);
+}
+
+#[test]
+fn a_quarantined_unit_keeps_its_copies_and_its_release_is_a_newer_name_update() {
+    let mut g = group(3);
+    let placed = serving(&mut g, "u", ms(10));
+    let reason = "copy1 on n0 and copy2 on n1 both failed serving stimulus 7:1".to_string();
+    let quarantine = GroupInput::Quarantine {
+        unit: unit("u"),
+        reason: reason.clone(),
+    };
+    let cmds = step(&mut g, ms(20), quarantine.clone());
+    assert_eq!(
+        cmds,
+        vec![GroupCommand::Quarantine {
+            unit: unit("u"),
+            version: 1,
+            reason: Some(reason.clone()),
+        }],
+        "only the names change: no copy is stopped"
+    );
+    assert_eq!(g.quarantined(&unit("u")), Some(reason.as_str()));
+    let rec = g.unit(&unit("u")).expect("the unit");
+    assert_eq!(rec.phase, Phase::Serving);
+    assert_eq!(rec.primary.as_ref().map(|p| p.copy), Some(placed.primary));
+    // A repeat of the decision (the global manager said it again) changes nothing.
+    assert!(step(&mut g, ms(30), quarantine).is_empty());
+    // An unknown unit is not quarantined.
+    let unknown = GroupInput::Quarantine {
+        unit: unit("nope"),
+        reason: "x".into(),
+    };
+    assert!(step(&mut g, ms(30), unknown).is_empty());
+    assert_eq!(g.quarantined(&unit("nope")), None);
+    // Released: a newer version without a reason; released again: nothing.
+    let release = GroupInput::Release { unit: unit("u") };
+    assert_eq!(
+        step(&mut g, ms(40), release.clone()),
+        vec![GroupCommand::Quarantine {
+            unit: unit("u"),
+            version: 2,
+            reason: None,
+        }]
+    );
+    assert!(step(&mut g, ms(50), release).is_empty());
+    assert_eq!(g.quarantined(&unit("u")), None);
+}
+
+#[test]
+fn a_takeover_is_counted_for_each_standby_promoted_for_a_lost_primary_and_never_for_a_switchover() {
+    let mut g = group(3);
+    let takeovers = |g: &GroupCore, name: &str| g.unit(&unit(name)).unwrap().takeovers;
+    let lose = |g: &mut GroupCore, now: Time, name: &str, copy: CopyId, known_dead: bool| {
+        let input = GroupInput::CopyDown {
+            unit: unit(name),
+            copy,
+            known_dead,
+        };
+        step(g, now, input);
+    };
+    let planned = serving(&mut g, "u", ms(0));
+    let crashed = serving(&mut g, "w", ms(0));
+    let hung = serving(&mut g, "v", ms(0));
+    assert_eq!(
+        [takeovers(&g, "u"), takeovers(&g, "w"), takeovers(&g, "v")],
+        [0; 3]
+    );
+
+    // A planned switchover promotes the standby too, at a new epoch: not a takeover.
+    step(&mut g, ms(10), GroupInput::Switchover { unit: unit("u") });
+    let done = handed_over("u", &planned);
+    step(&mut g, ms(20), GroupInput::Report(done));
+    assert_eq!(g.unit(&unit("u")).unwrap().epoch, Epoch(2));
+    assert_eq!(takeovers(&g, "u"), 0);
+
+    // A primary known dead: promoted at once, one takeover.
+    lose(&mut g, ms(30), "w", crashed.primary, true);
+    assert_eq!(g.unit(&unit("w")).unwrap().epoch, Epoch(2));
+    assert_eq!(takeovers(&g, "w"), 1);
+
+    // A primary not known dead: counted when its lease lapsed and the standby is promoted,
+    // not before.
+    lose(&mut g, ms(40), "v", hung.primary, false);
+    assert_eq!(takeovers(&g, "v"), 0, "awaiting the lease's lapse");
+    step(&mut g, ms(300), GroupInput::Tick);
+    assert_eq!(g.unit(&unit("v")).unwrap().epoch, Epoch(2));
+    assert_eq!(takeovers(&g, "v"), 1);
+
+    // The promoted copy of w lost before w has a ready standby again: no standby to promote,
+    // w is unavailable; no takeover. Restored, w keeps its count.
+    lose(&mut g, ms(50), "w", crashed.standby, true);
+    assert_eq!(g.unit(&unit("w")).unwrap().phase, Phase::Unavailable);
+    assert_eq!(takeovers(&g, "w"), 1);
+    step(&mut g, ms(60), GroupInput::Restore { unit: unit("w") });
+    assert_ne!(g.unit(&unit("w")).unwrap().phase, Phase::Unavailable);
+    assert_eq!(takeovers(&g, "w"), 1);
+}
+
+#[test]
+fn a_unit_record_written_before_takeovers_were_counted_reads_as_none_yet() {
+    // A record as an older node replicated it: everything but `takeovers`.
+    #[derive(serde::Serialize)]
+    struct OlderRecord {
+        epoch: Epoch,
+        primary: Option<Placement>,
+        standby: Option<(Placement, StandbyState)>,
+        lease_expires: Time,
+        phase: Phase,
+        bound: bool,
+        handover: Option<Time>,
+        served: bool,
+    }
+    let older = OlderRecord {
+        epoch: Epoch(4),
+        primary: None,
+        standby: None,
+        lease_expires: ms(0),
+        phase: Phase::Unavailable,
+        bound: false,
+        handover: None,
+        served: true,
+    };
+    let bytes = rmp_serde::to_vec_named(&older).unwrap();
+    let rec: understudy_runtime::group::UnitRecord = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!((rec.epoch, rec.takeovers), (Epoch(4), 0));
 }

@@ -68,7 +68,7 @@ pub async fn pair_failover() -> Result<(), Box<dyn std::error::Error>> {
     // Let the load run, then lose the primary's node with everything on it.
     let warm = Instant::now();
     while acked.load(Ordering::Relaxed) < 2_000 && warm.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await; // poll with a deadline (10 s)
     }
     let at_fault = acked.load(Ordering::Relaxed);
     println!("killing node {primary_node} after {at_fault} acknowledged increments");
@@ -87,7 +87,7 @@ pub async fn pair_failover() -> Result<(), Box<dyn std::error::Error>> {
     while acked.load(Ordering::Relaxed) < resumed + 2_000
         && killed.elapsed() < Duration::from_secs(20)
     {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await; // poll with a deadline (20 s)
     }
     stop.store(true, Ordering::Relaxed);
     for c in callers {

@@ -27,15 +27,21 @@ pub enum KvRequest {
         /// The amount.
         by: i64,
     },
+    /// A request the handler cannot serve: it panics. It stands for a bug in an application's
+    /// handler (a "poison" stimulus) and shows what the global manager does with one: the
+    /// primary that serves it and the standby promoted after it both fail on it, so the unit
+    /// is quarantined rather than losing one copy after another.
+    Poison,
 }
 
 impl KvRequest {
-    /// The stimulus's kind, under which budgets are reported: `get`, `put` or `incr`.
+    /// The stimulus's kind, under which budgets are reported: `get`, `put`, `incr` or `poison`.
     pub fn kind(&self) -> &'static str {
         match self {
             KvRequest::Get { .. } => "get",
             KvRequest::Put { .. } => "put",
             KvRequest::Incr { .. } => "incr",
+            KvRequest::Poison => "poison",
         }
     }
 }
@@ -120,6 +126,7 @@ impl Unit for KeyValue {
                     None => Handled::read(KvResponse::NotANumber { key: key.clone() }),
                 }
             }
+            KvRequest::Poison => panic!("the key-value unit cannot serve a poison stimulus"),
         }
     }
 

@@ -82,6 +82,7 @@ impl Stage {
             KvRequest::Put { key, .. } => {
                 Handled::read(KvResponse::NotANumber { key: key.clone() })
             }
+            KvRequest::Poison => panic!("a pipeline stage cannot serve a poison stimulus"),
         }
     }
 

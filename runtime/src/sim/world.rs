@@ -966,6 +966,8 @@ impl<'a> World<'a> {
                     self.unavailable[u] = true;
                 }
             }
+            // The simulation's faults never make the global manager quarantine a unit.
+            GroupCommand::Quarantine { .. } => {}
         }
     }
 
