@@ -1,5 +1,5 @@
 //! The client side of a node's HTTP API ([`understudy_cluster::http`]), behind `understudy
-//! status|switchover|drain|restore`: each command is one request to one node's API, which asks
+//! status|switchover|restore|release|drain|readmit`: each command is one request to one node's API, which asks
 //! the cluster for it (every node's status; the group manager for a change). Plain HTTP only:
 //! a node serves its API on loopback by default, without TLS.
 //!
@@ -7,7 +7,9 @@
 //!   understudy status ────────────── GET /api/status ──────────────┐
 //!   understudy switchover UNIT ───── POST /api/units/UNIT/switchover ├─► a node's API ─► the cluster
 //!   understudy restore UNIT ──────── POST /api/units/UNIT/restore    │   (changes: Bearer TOKEN)
-//!   understudy drain NODE ────────── POST /api/nodes/NODE/drain ────┘
+//!   understudy release UNIT ──────── POST /api/units/UNIT/release    │
+//!   understudy drain NODE ────────── POST /api/nodes/NODE/drain      │
+//!   understudy readmit NODE ──────── POST /api/nodes/NODE/readmit ──┘
 //! ```
 //!
 //! ```no_run
@@ -43,6 +45,9 @@ pub enum ApiChange {
     Release(UnitName),
     /// `POST /api/nodes/{node}/drain`: the node's copies move elsewhere.
     Drain(NodeName),
+    /// `POST /api/nodes/{node}/readmit`: a node excluded from placement (or drained) takes
+    /// copies again.
+    Readmit(NodeName),
 }
 
 impl ApiChange {
@@ -53,6 +58,7 @@ impl ApiChange {
             ApiChange::Restore(unit) => format!("/api/units/{unit}/restore"),
             ApiChange::Release(unit) => format!("/api/units/{unit}/release"),
             ApiChange::Drain(node) => format!("/api/nodes/{node}/drain"),
+            ApiChange::Readmit(node) => format!("/api/nodes/{node}/readmit"),
         }
     }
 }
@@ -64,6 +70,7 @@ impl std::fmt::Display for ApiChange {
             ApiChange::Restore(unit) => write!(f, "restore of {unit}"),
             ApiChange::Release(unit) => write!(f, "release of {unit} from quarantine"),
             ApiChange::Drain(node) => write!(f, "drain of {node}"),
+            ApiChange::Readmit(node) => write!(f, "readmission of {node} to placement"),
         }
     }
 }

@@ -119,14 +119,25 @@ enum Command {
         unit: String,
     },
     /// Drain a node for maintenance: its primaries hand over, its standbys move elsewhere,
-    /// and nothing new is placed on it until it starts again. Asks a node's HTTP API
-    /// (`POST /api/nodes/NODE/drain`, with the API token).
+    /// and nothing new is placed on it until it starts again or is readmitted. Asks a node's
+    /// HTTP API (`POST /api/nodes/NODE/drain`, with the API token).
     Drain {
         #[command(flatten)]
         api: ApiAddr,
         #[command(flatten)]
         token: ApiTokenArg,
         /// The node to drain.
+        node: String,
+    },
+    /// Readmit a node to placement: one the global manager excluded for failing again and
+    /// again, or one drained. It takes copies again. Asks a node's HTTP API
+    /// (`POST /api/nodes/NODE/readmit`, with the API token).
+    Readmit {
+        #[command(flatten)]
+        api: ApiAddr,
+        #[command(flatten)]
+        token: ApiTokenArg,
+        /// The node to readmit.
         node: String,
     },
     /// Drive `incr` load on a key-value unit of a running cluster and print what the callers
@@ -208,8 +219,11 @@ struct ApiTokenArg {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> std::process::ExitCode {
+    // `RUST_LOG` says what is logged (nothing but errors without it); colours only on a
+    // terminal, so that a log file holds plain lines.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -298,6 +312,10 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Drain { api, token, node } => {
             let change = ApiChange::Drain(NodeName::new(node));
+            operate(&api, &token, change).await
+        }
+        Command::Readmit { api, token, node } => {
+            let change = ApiChange::Readmit(NodeName::new(node));
             operate(&api, &token, change).await
         }
     };
@@ -412,6 +430,9 @@ async fn status(api: &ApiAddr, json: bool) -> Outcome {
             names(&view.nodes_up),
             names(&view.voters)
         );
+        for (node, why) in &view.excluded {
+            println!("  node {node} EXCLUDED from placement ({why}); `understudy readmit {node}` takes it back");
+        }
         for u in view.units {
             let copy = |c: &Option<(understudy::runtime::CopyId, NodeName)>| {
                 c.as_ref()

@@ -104,6 +104,7 @@ pub struct ProcessClusterBuilder {
     node_args: BTreeMap<String, Vec<String>>,
     probe_tls: Option<TlsFiles>,
     logs: Option<PathBuf>,
+    log_filter: Option<String>,
 }
 
 impl ProcessClusterBuilder {
@@ -193,6 +194,13 @@ impl ProcessClusterBuilder {
         self
     }
 
+    /// What the nodes log into [`ProcessClusterBuilder::logs`]: a `RUST_LOG` filter, over
+    /// `UNDERSTUDY_NODE_LOG` and the default (info for the cluster layer).
+    pub fn log_filter(mut self, filter: &str) -> Self {
+        self.log_filter = Some(filter.to_string());
+        self
+    }
+
     /// Start every node, the seed first, each on a free loopback port. It does not wait for
     /// the cluster to form: [`ProcessCluster::ready`] does.
     pub fn start(self) -> Result<ProcessCluster, ProcessError> {
@@ -214,6 +222,7 @@ impl ProcessClusterBuilder {
             node_args: self.node_args,
             probe_tls: self.probe_tls,
             logs: self.logs,
+            log_filter: self.log_filter,
             nodes: BTreeMap::new(),
         };
         for (group, names) in &self.groups {
@@ -253,6 +262,7 @@ pub struct ProcessCluster {
     node_args: BTreeMap<String, Vec<String>>,
     probe_tls: Option<TlsFiles>,
     logs: Option<PathBuf>,
+    log_filter: Option<String>,
     nodes: BTreeMap<String, NodeProcess>,
 }
 
@@ -270,6 +280,7 @@ impl ProcessCluster {
             node_args: BTreeMap::new(),
             probe_tls: None,
             logs: None,
+            log_filter: None,
         }
     }
 
@@ -464,9 +475,13 @@ impl ProcessCluster {
                 .append(true)
                 .open(dir.join(format!("{name}.log")))
             {
-                // `UNDERSTUDY_NODE_LOG` (a `RUST_LOG` filter) overrides what the nodes log.
-                let filter = std::env::var("UNDERSTUDY_NODE_LOG")
-                    .unwrap_or_else(|_| "understudy_cluster=info,understudy_actors=warn".into());
+                // The test's filter, or `UNDERSTUDY_NODE_LOG` (a `RUST_LOG` filter), overrides
+                // what the nodes log.
+                let filter = self
+                    .log_filter
+                    .clone()
+                    .or_else(|| std::env::var("UNDERSTUDY_NODE_LOG").ok())
+                    .unwrap_or_else(|| "understudy_cluster=info,understudy_actors=warn".into());
                 cmd.stderr(Stdio::from(f)).env("RUST_LOG", filter);
             }
         }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use understudy::actors::UnitStatus;
 use understudy::cluster::probe::Probe;
 use understudy::demo::load::{verify, IncrLoad};
+use understudy::runtime::GlobalResponse;
 use understudy::runtime::NodeName;
 use understudy::testkit::{wait_for_unit, History, Outcome, ProcessCluster};
 use understudy::units::LedgerResponse;
@@ -46,19 +47,34 @@ async fn start_cluster(
     n: usize,
     units: &str,
 ) -> (ProcessCluster, Arc<Probe>, Vec<NodeName>) {
+    start_cluster_logging(prefix, n, units, None, &[]).await
+}
+
+/// [`start_cluster`], the nodes logging what `filter` (a `RUST_LOG` filter) says, if given,
+/// and started with the further arguments `args`.
+async fn start_cluster_logging(
+    prefix: &str,
+    n: usize,
+    units: &str,
+    filter: Option<&str>,
+    args: &[&str],
+) -> (ProcessCluster, Arc<Probe>, Vec<NodeName>) {
     let names: Vec<String> = (1..=n).map(|i| format!("{prefix}{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     std::fs::create_dir_all(logs_dir()).expect("the log directory");
     let path = logs_dir().join(format!("{prefix}-units.toml"));
     std::fs::write(&path, units).expect("the units file");
-    let cluster = ProcessCluster::builder(env!("CARGO_BIN_EXE_understudy"))
+    let mut builder = ProcessCluster::builder(env!("CARGO_BIN_EXE_understudy"))
         .nodes(&refs)
         .seed(&names[n - 1])
         .cookie(COOKIE)
         .config(&path)
-        .logs(logs_dir())
-        .start()
-        .expect("node processes start");
+        .args(args.iter().copied())
+        .logs(logs_dir());
+    if let Some(filter) = filter {
+        builder = builder.log_filter(filter);
+    }
+    let cluster = builder.start().expect("node processes start");
     let probe = cluster
         .ready(SETTLE)
         .await
@@ -688,4 +704,253 @@ async fn the_split_ledgers_total_is_unchanged_across_takeovers_of_both_units() {
         );
     }
     println!("split ledger test took {:?}", started.elapsed());
+}
+
+/// The value of `field=` in a log line's span (up to the next space or `}`), if there.
+fn field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
+    let at = line.find(&format!("{field}="))? + field.len() + 1;
+    let rest = &line[at..];
+    let end = rest.find([' ', '}']).unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// The lines the nodes `names` logged after `from` (each node's log length then).
+fn logged_since(names: &[NodeName], from: &BTreeMap<NodeName, usize>) -> Vec<String> {
+    names
+        .iter()
+        .flat_map(|n| {
+            let text =
+                std::fs::read_to_string(logs_dir().join(format!("{n}.log"))).unwrap_or_default();
+            let start = from.get(n).copied().unwrap_or(0).min(text.len());
+            text.get(start..)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stimulus_thread_carries_one_trace_id_through_every_unit_it_reaches_in_spans_naming_node_unit_epoch_and_stimulus(
+) {
+    let _turn = SERIAL.lock().await;
+    let (_cluster, probe, names) = start_cluster_logging(
+        "ct",
+        3,
+        PIPELINE,
+        Some("understudy_cluster=info,understudy_actors::copy=debug"),
+        &[],
+    )
+    .await;
+    let from: BTreeMap<NodeName, usize> = names
+        .iter()
+        .map(|n| {
+            let len = std::fs::metadata(logs_dir().join(format!("{n}.log")))
+                .map_or(0, |m| m.len() as usize);
+            (n.clone(), len)
+        })
+        .collect();
+    let answer = call(
+        &probe,
+        &names[0],
+        "intake",
+        r#"{"Incr":{"key":"traced","by":1}}"#,
+    )
+    .await;
+    assert_eq!(answer, r#"{"Counter":1}"#, "the pipeline answers");
+
+    // The nodes log as they serve: poll their logs until the thread's last unit is there.
+    let deadline = Instant::now() + SETTLE;
+    let (lines, trace) = loop {
+        let lines = logged_since(&names, &from);
+        let answered = |unit: &str| {
+            lines
+                .iter()
+                .find(|l| {
+                    l.contains("stimulus{")
+                        && l.contains(" answered took_us=")
+                        && field(l, "unit") == Some(unit)
+                })
+                .cloned()
+        };
+        if let Some(intake) = answered("intake") {
+            let trace = field(&intake, "trace").unwrap_or_default().to_string();
+            let everywhere = ["enrich", "tally"].iter().all(|u| {
+                lines
+                    .iter()
+                    .any(|l| field(l, "unit") == Some(u) && field(l, "trace") == Some(&trace))
+            });
+            if everywhere {
+                break (lines, trace);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes did not log the thread through every unit in time: {lines:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await; // poll with a deadline
+    };
+    let thread: Vec<&String> = lines
+        .iter()
+        .filter(|l| field(l, "trace") == Some(trace.as_str()))
+        .collect();
+    println!("the thread {trace} as the nodes logged it:");
+    for l in &thread {
+        println!("  {l}");
+    }
+    // Each unit's answer is logged in its span: node, unit, epoch and stimulus, one thread.
+    for unit in ["intake", "enrich", "tally"] {
+        let served = thread
+            .iter()
+            .find(|l| {
+                l.contains("stimulus{")
+                    && field(l, "unit") == Some(unit)
+                    && l.contains(" answered took_us=")
+            })
+            .unwrap_or_else(|| {
+                panic!("{unit}'s answer is logged in the thread {trace}: {thread:#?}")
+            });
+        for f in ["node", "epoch", "stimulus", "copy"] {
+            assert!(
+                field(served, f).is_some_and(|v| !v.is_empty()),
+                "{unit}'s span names its {f}: {served}"
+            );
+        }
+        assert!(
+            names
+                .iter()
+                .any(|n| field(served, "node") == Some(n.0.as_str())),
+            "{unit}'s span names one of the nodes: {served}"
+        );
+    }
+    // The thread begins at intake (its trace is its stimulus's id); each call's id is the
+    // stimulus id the called unit served it under.
+    let span_of = |unit: &str| {
+        thread
+            .iter()
+            .find(|l| l.contains("stimulus{") && field(l, "unit") == Some(unit))
+            .and_then(|l| field(l, "stimulus"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        span_of("intake"),
+        trace,
+        "the thread is named by intake's stimulus"
+    );
+    for (caller, callee) in [("intake", "enrich"), ("enrich", "tally")] {
+        let call = thread
+            .iter()
+            .find(|l| {
+                l.contains("call{")
+                    && field(l, "unit") == Some(caller)
+                    && field(l, "callee") == Some(callee)
+            })
+            .and_then(|l| field(l, "call"))
+            .unwrap_or_else(|| panic!("{caller}'s call of {callee} is logged in the thread"));
+        assert_eq!(
+            span_of(callee),
+            call,
+            "{callee} served {caller}'s call under the call's id"
+        );
+    }
+}
+
+/// The pipeline with a tight budget at its entry: 20 ms for a thread through three units.
+const TIGHT_PIPELINE: &str = r#"
+[[units]]
+name = "intake"
+kind = "stage"
+calls = ["enrich"]
+t_max_ms = 20
+
+[[units]]
+name = "enrich"
+kind = "stage"
+calls = ["tally"]
+t_max_ms = 5000
+
+[[units]]
+name = "tally"
+kind = "kv"
+t_max_ms = 5000
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stimulus_thread_that_breaks_its_budget_is_reported_to_the_global_manager_with_the_unit_that_spent_the_time(
+) {
+    let _turn = SERIAL.lock().await;
+    // Heartbeats every 100 ms, four missed to be lost: tally's stalled copy stays far from hung.
+    let args = ["--heartbeat-ms", "100", "--heartbeat-misses", "4"];
+    let (_cluster, probe, names) =
+        start_cluster_logging("cb", 3, TIGHT_PIPELINE, None, &args).await;
+    // tally takes 100 ms over it: five times intake's whole budget.
+    let sent = Instant::now();
+    let answer = call(&probe, &names[0], "intake", r#"{"Stall":{"ms":100}}"#).await;
+    let took = sent.elapsed();
+    assert_eq!(answer, r#""Done""#, "the thread is served, late");
+    assert!(
+        took >= Duration::from_millis(100),
+        "it took the stall: {took:?}"
+    );
+
+    // The report reaches the global manager (through the group manager) after the answer.
+    let deadline = Instant::now() + SETTLE;
+    let thread = loop {
+        let status = probe
+            .call_json(&names[1], "global", r#""Status""#, Some(T_MAX))
+            .await;
+        if let Ok(json) = &status {
+            if let Ok(GlobalResponse::Status(view)) = serde_json::from_str(json) {
+                if let Some(t) = view.slow_threads.into_iter().find(|t| t.unit.0 == "intake") {
+                    break t;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the global manager did not hear of the slow thread in time: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await; // poll with a deadline
+    };
+    println!(
+        "the global manager holds: {} (asked at the client: {took:?}); account {:?}",
+        thread.describe(),
+        thread.spent
+    );
+    assert_eq!(thread.kind, "stall");
+    assert_eq!(thread.group, "main");
+    assert_eq!(
+        thread.t_max_us, 20_000,
+        "the budget it broke is intake's T_max"
+    );
+    assert!(
+        thread.took_us >= 100_000,
+        "it took at least the stall: {} µs",
+        thread.took_us
+    );
+    let units: Vec<&str> = thread.spent.iter().map(|(u, _)| u.0.as_str()).collect();
+    assert_eq!(
+        units,
+        ["enrich", "intake", "tally"],
+        "the account names every unit reached"
+    );
+    let most = thread.spent_most().expect("an account");
+    assert_eq!(
+        most.0 .0, "tally",
+        "tally spent the time: {:?}",
+        thread.spent
+    );
+    assert!(
+        most.1 >= 100_000,
+        "tally's share holds the stall: {:?}",
+        thread.spent
+    );
+    let total: u64 = thread.spent.iter().map(|(_, us)| us).sum();
+    assert!(
+        total <= thread.took_us,
+        "the account adds up to no more than the time served: {total} of {} µs",
+        thread.took_us
+    );
 }

@@ -56,6 +56,7 @@ async fn read_from_copy(probe: &Probe, node: &NodeName, copy: CopyId) -> WireAns
         low_water: Seq(1),
         bound_at: Epoch(0),
         body: encode("stimulus", &KvRequest::Get { key: "k0".into() }).expect("encodes"),
+        trace: None,
     });
     probe
         .ask(node, &ask, T_MAX + Duration::from_secs(5))

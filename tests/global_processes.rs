@@ -4,11 +4,17 @@
 //! failures by the group manager, quarantines the unit. Its callers are then refused at once
 //! instead of losing copy after copy; the other units serve on; and once an operator releases
 //! it through the HTTP API, the unit serves again with the state of its last copy (restored
-//! empty if the poison outran the seeding of every new standby). The tests run one at a
-//! time.
+//! empty if the poison outran the seeding of every new standby).
+//!
+//! A node whose process is lost three times within ten minutes keeps failing: the global
+//! manager excludes it from placement, and even started again it takes no copy — until an
+//! operator readmits it through the API. And the global manager itself moves with `understudy
+//! switchover global`, keeping what it holds. The tests run one at a time.
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use understudy::actors::UnitStatus;
+use understudy::cluster::control::ControlView;
 use understudy::cluster::operator;
 use understudy::cluster::probe::Probe;
 use understudy::cluster::wire::WireAsk;
@@ -213,5 +219,278 @@ async fn a_unit_whose_copies_both_fail_on_one_stimulus_is_quarantined_its_caller
     println!(
         "released: kv answered again {:?} after the release; a copy holding its state outlived the poison: {state_kept}",
         released.elapsed()
+    );
+}
+
+/// Polls node `on`'s view of its group, until [`LIMIT`], until `holds` says so; the view then,
+/// or `None` if that did not happen in time.
+async fn table_on(
+    probe: &Probe,
+    on: &NodeName,
+    holds: impl Fn(&ControlView) -> bool,
+) -> Option<ControlView> {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if let Ok(status) = probe.status(on).await {
+            if holds(&status.control) {
+                return Some(status.control);
+            }
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await; // poll with a deadline
+    }
+}
+
+/// Whether every unit of `view` serves with a ready standby.
+fn all_serve_with_ready_standbys(view: &ControlView) -> bool {
+    !view.units.is_empty() && view.units.iter().all(|u| u.serving && u.standby_ready)
+}
+
+/// The units of `view` with a copy on `node`.
+fn units_on(view: &ControlView, node: &NodeName) -> Vec<String> {
+    view.units
+        .iter()
+        .filter(|u| {
+            u.primary.as_ref().is_some_and(|p| &p.1 == node)
+                || u.standby.as_ref().is_some_and(|s| &s.1 == node)
+        })
+        .map(|u| u.unit.0.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_lost_three_times_is_excluded_from_placement_even_started_again_until_readmitted() {
+    let _turn = SERIAL.lock().await;
+    let (builder, names) = ProcessCluster::builder(env!("CARGO_BIN_EXE_understudy"))
+        .cookie(COOKIE)
+        .args(["--api-token", TOKEN])
+        .logs(logs_dir())
+        .numbered("gx", 3);
+    let mut cluster = builder.start().expect("node processes start");
+    let mut probe = cluster.ready(LIMIT).await.expect("the cluster is ready");
+    let seed = NodeName::new(cluster.seed());
+    let first = table_on(&probe, &seed, all_serve_with_ready_standbys)
+        .await
+        .expect("every unit serves with a ready standby");
+    // The node that keeps failing: neither the seed (it is restarted joining the seed) nor
+    // the Raft leader (whose loss a new leader would have to notice first).
+    let leader = first.leader.clone().expect("a Raft leader");
+    let flaky = names
+        .iter()
+        .find(|n| **n != seed && **n != leader)
+        .cloned()
+        .expect("a node neither the seed nor the leader");
+    let watcher = other_than(&names, &flaky).expect("another node");
+
+    let started = Instant::now();
+    for loss in 1..=3 {
+        cluster.kill9(&flaky.0);
+        let view = table_on(&probe, &watcher, |v| !v.nodes_up.contains(&flaky))
+            .await
+            .unwrap_or_else(|| panic!("loss {loss}: {flaky} is counted down"));
+        assert!(
+            view.excluded.is_empty() || loss == 3,
+            "loss {loss}: nothing is excluded before the third loss: {:?}",
+            view.excluded
+        );
+        cluster.restart(&flaky.0).expect("the node starts again");
+        // Ready again: the node counted up, one voter per running node (so the next loss
+        // leaves a majority), every unit serving with a ready standby.
+        probe = cluster
+            .ready(LIMIT)
+            .await
+            .unwrap_or_else(|e| panic!("loss {loss}: the cluster is ready again: {e}"));
+    }
+    let excluded = table_on(&probe, &watcher, |v| v.excluded.contains_key(&flaky))
+        .await
+        .expect("after its third loss the node is excluded");
+    let reason = excluded.excluded.get(&flaky).cloned().unwrap_or_default();
+    println!(
+        "{flaky} excluded {:?} after its first loss: {reason}",
+        started.elapsed()
+    );
+    assert!(
+        reason.contains("lost 3 times"),
+        "the reason names the pattern: {reason}"
+    );
+
+    // Up again and excluded, it takes nothing: every unit serves with both copies elsewhere.
+    let view = table_on(&probe, &watcher, |v| {
+        v.nodes_up.contains(&flaky) && all_serve_with_ready_standbys(v)
+    })
+    .await
+    .expect("every unit serves with a ready standby on the other nodes");
+    assert_eq!(
+        units_on(&view, &flaky),
+        Vec::<String>::new(),
+        "no copy runs on the excluded node"
+    );
+
+    // The last other node is lost: its copies' units are left without a standby rather than
+    // given one on the excluded node (the entry that counts the node down places them).
+    let others: Vec<NodeName> = names.iter().filter(|n| **n != flaky).cloned().collect();
+    let survivor = view
+        .leader
+        .clone()
+        .filter(|l| *l != flaky)
+        .unwrap_or_else(|| others[0].clone());
+    let victim = others
+        .iter()
+        .find(|n| **n != survivor)
+        .cloned()
+        .expect("a third node");
+    cluster.kill9(&victim.0);
+    let view = table_on(&probe, &survivor, |v| {
+        !v.nodes_up.contains(&victim) && v.units.iter().all(|u| u.serving)
+    })
+    .await
+    .expect("every unit serves on the survivor");
+    assert_eq!(
+        units_on(&view, &flaky),
+        Vec::<String>::new(),
+        "no standby is placed on the excluded node: {:?}",
+        view.units
+    );
+    assert!(
+        view.units.iter().all(|u| u.standby.is_none()),
+        "with the excluded node the only other, no unit has a standby: {:?}",
+        view.units
+    );
+
+    // Readmitted through the API (the token needed), it takes the missing standbys.
+    let api = format!(
+        "http://{}",
+        cluster.http_addr(&survivor.0).expect("the node's API")
+    );
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .expect("an HTTP client");
+    let path = format!("{api}/api/nodes/{flaky}/readmit");
+    let without = http.post(&path).send().await.expect("the API answers");
+    assert_eq!(
+        without.status(),
+        401,
+        "a readmission without the token is refused"
+    );
+    let with = http
+        .post(&path)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(with.status(), 202, "the readmission is accepted");
+    let readmitted = Instant::now();
+    let view = table_on(&probe, &survivor, |v| {
+        v.excluded.is_empty() && all_serve_with_ready_standbys(v)
+    })
+    .await
+    .expect("readmitted, the node takes a ready standby of every unit");
+    let standbys = units_on(&view, &flaky);
+    assert_eq!(
+        standbys.len(),
+        view.units.len(),
+        "every unit's standby runs on the readmitted node: {:?}",
+        view.units
+    );
+    println!(
+        "readmitted: {} standbys ready on {flaky} {:?} after the readmission",
+        standbys.len(),
+        readmitted.elapsed()
+    );
+}
+
+/// `understudy ARGS` against node `api`'s HTTP API, with the token; what it printed, if it
+/// succeeded.
+async fn understudy(args: Vec<String>) -> Result<String, String> {
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_understudy"))
+            .args(&args)
+            .env("UNDERSTUDY_API_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .output()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() {
+        Ok(printed)
+    } else {
+        Err(printed)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operator_moves_the_global_manager_with_a_switchover_and_it_keeps_what_it_holds() {
+    let _turn = SERIAL.lock().await;
+    let (builder, names) = ProcessCluster::builder(env!("CARGO_BIN_EXE_understudy"))
+        .cookie(COOKIE)
+        .args(["--api-token", TOKEN])
+        .logs(logs_dir())
+        .numbered("gs", 3);
+    let cluster = builder.start().expect("node processes start");
+    let probe = cluster.ready(LIMIT).await.expect("the cluster is ready");
+    let before = on_every_node(&probe, &names, "global", |u| {
+        u.serving && u.standby_ready && u.primary.is_some()
+    })
+    .await
+    .expect("the global manager serves with a ready standby");
+    let (epoch, old_primary, old_standby) = (
+        before[0].epoch,
+        before[0].primary.clone().expect("a primary").1,
+        before[0].standby.clone().expect("a standby").1,
+    );
+
+    // Something for it to hold: a loss of a node no group runs, as a group manager reports
+    // it (a loss alone excludes nothing).
+    let report = r#"{"NodeLost":{"group":"main","node":"gs-ghost","incarnation":7,"at_ms":1000,"how":"its process ended"}}"#;
+    let answer = probe
+        .call_json(&names[0], "global", report, Some(T_MAX))
+        .await
+        .expect("the global manager takes the report");
+    assert_eq!(answer, r#"{"Decisions":[]}"#);
+
+    let api = format!(
+        "http://{}",
+        cluster.http_addr(&names[0].0).expect("the node's API")
+    );
+    let moved = Instant::now();
+    let printed = understudy(vec![
+        "switchover".into(),
+        "--api".into(),
+        api,
+        "global".into(),
+    ])
+    .await
+    .expect("understudy switchover global succeeds");
+    let after = on_every_node(&probe, &names, "global", |u| {
+        u.serving && u.epoch > epoch && u.primary.as_ref().is_some_and(|p| p.1 == old_standby)
+    })
+    .await
+    .expect("the global manager's standby serves at a newer epoch");
+    println!(
+        "switchover global: {} -> {old_standby} at epoch {} in {:?} ({})",
+        old_primary,
+        after[0].epoch.0,
+        moved.elapsed(),
+        printed.trim()
+    );
+
+    // It holds what it held: the loss reported before the switchover.
+    let status = probe
+        .call_json(&names[1], "global", r#""Status""#, Some(T_MAX))
+        .await
+        .expect("the moved global manager answers");
+    assert!(
+        status.contains("gs-ghost"),
+        "the moved global manager holds the loss reported before: {status}"
     );
 }

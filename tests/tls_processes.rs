@@ -523,6 +523,7 @@ async fn a_wrong_cookie_cannot_join_and_an_oversized_stimulus_is_refused_while_t
         low_water: Seq(1),
         bound_at: Epoch(0),
         body: vec![0; MAX_STIMULUS_BYTES + 1],
+        trace: None,
     });
     let answer = probe
         .ask(&node, &ask, T_MAX)

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 use understudy_runtime::{
-    Budget, ClientId, Durability, Refusal, ReplayBook, Seq, StimulusId, Unit, UnitName,
+    Budget, ClientId, Durability, Refusal, ReplayBook, Seq, StimulusId, TraceId, Unit, UnitName,
 };
 
 /// How long to wait before resending after a refusal that says "not yet" (lease lapsed,
@@ -481,6 +481,7 @@ impl<U: Unit> UnitClient<U> {
             registry: &self.inner.registry,
             directory: &self.inner.directory,
             name: &self.inner.name,
+            trace: None,
         };
         let (answer, _attempts) = route.deliver(id, &low_water, body, t_max, deadline).await?;
         let response = decode::<U::Response>("response", &answer.body).map_err(|e| {
@@ -505,6 +506,8 @@ pub(crate) struct Route<'a> {
     pub(crate) registry: &'a Registry,
     pub(crate) directory: &'a Directory,
     pub(crate) name: &'a UnitName,
+    /// The thread a copy's call belongs to (`None`: a client's stimulus begins its own).
+    pub(crate) trace: Option<TraceId>,
 }
 
 impl Route<'_> {
@@ -584,6 +587,7 @@ impl Route<'_> {
                 low_water: low_water(),
                 bound_at: binding.epoch,
                 body: body.to_vec(),
+                trace: self.trace,
             };
             let sent = self
                 .directory

@@ -200,7 +200,7 @@ mod fuzz {
     use understudy_runtime::sim::unit::{SetResponse, SetStimulus, SetUnit, SetUpdate};
     use understudy_runtime::{
         BatchSeq, ClientId, CopyId, DedupeLimits, DedupeTable, Directive, Entry, Epoch, NodeName,
-        PeerMsg, Report, Seq, StartAs, StimulusId, Time, UnitName,
+        PeerMsg, Report, Seq, StartAs, StimulusId, Time, TraceId, UnitName,
     };
 
     fn config() -> ProptestConfig {
@@ -348,6 +348,23 @@ mod fuzz {
                 }),
             (unit(), copy()).prop_map(|(unit, copy)| ManagerCast::CopyStarted { unit, copy }),
             report().prop_map(ManagerCast::Report),
+            (
+                unit(),
+                stimulus_id(),
+                any::<(u64, u64)>(),
+                proptest::collection::vec((unit(), any::<u64>()), 0..4)
+            )
+                .prop_map(|(unit, root, (took_us, t_max_us), spent)| {
+                    ManagerCast::SlowThread(Box::new(understudy_runtime::global::SlowThread {
+                        group: String::new(),
+                        unit,
+                        kind: "incr".into(),
+                        trace: TraceId::root(root),
+                        took_us,
+                        t_max_us,
+                        spent,
+                    }))
+                }),
         ]
     }
 
@@ -367,15 +384,19 @@ mod fuzz {
             any::<u64>(),
             epoch(),
             bytes(64),
+            proptest::option::of(stimulus_id()),
         )
-            .prop_map(|(unit, copy, id, low_water, bound_at, body)| StimulusAsk {
-                unit,
-                copy,
-                id,
-                low_water: Seq(low_water),
-                bound_at,
-                body,
-            })
+            .prop_map(
+                |(unit, copy, id, low_water, bound_at, body, trace)| StimulusAsk {
+                    unit,
+                    copy,
+                    id,
+                    low_water: Seq(low_water),
+                    bound_at,
+                    body,
+                    trace: trace.map(TraceId::root),
+                },
+            )
     }
 
     fn set_stimulus() -> impl Strategy<Value = SetStimulus> {

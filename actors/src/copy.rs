@@ -21,10 +21,12 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use understudy_runtime::global::SlowThread;
+use understudy_runtime::thread::{micros, ThreadTime};
 use understudy_runtime::{
     Budget, CallFailure, CallReply, CallToken, Command, CopyConfig, CopyCore, CopyId,
     DependencyChange, Directive, Durability, Epoch, Input, NextTick, NodeName, PeerMsg, Reconciled,
-    ReplyToken, Role, Seq, StartAs, StimulusId, StimulusIn, Unit, UnitName,
+    ReplyToken, Role, Seq, StartAs, StimulusId, StimulusIn, TraceId, Unit, UnitName, GLOBAL_UNIT,
 };
 
 /// The answer a node gives to a stimulus: the encoded response and who served it, or why
@@ -60,6 +62,10 @@ pub struct Answer {
     /// Whether the unit served it in its degraded mode (a unit it calls was unavailable).
     #[serde(default)]
     pub degraded: bool,
+    /// Where the time went, µs per unit ([`understudy_runtime::thread`]): given to a unit's
+    /// call (a stimulus of a thread another unit began), empty for a client's stimulus.
+    #[serde(default)]
+    pub spent: Vec<(UnitName, u64)>,
 }
 
 /// Messages to a unit actor.
@@ -75,6 +81,8 @@ pub enum CopyMsg {
         bound_at: Epoch,
         /// The encoded stimulus.
         body: Vec<u8>,
+        /// The stimulus thread it belongs to.
+        trace: TraceId,
         /// Where the answer goes.
         reply: RpcReplyPort<StimulusReply>,
     },
@@ -107,6 +115,8 @@ pub enum CopyMsg {
         call: CallToken,
         /// Its outcome.
         reply: CallReply,
+        /// The called unit's account of its time (empty without an answer).
+        spent: Vec<(UnitName, u64)>,
     },
 }
 
@@ -173,13 +183,16 @@ impl<U: Unit> UnitCopy<U> {
     }
 }
 
-/// A caller waiting for a copy's answer: where it goes, and what the book needs.
+/// A caller waiting for a copy's answer: where it goes, what the book needs, and what its
+/// log lines say.
 #[derive(Debug)]
 struct Awaiting {
     port: RpcReplyPort<StimulusReply>,
     kind: &'static str,
     budget: Budget,
     since: std::time::Instant,
+    id: StimulusId,
+    trace: TraceId,
 }
 
 /// A running copy.
@@ -196,7 +209,26 @@ pub struct CopyState<U: Unit> {
     reconciled: Reconciled,
     /// The core's next tick, armed when its core asks for one.
     wakeup: Wakeup,
+    /// The calls out, each with the stimulus it is made for and that stimulus's thread.
+    calls_out: HashMap<CallToken, (StimulusId, TraceId)>,
+    /// Of a unit that calls others: per stimulus being served, where its time went.
+    threads: HashMap<StimulusId, Serving>,
 }
+
+/// A stimulus a unit that calls others is serving: since when, for how many callers, the
+/// time its calls took, and the call out with when it was first sent (a call sent again
+/// because its outcome was unknown counts from its first sending).
+#[derive(Debug)]
+struct Serving {
+    since: std::time::Instant,
+    waiters: usize,
+    time: ThreadTime,
+    call: Option<(StimulusId, std::time::Instant)>,
+}
+
+/// Most stimuli a copy keeps accounts of at once (a line of stimuli behind a slow call stays
+/// well below it; past it, accounts are dropped and answers carry only the copy's own time).
+const THREADS_KEPT: usize = 16_384;
 
 impl<U: Unit> Actor for UnitCopy<U> {
     type Msg = CopyMsg;
@@ -241,6 +273,8 @@ impl<U: Unit> Actor for UnitCopy<U> {
             myself: myself.clone(),
             reconciled: Reconciled::default(),
             wakeup: Wakeup::new(),
+            calls_out: HashMap::new(),
+            threads: HashMap::new(),
         };
         // A first copy asks for its lease on its first tick.
         arm_tick(&mut state, clock::now());
@@ -275,6 +309,7 @@ impl<U: Unit> Actor for UnitCopy<U> {
                 low_water,
                 bound_at,
                 body,
+                trace,
                 reply,
             } => match decode::<U::Stimulus>("stimulus", &body) {
                 Ok(_) if state.panic_armed => {
@@ -293,7 +328,25 @@ impl<U: Unit> Actor for UnitCopy<U> {
                         kind: unit.stimulus_kind(&body),
                         budget: unit.budget(&body),
                         since: std::time::Instant::now(),
+                        id,
+                        trace,
                     };
+                    let span = stimulus_span(state, state.core.epoch(), id, trace);
+                    let _in_span = span.enter();
+                    tracing::trace!(kind = awaiting.kind, bound_at = bound_at.0, "taken");
+                    if !state.args.calls.is_empty() {
+                        if state.threads.len() >= THREADS_KEPT {
+                            state.threads.clear();
+                        }
+                        let since = awaiting.since;
+                        let serving = state.threads.entry(id).or_insert_with(|| Serving {
+                            since,
+                            waiters: 0,
+                            time: ThreadTime::default(),
+                            call: None,
+                        });
+                        serving.waiters += 1;
+                    }
                     state.waiting.insert(token, awaiting);
                     step_core(
                         state,
@@ -303,6 +356,7 @@ impl<U: Unit> Actor for UnitCopy<U> {
                             low_water,
                             bound_at,
                             body,
+                            trace,
                             reply: token,
                         }),
                     );
@@ -357,7 +411,23 @@ impl<U: Unit> Actor for UnitCopy<U> {
                 step_core(state, now, Input::Tick);
             }
             CopyMsg::ArmPanic => state.panic_armed = true,
-            CopyMsg::CallReply { call, reply } => {
+            CopyMsg::CallReply { call, reply, spent } => {
+                // The handler of the stimulus the call was made for runs again, in its span.
+                let span = match state.calls_out.remove(&call) {
+                    Some((id, trace)) => {
+                        let known =
+                            !matches!(reply.outcome, Err(CallFailure::DeadlineExceeded { .. }));
+                        let serving = state.threads.get_mut(&id);
+                        if let Some(serving) = serving.filter(|_| known) {
+                            if let Some((_, sent)) = serving.call.take() {
+                                serving.time.called(&reply.unit, sent.elapsed(), &spent);
+                            }
+                        }
+                        stimulus_span(state, state.core.epoch(), id, trace)
+                    }
+                    None => tracing::Span::none(),
+                };
+                let _in_span = span.enter();
                 step_core(state, now, Input::CallReply { call, reply });
             }
         }
@@ -365,6 +435,25 @@ impl<U: Unit> Actor for UnitCopy<U> {
         arm_tick(state, now);
         Ok(())
     }
+}
+
+/// The span of stimulus `id` of thread `trace` on this copy at `epoch`: every line logged
+/// while the copy serves it — the unit's own included — says where and for which thread.
+fn stimulus_span<U: Unit>(
+    state: &CopyState<U>,
+    epoch: Epoch,
+    id: StimulusId,
+    trace: TraceId,
+) -> tracing::Span {
+    tracing::debug_span!(
+        "stimulus",
+        node = %state.args.node,
+        unit = %state.args.unit,
+        copy = %state.args.copy,
+        epoch = epoch.0,
+        stimulus = %id,
+        trace = %trace,
+    )
 }
 
 /// Arm the copy's next tick for when its core needs it.
@@ -418,33 +507,52 @@ fn watch_dependencies<U: Unit>(state: &mut CopyState<U>, now: understudy_runtime
     }
 }
 
-/// Make a call the core asked for, in a task of its own; its outcome comes back as a message.
-fn make_call<U: Unit>(
-    state: &CopyState<U>,
+/// A call the core asked for ([`Command::Call`]).
+struct Outgoing {
     call: CallToken,
     unit: UnitName,
     id: StimulusId,
     low_water: Seq,
     body: Vec<u8>,
     t_max: Duration,
-) {
+    trace: TraceId,
+}
+
+/// Make a call the core asked for, in a task of its own (in a span naming the caller, the
+/// called unit and the thread); its outcome comes back as a message.
+fn make_call<U: Unit>(state: &CopyState<U>, outgoing: Outgoing) {
+    let Outgoing { call, unit, id, .. } = &outgoing;
+    let (call, unit, id, trace) = (*call, unit.clone(), *id, outgoing.trace);
+    let (low_water, body, t_max) = (outgoing.low_water, outgoing.body, outgoing.t_max);
     let registry = state.args.registry.clone();
     let directory = state.args.directory.clone();
     let myself = state.myself.clone();
     let (book, caller) = (state.args.budgets.clone(), state.args.unit.clone());
-    tokio::spawn(async move {
+    let span = tracing::debug_span!(
+        "call",
+        node = %state.args.node,
+        unit = %caller,
+        callee = %unit,
+        call = %id,
+        trace = %trace,
+    );
+    let task = async move {
+        let sent = std::time::Instant::now();
         let deadline = tokio::time::Instant::now() + t_max;
         let route = Route {
             registry: &registry,
             directory: &directory,
             name: &unit,
+            trace: Some(trace),
         };
         let low = move || low_water;
+        let mut spent = Vec::new();
         let outcome = match route.deliver(id, &low, &body, t_max, deadline).await {
             Ok((answer, attempts)) => {
                 if attempts > 1 {
                     book.redirected(&caller);
                 }
+                spent = answer.spent;
                 Ok(answer.body)
             }
             Err(CallError::Unavailable { unit } | CallError::Quarantined { unit, .. }) => {
@@ -464,10 +572,66 @@ fn make_call<U: Unit>(
                 reason: e.to_string(),
             }),
         };
+        let took_us = micros(sent.elapsed());
+        match &outcome {
+            Ok(_) => tracing::debug!(took_us, "answered"),
+            Err(failure) => tracing::debug!(took_us, %failure, "no answer"),
+        }
         let reply = CallReply { unit, outcome };
         // The copy may have stopped meanwhile: then nobody waits for the reply.
-        let _ = myself.cast(CopyMsg::CallReply { call, reply });
-    });
+        let _ = myself.cast(CopyMsg::CallReply { call, reply, spent });
+    };
+    tokio::spawn(tracing::Instrument::instrument(task, span));
+}
+
+/// The account of where the stimulus `awaiting` waits for spent its time, for its answer
+/// (empty for a client's stimulus, which begins its thread); a thread that began here and
+/// broke its budget is reported to the group manager, which tells the global manager.
+fn account<U: Unit>(
+    state: &mut CopyState<U>,
+    awaiting: &Awaiting,
+    answered: bool,
+) -> Vec<(UnitName, u64)> {
+    let unit = &state.args.unit;
+    let (took, spent) = match state.threads.get_mut(&awaiting.id) {
+        Some(serving) => {
+            serving.waiters = serving.waiters.saturating_sub(1);
+            let took = serving.since.elapsed();
+            let spent = serving.time.account(unit, took);
+            if serving.waiters == 0 {
+                state.threads.remove(&awaiting.id);
+            }
+            (took, spent)
+        }
+        None => {
+            let took = awaiting.since.elapsed();
+            (took, ThreadTime::default().account(unit, took))
+        }
+    };
+    let began_here = awaiting.trace == TraceId::root(awaiting.id);
+    let broke = answered && took > awaiting.budget.t_max() && unit.0 != GLOBAL_UNIT;
+    if began_here && broke {
+        let thread = SlowThread {
+            group: String::new(),
+            unit: unit.clone(),
+            kind: awaiting.kind.to_string(),
+            trace: awaiting.trace,
+            took_us: micros(took),
+            t_max_us: micros(awaiting.budget.t_max()),
+            spent,
+        };
+        tracing::warn!(unit = %unit, "{}", thread.describe());
+        let _ = state
+            .args
+            .local_manager
+            .cast(LocalManagerMsg::SlowThread(Box::new(thread)));
+        return Vec::new();
+    }
+    if began_here {
+        Vec::new()
+    } else {
+        spent
+    }
 }
 
 /// Carry out the commands the core produced.
@@ -491,7 +655,26 @@ fn carry_out<U: Unit>(state: &mut CopyState<U>) {
                 low_water,
                 body,
                 t_max,
-            } => make_call(state, call, unit, id, low_water, body, t_max),
+                upstream,
+                trace,
+            } => {
+                state.calls_out.insert(call, (upstream, trace));
+                if let Some(serving) = state.threads.get_mut(&upstream) {
+                    if serving.call.is_none_or(|(out, _)| out != id) {
+                        serving.call = Some((id, std::time::Instant::now()));
+                    }
+                }
+                let outgoing = Outgoing {
+                    call,
+                    unit,
+                    id,
+                    low_water,
+                    body,
+                    t_max,
+                    trace,
+                };
+                make_call(state, outgoing);
+            }
             Command::Reply {
                 to,
                 outcome,
@@ -502,6 +685,15 @@ fn carry_out<U: Unit>(state: &mut CopyState<U>) {
                 let Some(awaiting) = state.waiting.remove(&to) else {
                     continue;
                 };
+                let spent = account(state, &awaiting, outcome.is_ok());
+                let span = stimulus_span(state, epoch, awaiting.id, awaiting.trace);
+                span.in_scope(|| {
+                    let took_us = micros(awaiting.since.elapsed());
+                    match &outcome {
+                        Ok(_) => tracing::debug!(took_us, degraded, "answered"),
+                        Err(refusal) => tracing::debug!(took_us, %refusal, "refused"),
+                    }
+                });
                 if outcome.is_ok() {
                     let took = awaiting.since.elapsed();
                     let unit = &state.args.unit;
@@ -522,6 +714,7 @@ fn carry_out<U: Unit>(state: &mut CopyState<U>) {
                             },
                             durability,
                             degraded,
+                            spent,
                         })
                         .map_err(|e| DeliveryError::Malformed {
                             unit: state.args.unit.clone(),

@@ -8,9 +8,10 @@
 use crate::registry::NameUpdate;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+use understudy_runtime::global::SlowThread;
 use understudy_runtime::{
     CopyId, Directive, Epoch, LeaseAsk, LeaseRenewal, NodeName, Report, Seq, StartAs, StimulusId,
-    Time, UnitName,
+    Time, TraceId, UnitName,
 };
 
 /// The largest encoded stimulus a client sends and a copy accepts: 1 MiB. It is well under
@@ -159,6 +160,9 @@ pub enum ManagerCast {
         /// The primaries that asked.
         asks: Vec<LeaseAsk>,
     },
+    /// A stimulus thread that began at a copy on the sender's node broke its budget (its
+    /// `group` is named by the manager), for the global manager.
+    SlowThread(Box<SlowThread>),
 }
 
 /// A stimulus sent to another node, which answers with an encoded
@@ -178,4 +182,8 @@ pub struct StimulusAsk {
     pub bound_at: Epoch,
     /// The encoded stimulus.
     pub body: Vec<u8>,
+    /// The stimulus thread it belongs to, when a unit sends it on behalf of a stimulus it
+    /// serves (absent: it begins a thread of its own).
+    #[serde(default)]
+    pub trace: Option<TraceId>,
 }

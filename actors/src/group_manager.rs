@@ -125,7 +125,8 @@ pub struct GroupManagerState {
 }
 
 /// Hands what a node or a copy told the group manager to its `session` (which decides what
-/// to propose from it, given the `table`).
+/// to propose from it, given the `table`). A slow thread is not the group's to decide on:
+/// the cluster's control plane passes it to the global manager before.
 pub fn hear(session: &mut ManagerSession, table: &GroupTable, now: Time, cast: ManagerCast) {
     match cast {
         ManagerCast::NodeUp { node, incarnation } => {
@@ -171,6 +172,9 @@ pub fn hear(session: &mut ManagerSession, table: &GroupTable, now: Time, cast: M
             requested_at,
             asks,
         }),
+        ManagerCast::SlowThread(thread) => {
+            tracing::debug!(thread = %thread.describe(), "a slow thread, not the group's to act on");
+        }
     }
 }
 

@@ -17,9 +17,10 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use understudy_runtime::global::SlowThread;
 use understudy_runtime::{
     CopyConfig, CopyId, Directive, HeartbeatConfig, LeaseAsk, LeaseAsks, Liveness, NodeName,
-    Report, StimulusId, UnitName,
+    Report, StimulusId, TraceId, UnitName,
 };
 
 /// How to run one unit: its kind and the tuning of its copies.
@@ -116,6 +117,9 @@ pub enum LocalManagerMsg {
     Stimulus(StimulusAsk, RpcReplyPort<StimulusReply>),
     /// A copy here reports to the group manager.
     Report(Report),
+    /// A stimulus thread that began at a copy here broke its budget: for the group manager,
+    /// which tells the global manager.
+    SlowThread(Box<SlowThread>),
     /// A copy here answered heartbeat `seq`.
     HeartbeatAck {
         /// The copy.
@@ -209,6 +213,7 @@ impl CopyRoutes {
             low_water,
             bound_at,
             body,
+            trace,
         } = ask;
         match self.copies.get(&copy) {
             Some(actor) => {
@@ -219,6 +224,7 @@ impl CopyRoutes {
                     low_water,
                     bound_at,
                     body,
+                    trace: trace.unwrap_or(TraceId::root(id)),
                     reply,
                 });
             }
@@ -509,6 +515,7 @@ impl Actor for LocalManager {
                 }
             }
             LocalManagerMsg::Report(r) => state.tell_manager(ManagerCast::Report(r)),
+            LocalManagerMsg::SlowThread(t) => state.tell_manager(ManagerCast::SlowThread(t)),
             LocalManagerMsg::HeartbeatAck { copy, .. } => {
                 state.liveness.heard(&copy, now);
             }

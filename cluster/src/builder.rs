@@ -106,6 +106,7 @@ impl Node {
         .kind(understudy_runtime::global::GLOBAL_KIND, |unit| {
             GlobalManager {
                 budget: unit.budget(),
+                ..GlobalManager::default()
             }
         })
     }

@@ -43,7 +43,7 @@ use understudy_actors::group_manager::{
 use understudy_actors::{
     Directory, GroupManagerMsg, LinkError, ManagerLink, Registry, UnitClient, UnitStatus,
 };
-use understudy_runtime::global::CopyFailure;
+use understudy_runtime::global::{CopyFailure, NodeLoss, SlowThread};
 use understudy_runtime::{
     ControlEntry, ControlInput, GroupInput, GroupTable, ManagerSession, NodeName, Time, UnitName,
 };
@@ -214,6 +214,10 @@ pub struct ControlView {
     /// missed heartbeats, since this node started (0 where it never ran here).
     #[serde(default)]
     pub nodes_lost: u64,
+    /// The nodes the group's table excludes from placement (the global manager found them
+    /// failing again and again), each with why; an operator readmits them.
+    #[serde(default)]
+    pub excluded: BTreeMap<NodeName, String>,
 }
 
 /// What a node's control plane starts with.
@@ -242,8 +246,9 @@ pub struct ControlArgs {
 }
 
 /// A group manager's line to the global manager, a unit like any other
-/// ([`understudy_runtime::global`]): each copy that ended inside its handler is reported, and
-/// the decisions that come back are proposed in the group's log.
+/// ([`understudy_runtime::global`]): each copy that ended inside its handler and each node
+/// declared lost is reported, and the decisions that come back are proposed in the group's
+/// log.
 #[derive(Clone, Debug)]
 pub struct GlobalReports {
     client: UnitClient<GlobalManager>,
@@ -256,6 +261,33 @@ impl GlobalReports {
         GlobalReports {
             client: UnitClient::new(GlobalManager::default(), name, registry, directory),
         }
+    }
+
+    /// Reports that `group` declared `node` lost — the incarnation `table` records for it —
+    /// seen `how`, now (on this node's wall clock: the global manager compares the times of
+    /// losses reported by different managers).
+    fn node_lost(
+        &self,
+        control: &ActorRef<ControlMsg>,
+        group: &str,
+        table: &GroupTable,
+        node: &NodeName,
+        how: &str,
+    ) {
+        let Some(incarnation) = table.incarnation(node) else {
+            return;
+        };
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let loss = NodeLoss {
+            group: group.to_string(),
+            node: node.clone(),
+            incarnation,
+            at_ms,
+            how: how.to_string(),
+        };
+        self.send(control, GlobalRequest::NodeLost(loss));
     }
 
     /// Sends `request` in a task of its own; each decision in the answer comes back to
@@ -397,6 +429,12 @@ impl Actor for ControlPlane {
                 }
                 state.input(GroupInput::Quarantine { unit, reason });
             }
+            ControlMsg::Decided(GlobalDecision::Exclude { node, reason }) => {
+                if state.leading.is_some() {
+                    tracing::error!(%node, %reason, "the global manager excludes the node from placement: its copies move away, and none go there until an operator readmits it");
+                }
+                state.input(GroupInput::Exclude { node, reason });
+            }
             ControlMsg::Manager(GroupManagerMsg::AddUnit { unit }) => {
                 state.input(GroupInput::AddUnit { unit });
             }
@@ -418,10 +456,19 @@ impl Actor for ControlPlane {
             }
             ControlMsg::Operate(input, reply) => {
                 let answer = if state.leading.is_some() {
-                    if let GroupInput::Release { unit } = &input {
-                        // The global manager forgets the unit's failures: judged afresh.
-                        let released = GlobalRequest::Released { unit: unit.clone() };
-                        state.args.global.send(&myself, released);
+                    // The global manager forgets the unit's failures, or the node's losses: it
+                    // is judged afresh.
+                    let forget = match &input {
+                        GroupInput::Release { unit } => {
+                            Some(GlobalRequest::Released { unit: unit.clone() })
+                        }
+                        GroupInput::Readmit { node } => {
+                            Some(GlobalRequest::Readmitted { node: node.clone() })
+                        }
+                        _ => None,
+                    };
+                    if let Some(forget) = forget {
+                        state.args.global.send(&myself, forget);
                     }
                     state.input(input);
                     Ok(())
@@ -444,7 +491,7 @@ impl Actor for ControlPlane {
                     tracing::warn!(node = %state.args.node, error = %e, "a control entry did not commit; its inputs are lost (their senders repeat what matters)");
                 }
             }
-            ControlMsg::PeerGone(node) => state.peer_gone(now, node),
+            ControlMsg::PeerGone(node) => state.peer_gone(&myself, now, node),
             ControlMsg::MembershipChanged(result) => {
                 if let Some(l) = state.leading.as_mut() {
                     l.membership_busy = false;
@@ -480,7 +527,7 @@ impl ControlState {
     }
 
     /// Node `node`'s process ended (see [`ControlMsg::PeerGone`]).
-    fn peer_gone(&mut self, now: Time, node: NodeName) {
+    fn peer_gone(&mut self, myself: &ActorRef<ControlMsg>, now: Time, node: NodeName) {
         let table = lock(&self.args.table);
         self.departed
             .retain(|_, (_, at)| now.since(*at) < REMEMBER_DEPARTED);
@@ -490,6 +537,11 @@ impl ControlState {
         if let Some(leading) = self.leading.as_mut() {
             if leading.session.node_gone(&table, &node) {
                 tracing::warn!(%node, "the node's process ended: counted down at once");
+                let group = &self.args.group;
+                let how = "its process ended";
+                self.args
+                    .global
+                    .node_lost(myself, group, &table, &node, how);
             }
             return;
         }
@@ -558,6 +610,17 @@ impl ControlState {
                 .global
                 .send(myself, GlobalRequest::CopyFailed(failure));
         }
+        if let ManagerCast::SlowThread(thread) = cast {
+            let thread = SlowThread {
+                group: self.args.group.clone(),
+                ..*thread
+            };
+            tracing::warn!(group = %thread.group, "{}", thread.describe());
+            self.args
+                .global
+                .send(myself, GlobalRequest::SlowThread(thread));
+            return;
+        }
         hear(&mut leading.session, &table, now, cast);
     }
 
@@ -577,6 +640,11 @@ impl ControlState {
                 .tick(&table, now, &self.args.units, self.args.expect);
             for node in down {
                 tracing::warn!(%node, "node missed its heartbeats");
+                let group = &self.args.group;
+                let how = "it missed its heartbeats";
+                self.args
+                    .global
+                    .node_lost(myself, group, &table, &node, how);
             }
             if !leading.membership_busy
                 && now.since(leading.last_membership_check) >= MEMBERSHIP_CHECK
@@ -793,6 +861,7 @@ impl ControlState {
             voters: voters.values().map(|n| NodeName::new(n.as_str())).collect(),
             voter_members: voters.keys().copied().collect(),
             nodes_up: table.core().nodes_up(),
+            excluded: table.core().excluded().clone(),
             units: status(table.core()),
             strategies: self.args.strategies.clone(),
             applied: table.entries(),
@@ -1005,7 +1074,12 @@ mod tests {
             name().prop_map(|unit| ControlInput::Core(GroupInput::AddUnit {
                 unit: UnitName::new(unit)
             })),
-            node.prop_map(|node| ControlInput::Core(GroupInput::Drain { node })),
+            node.clone()
+                .prop_map(|node| ControlInput::Core(GroupInput::Drain { node })),
+            (node.clone(), ".{0,8}").prop_map(|(node, reason)| ControlInput::Core(
+                GroupInput::Exclude { node, reason }
+            )),
+            node.prop_map(|node| ControlInput::Core(GroupInput::Readmit { node })),
             Just(ControlInput::Core(GroupInput::Resume)),
         ]
     }

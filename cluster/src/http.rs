@@ -12,10 +12,11 @@
 //! | `POST /api/units/{name}/restore` | `202`: the group manager took the restore of a unit declared unavailable (`understudy restore`) |
 //! | `POST /api/units/{name}/release` | `202`: the group manager took the release of the quarantined unit: its callers reach it again |
 //! | `POST /api/nodes/{name}/drain` | `202`: the group manager took the drain (`understudy drain`) |
+//! | `POST /api/nodes/{name}/readmit` | `202`: the group manager took the readmission of a node excluded from placement or drained: it takes copies again (`understudy readmit`) |
 //! | `GET /metrics` | this node's counts, in Prometheus' text format (see [`render_metrics`]) |
 //!
 //! The API asks the nodes what a probe would ask them, through [`crate::operator`] over this
-//! node's own sessions ([`NodeReach`]); `understudy status|switchover|restore|drain` are
+//! node's own sessions ([`NodeReach`]); `understudy status|switchover|restore|release|drain|readmit` are
 //! clients of it. Every error is JSON,
 //! `{"error": "..."}`, saying what to do next: `400` a bad name, `401` a missing or wrong
 //! token, `403` no token configured, `404` an unknown unit, node or endpoint, `409` the
@@ -235,6 +236,7 @@ pub fn router<R: ReachNodes + 'static>(
         .route("/api/units/{name}/restore", post(restore::<R>))
         .route("/api/units/{name}/release", post(release::<R>))
         .route("/api/nodes/{name}/drain", post(drain::<R>))
+        .route("/api/nodes/{name}/readmit", post(readmit::<R>))
         .route("/metrics", get(metrics::<R>))
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
@@ -275,7 +277,7 @@ pub enum ApiError {
     )]
     UnknownNode(NodeName),
     /// A path the API does not serve.
-    #[error("no endpoint {method} {path}; the API serves GET / (the console), GET /api/events, GET /api/status, POST /api/units/{{name}}/switchover, POST /api/units/{{name}}/restore, POST /api/units/{{name}}/release, POST /api/nodes/{{name}}/drain and GET /metrics")]
+    #[error("no endpoint {method} {path}; the API serves GET / (the console), GET /api/events, GET /api/status, POST /api/units/{{name}}/switchover, POST /api/units/{{name}}/restore, POST /api/units/{{name}}/release, POST /api/nodes/{{name}}/drain, POST /api/nodes/{{name}}/readmit and GET /metrics")]
     NoSuchEndpoint {
         /// The method asked.
         method: Method,
@@ -283,7 +285,7 @@ pub enum ApiError {
         path: String,
     },
     /// A method the endpoint does not take.
-    #[error("{method} is not served at {path}: reads are GET (/, /api/events, /api/status, /metrics), changes are POST (/api/units/{{name}}/switchover, /api/units/{{name}}/restore, /api/units/{{name}}/release, /api/nodes/{{name}}/drain)")]
+    #[error("{method} is not served at {path}: reads are GET (/, /api/events, /api/status, /metrics), changes are POST (/api/units/{{name}}/switchover, /api/units/{{name}}/restore, /api/units/{{name}}/release, /api/nodes/{{name}}/drain, /api/nodes/{{name}}/readmit)")]
     MethodNotAllowed {
         /// The method asked.
         method: Method,
@@ -480,6 +482,20 @@ async fn drain<R: ReachNodes>(
 ) -> Result<Response, ApiError> {
     change(&api, &headers, path, ("drain", "node"), |node| {
         WireAsk::Drain {
+            node: NodeName::new(node),
+        }
+    })
+    .await
+}
+
+/// `POST /api/nodes/{name}/readmit`.
+async fn readmit<R: ReachNodes>(
+    State(api): State<Arc<Api<R>>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    change(&api, &headers, path, ("readmit", "node"), |node| {
+        WireAsk::Readmit {
             node: NodeName::new(node),
         }
     })
@@ -1022,6 +1038,7 @@ mod tests {
                 strategies: BTreeMap::from([(kv.clone(), "synchronous".to_string())]),
                 applied: 17,
                 nodes_lost: if manager { 1 } else { 0 },
+                excluded: BTreeMap::new(),
             },
             others: Vec::new(),
             budgets: BudgetReport {

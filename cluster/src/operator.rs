@@ -130,8 +130,8 @@ async fn one_more(
     false
 }
 
-/// Hands an operator request — [`WireAsk::Switchover`], [`WireAsk::Drain`] or
-/// [`WireAsk::Restore`] — to the node that runs the manager of the group concerned. `Ok` means
+/// Hands an operator request — [`WireAsk::Switchover`], [`WireAsk::Drain`],
+/// [`WireAsk::Restore`], [`WireAsk::Release`] or [`WireAsk::Readmit`] — to the node that runs the manager of the group concerned. `Ok` means
 /// the manager took it; the nodes' status then shows it carried out (a new epoch, a node
 /// emptied). A unit or node no group knows is refused before anything is sent. Nodes are asked
 /// for their status in the order of their names until both the group and its manager are
@@ -154,7 +154,7 @@ pub async fn operate(reach: &impl ReachNodes, request: WireAsk) -> Result<(), Pr
                     .ok_or_else(|| none_answered(&seen, ProbeError::UnknownUnit(unit.clone())))?,
             )
         }
-        WireAsk::Drain { node } => Some(
+        WireAsk::Drain { node } | WireAsk::Readmit { node } => Some(
             seek(reach, &mut rest, &mut seen, |s| group_of_node(s, node))
                 .await
                 .ok_or_else(|| none_answered(&seen, ProbeError::UnknownNode(node.clone())))?,

@@ -168,6 +168,12 @@ pub enum WireAsk {
         /// The unit.
         unit: UnitName,
     },
+    /// Operator: readmit a node excluded from placement (or drained) — it takes copies
+    /// again — for the node that runs the group manager. Answered with [`WireAnswer::Done`].
+    Readmit {
+        /// The node.
+        node: NodeName,
+    },
     /// A Raft request for this node's member of `group` (an encoded
     /// [`RaftRequest`](crate::raft::RaftRequest)). Answered with [`WireAnswer::Raft`].
     Raft {
@@ -432,6 +438,13 @@ impl EndpointState {
                 operate(
                     state.args.home.control.clone(),
                     GroupInput::Drain { node },
+                    reply,
+                );
+            }
+            Ok(WireAsk::Readmit { node }) => {
+                operate(
+                    state.args.home.control.clone(),
+                    GroupInput::Readmit { node },
                     reply,
                 );
             }
@@ -918,6 +931,7 @@ mod tests {
                         low_water: Seq(seq / 2),
                         bound_at: Epoch(epoch),
                         body,
+                        trace: None,
                     })
                 });
             prop_oneof![
@@ -925,6 +939,7 @@ mod tests {
                 Just(WireAsk::Status),
                 unit.clone().prop_map(|unit| WireAsk::Switchover { unit }),
                 node.clone().prop_map(|node| WireAsk::Drain { node }),
+                node.clone().prop_map(|node| WireAsk::Readmit { node }),
                 unit.clone().prop_map(|unit| WireAsk::Restore { unit }),
                 unit.clone().prop_map(|unit| WireAsk::Release { unit }),
                 (name(), bytes(96)).prop_map(|(group, request)| WireAsk::Raft { group, request }),

@@ -11,7 +11,7 @@ use crate::call::{
     derived_id, derived_low_water, CallFailure, CallReply, Outcall, CALLS_PER_STIMULUS,
 };
 use crate::dedupe::{Answered, DedupeLimits, DedupeTable, Seen};
-use crate::ids::{BatchSeq, CopyId, Epoch, Seq, StimulusId, UnitName};
+use crate::ids::{BatchSeq, CopyId, Epoch, Seq, StimulusId, TraceId, UnitName};
 use crate::message::{Begun, Directive, Entry, PeerMsg, Refusal, Report};
 use crate::replication::{Durability, Replicator, Strategy};
 use crate::time::Time;
@@ -112,6 +112,8 @@ pub struct StimulusIn<U: Unit> {
     pub bound_at: Epoch,
     /// The stimulus itself.
     pub body: U::Stimulus,
+    /// The thread it belongs to: its calls carry it on.
+    pub trace: TraceId,
     /// Where the answer goes.
     pub reply: ReplyToken,
 }
@@ -185,6 +187,10 @@ pub enum Command<U: Unit> {
         body: Vec<u8>,
         /// What is left of the upstream stimulus's `T_max`: the call's own budget.
         t_max: Duration,
+        /// The upstream stimulus, which the call is made for.
+        upstream: StimulusId,
+        /// Its thread, which the call belongs to.
+        trace: TraceId,
     },
     /// Send to the other copy.
     ToPeer {
@@ -271,6 +277,8 @@ struct Open<U: Unit> {
     replies: Vec<CallReply>,
     /// When its `T_max` runs out, on this copy's clock.
     deadline: Time,
+    /// The thread it belongs to.
+    trace: TraceId,
 }
 
 impl<U: Unit> Open<U> {
@@ -280,6 +288,7 @@ impl<U: Unit> Open<U> {
             id: self.id,
             low_water: self.low_water,
             body: self.body.clone(),
+            trace: Some(self.trace),
         }
     }
 }
@@ -706,6 +715,7 @@ impl<U: Unit> CopyCore<U> {
             begun: false,
             replies: Vec::new(),
             deadline,
+            trace: s.trace,
         };
         if self.config.in_flight {
             open.begun = true;
@@ -802,6 +812,8 @@ impl<U: Unit> CopyCore<U> {
             low_water: derived_low_water(front.low_water),
             body,
             t_max,
+            upstream: front.id,
+            trace: front.trace,
         };
         self.commands.push(command);
     }
@@ -1297,6 +1309,7 @@ impl<U: Unit> CopyCore<U> {
                         begun: true,
                         replies: Vec::new(),
                         deadline,
+                        trace: b.trace.unwrap_or(TraceId::root(b.id)),
                     });
                 }
                 Reconcile::Ignore => {

@@ -119,6 +119,21 @@ pub enum GroupInput {
         /// The unit.
         unit: UnitName,
     },
+    /// Exclude `node` from placement (the global manager's decision: it keeps failing): as
+    /// with [`GroupInput::Drain`], its primaries hand over and its standbys move, and no copy
+    /// is placed there — also after its process starts again — until it is readmitted.
+    Exclude {
+        /// The node.
+        node: NodeName,
+        /// Why, for the operator.
+        reason: String,
+    },
+    /// The operator readmits `node` to placement: it takes copies again, whether it was
+    /// excluded or drained.
+    Readmit {
+        /// The node.
+        node: NodeName,
+    },
     /// The copies `node`'s local manager runs now (it says so with its heartbeats). The
     /// manager reconciles its record with it, which makes up for any lost notification: a
     /// copy it counts on that is not running is lost (known dead: its supervisor does not run
@@ -435,6 +450,9 @@ pub struct GroupCore {
     /// Units quarantined now or before ([`GroupInput::Quarantine`]).
     #[serde(default)]
     quarantines: BTreeMap<UnitName, Quarantine>,
+    /// Nodes excluded from placement, each with why ([`GroupInput::Exclude`]).
+    #[serde(default)]
+    excluded: BTreeMap<NodeName, String>,
     commands: Vec<GroupCommand>,
 }
 
@@ -451,8 +469,19 @@ impl GroupCore {
             next_copy: copy_base,
             clocks: BTreeMap::new(),
             quarantines: BTreeMap::new(),
+            excluded: BTreeMap::new(),
             commands: Vec::new(),
         }
+    }
+
+    /// The nodes excluded from placement, each with why.
+    pub fn excluded(&self) -> &BTreeMap<NodeName, String> {
+        &self.excluded
+    }
+
+    /// Whether new copies may go to `node`: it is up, and neither drained nor excluded.
+    fn takes_copies(&self, node: &NodeName) -> bool {
+        self.node_up(node) && !self.draining.contains(node) && !self.excluded.contains_key(node)
     }
 
     /// Why `unit` is quarantined, if it is.
@@ -519,6 +548,20 @@ impl GroupCore {
             GroupInput::Restore { unit } => self.restore(now, unit),
             GroupInput::Quarantine { unit, reason } => self.set_quarantine(unit, Some(reason)),
             GroupInput::Release { unit } => self.set_quarantine(unit, None),
+            GroupInput::Exclude { node, reason } => {
+                if self.excluded.contains_key(&node) {
+                    return;
+                }
+                self.excluded.insert(node.clone(), reason);
+                self.drain(now, node);
+            }
+            GroupInput::Readmit { node } => {
+                let excluded = self.excluded.remove(&node).is_some();
+                let drained = self.draining.remove(&node);
+                if excluded || drained {
+                    self.place_missing_standbys();
+                }
+            }
             GroupInput::NodeClocks { clocks } => {
                 for (node, clock) in clocks {
                     if self.node_up(&node) {
@@ -608,9 +651,9 @@ impl GroupCore {
     fn load(&self, of_primary_node: Option<&NodeName>) -> BTreeMap<NodeName, (usize, usize)> {
         let mut load: BTreeMap<NodeName, (usize, usize)> = self
             .nodes
-            .iter()
-            .filter(|(n, up)| **up && !self.draining.contains(*n))
-            .map(|(n, _)| (n.clone(), (0, 0)))
+            .keys()
+            .filter(|n| self.takes_copies(n))
+            .map(|n| (n.clone(), (0, 0)))
             .collect();
         for rec in self.units.values() {
             if let Some(p) = &rec.primary {
@@ -779,12 +822,7 @@ impl GroupCore {
     /// lack a standby, and looks for a node only where some node other than the primary's can
     /// take one (choosing a node counts the copies of every unit).
     fn place_missing_standbys(&mut self) {
-        let eligible: Vec<&NodeName> = self
-            .nodes
-            .iter()
-            .filter(|(n, up)| **up && !self.draining.contains(*n))
-            .map(|(n, _)| n)
-            .collect();
+        let eligible: Vec<&NodeName> = self.nodes.keys().filter(|n| self.takes_copies(n)).collect();
         let names: Vec<UnitName> = self
             .units
             .iter()

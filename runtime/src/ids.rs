@@ -66,6 +66,25 @@ impl fmt::Display for StimulusId {
     }
 }
 
+/// Names one stimulus thread: a stimulus a client sent and every call the units it reaches
+/// make on its behalf, however deep. It is the id of the stimulus that began the thread; each
+/// call carries it on, so one id finds the thread in the logs of every unit it passed through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TraceId(pub StimulusId);
+
+impl TraceId {
+    /// The trace of a thread `root` begins (a stimulus no unit sent).
+    pub fn root(root: StimulusId) -> TraceId {
+        TraceId(root)
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// One incarnation of one copy of a unit. A copy that restarts gets a new id, so messages to
 /// or from an earlier incarnation are never mistaken for the current one.
 #[derive(

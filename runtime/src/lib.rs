@@ -12,7 +12,7 @@
 //! | [`budget`] | time spent against budgets, per unit and stimulus kind |
 //! | [`call`] | units calling units: [`Outcall`], [`CallReply`], ids derived from the upstream stimulus |
 //! | [`mod@unit`] | the [`Unit`] trait an application implements, and the [`Budget`] of a stimulus |
-//! | [`ids`] | [`Epoch`], [`StimulusId`], [`CopyId`], node and unit names, batch numbers |
+//! | [`ids`] | [`Epoch`], [`StimulusId`], [`TraceId`], [`CopyId`], node and unit names, batch numbers |
 //! | [`time`] | [`Time`], the value the caller passes in instead of a clock |
 //! | [`liveness`] | heartbeat bookkeeping: who has been silent too long |
 //! | [`dedupe`] | the bounded [`DedupeTable`] that makes retries take effect once |
@@ -21,7 +21,8 @@
 //! | [`replication`] | the primary's side of the synchronous (group commit) and trailing strategies ([`Replicator`]) |
 //! | [`copy`] | one copy and its role machine `Standby → Promoting → Primary → Fenced` |
 //! | [`group`] | the group manager's decisions: placement, leases, takeover, quarantine |
-//! | [`global`] | the global manager, itself a unit: failures from every group in, quarantines out |
+//! | [`global`] | the global manager, itself a unit: failures, node losses and slow threads from every group in, quarantines and exclusions out |
+//! | [`thread`] | where a stimulus thread's time went, unit by unit |
 //! | [`table`] | the group manager's table as a replicated state machine, and the leader's session deciding what to propose |
 //! | [`pending`] | the leader's queue of inputs for its next entry: each once, a primary's lease requests folded |
 //! | [`renewal`] | a node's primaries' lease asks, gathered by its local manager into one request ([`LeaseAsks`]) |
@@ -52,6 +53,7 @@ pub mod replay;
 pub mod replication;
 pub mod sim;
 pub mod table;
+pub mod thread;
 pub mod time;
 pub mod unit;
 
@@ -69,7 +71,7 @@ pub use group::{
     GroupCommand, GroupConfig, GroupCore, GroupInput, LeaseAsk, LeaseRenewal, Placement,
     Quarantine, StartAs,
 };
-pub use ids::{BatchSeq, ClientId, CopyId, Epoch, NodeName, Seq, StimulusId, UnitName};
+pub use ids::{BatchSeq, ClientId, CopyId, Epoch, NodeName, Seq, StimulusId, TraceId, UnitName};
 pub use liveness::{HeartbeatConfig, Liveness};
 pub use message::{Directive, Entry, LeaseGrant, PeerMsg, Refusal, Report};
 pub use renewal::LeaseAsks;

@@ -3,7 +3,7 @@
 //! the refusals a client may receive ([`Refusal`]). Every one carries an epoch.
 
 use crate::dedupe::DedupeTable;
-use crate::ids::{BatchSeq, ClientId, CopyId, Epoch, Seq, StimulusId, UnitName};
+use crate::ids::{BatchSeq, ClientId, CopyId, Epoch, Seq, StimulusId, TraceId, UnitName};
 use crate::time::Time;
 use crate::unit::DependencyChange;
 use crate::unit::Unit;
@@ -57,6 +57,9 @@ pub struct Begun<U: Unit> {
     pub low_water: Seq,
     /// The stimulus itself, to serve it again.
     pub body: U::Stimulus,
+    /// The thread it belongs to (absent: the thread it began).
+    #[serde(default)]
+    pub trace: Option<TraceId>,
 }
 
 /// Messages between the primary and the standby of one unit.

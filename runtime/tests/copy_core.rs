@@ -8,7 +8,7 @@ use understudy_runtime::sim::{SetResponse, SetStimulus, SetUnit};
 use understudy_runtime::{
     BatchSeq, ClientId, Command, CopyConfig, CopyCore, CopyId, Directive, Epoch, Flush, Input,
     LeaseGrant, NextTick, PeerMsg, Refusal, ReplyToken, Report, Role, Seq, StimulusId, StimulusIn,
-    Strategy, Time, UnitName,
+    Strategy, Time, TraceId, UnitName,
 };
 
 type Core = CopyCore<SetUnit>;
@@ -43,6 +43,10 @@ fn add(client: u64, seq: u64, tag: u64, token: u64) -> Input<SetUnit> {
         low_water: Seq(seq),
         bound_at: Epoch(0),
         body: SetStimulus::Add { tag },
+        trace: TraceId::root(StimulusId {
+            client: ClientId(client),
+            seq: Seq(seq),
+        }),
         reply: ReplyToken(token),
     })
 }
@@ -56,6 +60,10 @@ fn read(client: u64, seq: u64, token: u64) -> Input<SetUnit> {
         low_water: Seq(seq),
         bound_at: Epoch(0),
         body: SetStimulus::Read,
+        trace: TraceId::root(StimulusId {
+            client: ClientId(client),
+            seq: Seq(seq),
+        }),
         reply: ReplyToken(token),
     })
 }
@@ -425,6 +433,10 @@ fn a_standby_promoted_with_its_lease_serves_at_once_and_what_the_new_binding_sen
         low_water: Seq(2),
         bound_at: Epoch(2),
         body: SetStimulus::Read,
+        trace: TraceId::root(StimulusId {
+            client: ClientId(7),
+            seq: Seq(2),
+        }),
         reply: ReplyToken(2),
     });
     assert!(replies(&step(&mut s, ms(4), early)).is_empty());

@@ -1014,3 +1014,73 @@ fn a_unit_record_written_before_takeovers_were_counted_reads_as_none_yet() {
     let rec: understudy_runtime::group::UnitRecord = rmp_serde::from_slice(&bytes).unwrap();
     assert_eq!((rec.epoch, rec.takeovers), (Epoch(4), 0));
 }
+
+#[test]
+fn an_excluded_node_takes_no_copies_even_after_it_starts_again_until_it_is_readmitted() {
+    let mut g = group(3);
+    let a = serving(&mut g, "u", ms(0));
+    let starts = |cmds: &[GroupCommand]| -> Vec<NodeName> {
+        cmds.iter()
+            .filter_map(|c| match c {
+                GroupCommand::Start { node, .. } => Some(node.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let third = (0..3)
+        .map(node)
+        .find(|n| *n != a.primary_node && *n != a.standby_node)
+        .expect("a third node");
+    // The standby's node is excluded: its standby moves to the third node, as in a drain.
+    let cmds = step(
+        &mut g,
+        ms(10),
+        GroupInput::Exclude {
+            node: a.standby_node.clone(),
+            reason: "lost 3 times".into(),
+        },
+    );
+    assert_eq!(
+        g.excluded().get(&a.standby_node).map(String::as_str),
+        Some("lost 3 times")
+    );
+    assert_eq!(starts(&cmds), vec![third.clone()]);
+    // It starts again (a new process): still excluded. The third node is lost: its standby
+    // has nowhere to go but the excluded node, so it goes nowhere.
+    step(
+        &mut g,
+        ms(20),
+        GroupInput::NodeUp {
+            node: a.standby_node.clone(),
+        },
+    );
+    assert!(g.excluded().contains_key(&a.standby_node));
+    let cmds = step(
+        &mut g,
+        ms(30),
+        GroupInput::NodeDown {
+            node: third.clone(),
+            known_dead: true,
+        },
+    );
+    assert_eq!(starts(&cmds), Vec::<NodeName>::new());
+    let cmds = step(&mut g, ms(40), GroupInput::AddUnit { unit: unit("w") });
+    assert!(
+        !starts(&cmds).contains(&a.standby_node),
+        "a unit added now is not placed on the excluded node"
+    );
+    // Readmitted, it takes the standbys that lacked a node.
+    let cmds = step(
+        &mut g,
+        ms(50),
+        GroupInput::Readmit {
+            node: a.standby_node.clone(),
+        },
+    );
+    assert!(g.excluded().is_empty());
+    let placed = starts(&cmds);
+    assert!(
+        !placed.is_empty() && placed.iter().all(|n| *n == a.standby_node),
+        "the readmitted node takes the missing standbys: {placed:?}"
+    );
+}

@@ -10,7 +10,7 @@ use understudy_runtime::sim::{SetResponse, SetStimulus};
 use understudy_runtime::{
     derived_id, CallReply, ClientId, Command, CopyConfig, CopyCore, CopyId, DependencyChange,
     Directive, Entry, Epoch, Handled, Input, Outcall, PeerMsg, Reconcile, Refusal, ReplyToken,
-    Role, Seq, Step, StimulusId, StimulusIn, Time, Unit, UnitName,
+    Role, Seq, Step, StimulusId, StimulusIn, Time, TraceId, Unit, UnitName,
 };
 
 /// A unit that adds tags, forwards tags to the unit "back" (a `SetUnit`), and knows whether
@@ -161,6 +161,7 @@ fn stimulus(client: u64, seq: u64, body: FrontStimulus, token: u64) -> Input<Fro
         low_water: Seq(seq),
         bound_at: Epoch(0),
         body,
+        trace: TraceId::root(id(client, seq)),
         reply: ReplyToken(token),
     })
 }
@@ -607,4 +608,45 @@ fn a_call_whose_outcome_is_unknown_is_sent_again_with_the_same_id_not_given_to_t
     });
     assert_eq!(budget, Some(Duration::from_secs(1)), "a whole budget again");
     assert_eq!(p.reconciled().calls_resent, 1);
+}
+
+/// The traces the calls in `cmds` carry.
+fn call_traces(cmds: &Cmds) -> Vec<TraceId> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Call { trace, .. } => Some(*trace),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_call_carries_the_trace_of_the_thread_its_stimulus_belongs_to_also_after_a_takeover() {
+    let (mut p, mut s) = pair(in_flight());
+    // Stimulus c7#3 is itself a call in the thread begun by c99#1.
+    let thread = TraceId::root(id(99, 1));
+    let input = Input::Stimulus(StimulusIn {
+        id: id(7, 3),
+        low_water: Seq(3),
+        bound_at: Epoch(0),
+        body: FrontStimulus::Forward { tag: 5 },
+        trace: thread,
+        reply: ReplyToken(1),
+    });
+    let begin = step(&mut p, ms(5), input);
+    let ack = deliver(&begin, S, &mut s, ms(6));
+    let first = deliver(&ack, P, &mut p, ms(7));
+    assert_eq!(
+        call_traces(&first),
+        vec![thread],
+        "the call carries the thread on"
+    );
+    // The primary is lost while its call is out: the standby knew the open stimulus's thread.
+    let mut none = None;
+    let after = take_over(&mut s, &mut none, Epoch(2), ms(20));
+    assert_eq!(
+        call_traces(&after),
+        vec![thread],
+        "served again after the takeover, its call carries the same thread"
+    );
 }

@@ -32,16 +32,37 @@ pub enum KvRequest {
     /// primary that serves it and the standby promoted after it both fail on it, so the unit
     /// is quarantined rather than losing one copy after another.
     Poison,
+    /// A request the handler takes `ms` milliseconds over (at most [`MAX_STALL_MS`]), blocking
+    /// its copy meanwhile, and then answers `Done`, changing nothing. It stands for a handler
+    /// that takes too long (a slow disk, a contended lock) and shows the global manager's
+    /// report of a stimulus thread that broke its budget, naming the unit that spent the time.
+    Stall {
+        /// How long the handler takes.
+        ms: u64,
+    },
+}
+
+/// The longest a [`KvRequest::Stall`] stalls: half the time a copy's local manager waits for
+/// its heartbeat answer by default (4 × 50 ms), so the copy is slow, not hung.
+pub const MAX_STALL_MS: u64 = 100;
+
+impl KvRequest {
+    /// Serves a [`KvRequest::Stall`]: blocks the calling thread for up to `ms`.
+    pub(crate) fn stall(ms: u64) {
+        std::thread::sleep(Duration::from_millis(ms.min(MAX_STALL_MS)));
+    }
 }
 
 impl KvRequest {
-    /// The stimulus's kind, under which budgets are reported: `get`, `put`, `incr` or `poison`.
+    /// The stimulus's kind, under which budgets are reported: `get`, `put`, `incr`, `poison` or
+    /// `stall`.
     pub fn kind(&self) -> &'static str {
         match self {
             KvRequest::Get { .. } => "get",
             KvRequest::Put { .. } => "put",
             KvRequest::Incr { .. } => "incr",
             KvRequest::Poison => "poison",
+            KvRequest::Stall { .. } => "stall",
         }
     }
 }
@@ -127,6 +148,10 @@ impl Unit for KeyValue {
                 }
             }
             KvRequest::Poison => panic!("the key-value unit cannot serve a poison stimulus"),
+            KvRequest::Stall { ms } => {
+                KvRequest::stall(*ms);
+                Handled::read(KvResponse::Done)
+            }
         }
     }
 

@@ -83,6 +83,10 @@ impl Stage {
                 Handled::read(KvResponse::NotANumber { key: key.clone() })
             }
             KvRequest::Poison => panic!("a pipeline stage cannot serve a poison stimulus"),
+            KvRequest::Stall { ms } => {
+                KvRequest::stall(*ms);
+                Handled::read(KvResponse::Done)
+            }
         }
     }
 

@@ -15,7 +15,7 @@ use super::unit::{SetResponse, SetStimulus};
 use super::world::{is_write, Binding, Endpoint, Event, Packet, TokenOwner, World};
 use super::Breakage;
 use crate::copy::{Input, ReplyToken, StimulusIn};
-use crate::ids::{BatchSeq, ClientId, Epoch, Seq, StimulusId};
+use crate::ids::{BatchSeq, ClientId, Epoch, Seq, StimulusId, TraceId};
 use crate::message::Refusal;
 use crate::replay::ReplayBook;
 use crate::replication::Durability;
@@ -236,6 +236,7 @@ impl World<'_> {
             low_water,
             bound_at: binding.epoch,
             body,
+            trace: TraceId::root(id),
             reply: ReplyToken(token),
         });
         self.send(
