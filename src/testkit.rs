@@ -312,9 +312,24 @@ impl ProcessCluster {
                     waited: limit,
                     why: e.to_string(),
                 })?;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        self.ready_again(&probe, left).await?;
+        Ok(probe)
+    }
+
+    /// Waits up to `limit`, through the `probe` [`ProcessCluster::ready`] gave, until the
+    /// cluster is ready as `ready` says: after a node was restarted, say. Keep the one probe:
+    /// the probes of one test process share ractor's process groups, and dropping one takes
+    /// the nodes it saw from the other's view.
+    pub async fn ready_again(
+        &self,
+        probe: &Probe,
+        limit: std::time::Duration,
+    ) -> Result<(), ProcessError> {
+        let deadline = std::time::Instant::now() + limit;
         loop {
-            let why = match self.not_ready(&probe).await {
-                None => return Ok(probe),
+            let why = match self.not_ready(probe).await {
+                None => return Ok(()),
                 Some(why) => why,
             };
             if std::time::Instant::now() >= deadline {

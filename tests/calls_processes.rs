@@ -858,24 +858,14 @@ async fn a_stimulus_thread_carries_one_trace_id_through_every_unit_it_reaches_in
 }
 
 /// The pipeline with a tight budget at its entry: 20 ms for a thread through three units.
-const TIGHT_PIPELINE: &str = r#"
-[[units]]
-name = "intake"
-kind = "stage"
-calls = ["enrich"]
-t_max_ms = 20
-
-[[units]]
-name = "enrich"
-kind = "stage"
-calls = ["tally"]
-t_max_ms = 5000
-
-[[units]]
-name = "tally"
-kind = "kv"
-t_max_ms = 5000
-"#;
+fn tight_pipeline() -> String {
+    let tight = PIPELINE.replacen("t_max_ms = 5000", "t_max_ms = 20", 1);
+    assert!(
+        tight.contains("name = \"intake\"\nkind = \"stage\"\ncalls = [\"enrich\"]\nt_max_ms = 20"),
+        "intake's budget is the one made tight: {tight}"
+    );
+    tight
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stimulus_thread_that_breaks_its_budget_is_reported_to_the_global_manager_with_the_unit_that_spent_the_time(
@@ -884,7 +874,7 @@ async fn a_stimulus_thread_that_breaks_its_budget_is_reported_to_the_global_mana
     // Heartbeats every 100 ms, four missed to be lost: tally's stalled copy stays far from hung.
     let args = ["--heartbeat-ms", "100", "--heartbeat-misses", "4"];
     let (_cluster, probe, names) =
-        start_cluster_logging("cb", 3, TIGHT_PIPELINE, None, &args).await;
+        start_cluster_logging("cb", 3, &tight_pipeline(), None, &args).await;
     // tally takes 100 ms over it: five times intake's whole budget.
     let sent = Instant::now();
     let answer = call(&probe, &names[0], "intake", r#"{"Stall":{"ms":100}}"#).await;

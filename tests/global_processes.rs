@@ -157,29 +157,7 @@ async fn a_unit_whose_copies_both_fail_on_one_stimulus_is_quarantined_its_caller
     assert!(others.is_some(), "the ledger serves, not quarantined");
 
     // The release needs the API token; with it, the unit serves again with its state.
-    let api = format!(
-        "http://{}",
-        cluster.http_addr(&via.0).expect("the node's API")
-    );
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .no_proxy()
-        .build()
-        .expect("an HTTP client");
-    let path = format!("{api}/api/units/kv/release");
-    let without = http.post(&path).send().await.expect("the API answers");
-    assert_eq!(
-        without.status(),
-        401,
-        "a release without the token is refused"
-    );
-    let with = http
-        .post(&path)
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("the API answers");
-    assert_eq!(with.status(), 202, "the release is accepted");
+    post_with_token(&cluster, &via, "/api/units/kv/release").await;
     let released = Instant::now();
     let after = on_every_node(&probe, &names, "kv", |u| u.quarantined.is_none())
         .await
@@ -222,22 +200,48 @@ async fn a_unit_whose_copies_both_fail_on_one_stimulus_is_quarantined_its_caller
     );
 }
 
+/// POSTs `path` to node `node`'s API: refused (`401`) without the API token, accepted
+/// (`202`) with it.
+async fn post_with_token(cluster: &ProcessCluster, node: &NodeName, path: &str) {
+    let api = cluster.http_addr(&node.0).expect("the node's API");
+    let url = format!("http://{api}{path}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .expect("an HTTP client");
+    let without = http.post(&url).send().await.expect("the API answers");
+    assert_eq!(
+        without.status(),
+        401,
+        "POST {path} without the token is refused"
+    );
+    let with = http
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(with.status(), 202, "POST {path} with the token is accepted");
+}
+
 /// Polls node `on`'s view of its group, until [`LIMIT`], until `holds` says so; the view then,
-/// or `None` if that did not happen in time.
+/// or (as the error) the last view seen.
 async fn table_on(
     probe: &Probe,
     on: &NodeName,
     holds: impl Fn(&ControlView) -> bool,
-) -> Option<ControlView> {
+) -> Result<ControlView, String> {
     let deadline = Instant::now() + LIMIT;
+    let mut last: Result<ControlView, String>;
     loop {
-        if let Ok(status) = probe.status(on).await {
-            if holds(&status.control) {
-                return Some(status.control);
-            }
+        match probe.status(on).await {
+            Ok(status) if holds(&status.control) => return Ok(status.control),
+            Ok(status) => last = Ok(status.control),
+            Err(e) => last = Err(e.to_string()),
         }
         if Instant::now() >= deadline {
-            return None;
+            return Err(format!("not in time; node {on} last held {last:#?}"));
         }
         tokio::time::sleep(Duration::from_millis(50)).await; // poll with a deadline
     }
@@ -269,7 +273,7 @@ async fn a_node_lost_three_times_is_excluded_from_placement_even_started_again_u
         .logs(logs_dir())
         .numbered("gx", 3);
     let mut cluster = builder.start().expect("node processes start");
-    let mut probe = cluster.ready(LIMIT).await.expect("the cluster is ready");
+    let probe = cluster.ready(LIMIT).await.expect("the cluster is ready");
     let seed = NodeName::new(cluster.seed());
     let first = table_on(&probe, &seed, all_serve_with_ready_standbys)
         .await
@@ -289,7 +293,7 @@ async fn a_node_lost_three_times_is_excluded_from_placement_even_started_again_u
         cluster.kill9(&flaky.0);
         let view = table_on(&probe, &watcher, |v| !v.nodes_up.contains(&flaky))
             .await
-            .unwrap_or_else(|| panic!("loss {loss}: {flaky} is counted down"));
+            .unwrap_or_else(|e| panic!("loss {loss}: {flaky} is counted down: {e}"));
         assert!(
             view.excluded.is_empty() || loss == 3,
             "loss {loss}: nothing is excluded before the third loss: {:?}",
@@ -298,8 +302,8 @@ async fn a_node_lost_three_times_is_excluded_from_placement_even_started_again_u
         cluster.restart(&flaky.0).expect("the node starts again");
         // Ready again: the node counted up, one voter per running node (so the next loss
         // leaves a majority), every unit serving with a ready standby.
-        probe = cluster
-            .ready(LIMIT)
+        cluster
+            .ready_again(&probe, LIMIT)
             .await
             .unwrap_or_else(|e| panic!("loss {loss}: the cluster is ready again: {e}"));
     }
@@ -328,61 +332,38 @@ async fn a_node_lost_three_times_is_excluded_from_placement_even_started_again_u
         "no copy runs on the excluded node"
     );
 
-    // The last other node is lost: its copies' units are left without a standby rather than
-    // given one on the excluded node (the entry that counts the node down places them).
+    // The last other node is drained: its copies move, but their units are left without a
+    // standby rather than given one on the excluded node. (A drain, not a kill: a kill so soon
+    // after the restarts could fall in the Raft membership change that replaces the flaky
+    // node's earlier start, which no three-member group survives.)
     let others: Vec<NodeName> = names.iter().filter(|n| **n != flaky).cloned().collect();
     let survivor = view
         .leader
         .clone()
         .filter(|l| *l != flaky)
         .unwrap_or_else(|| others[0].clone());
-    let victim = others
+    let drained = others
         .iter()
         .find(|n| **n != survivor)
         .cloned()
         .expect("a third node");
-    cluster.kill9(&victim.0);
+    post_with_token(&cluster, &survivor, &format!("/api/nodes/{drained}/drain")).await;
     let view = table_on(&probe, &survivor, |v| {
-        !v.nodes_up.contains(&victim) && v.units.iter().all(|u| u.serving)
+        v.units.iter().all(|u| {
+            u.serving && u.primary.as_ref().is_some_and(|p| p.1 == survivor) && u.standby.is_none()
+        })
     })
     .await
-    .expect("every unit serves on the survivor");
+    .expect("every unit serves on the survivor, without a standby");
     assert_eq!(
         units_on(&view, &flaky),
         Vec::<String>::new(),
         "no standby is placed on the excluded node: {:?}",
         view.units
     );
-    assert!(
-        view.units.iter().all(|u| u.standby.is_none()),
-        "with the excluded node the only other, no unit has a standby: {:?}",
-        view.units
-    );
 
     // Readmitted through the API (the token needed), it takes the missing standbys.
-    let api = format!(
-        "http://{}",
-        cluster.http_addr(&survivor.0).expect("the node's API")
-    );
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .no_proxy()
-        .build()
-        .expect("an HTTP client");
-    let path = format!("{api}/api/nodes/{flaky}/readmit");
-    let without = http.post(&path).send().await.expect("the API answers");
-    assert_eq!(
-        without.status(),
-        401,
-        "a readmission without the token is refused"
-    );
-    let with = http
-        .post(&path)
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("the API answers");
-    assert_eq!(with.status(), 202, "the readmission is accepted");
+    post_with_token(&cluster, &survivor, &format!("/api/nodes/{flaky}/readmit")).await;
     let readmitted = Instant::now();
     let view = table_on(&probe, &survivor, |v| {
         v.excluded.is_empty() && all_serve_with_ready_standbys(v)

@@ -507,23 +507,29 @@ fn watch_dependencies<U: Unit>(state: &mut CopyState<U>, now: understudy_runtime
     }
 }
 
-/// A call the core asked for ([`Command::Call`]).
-struct Outgoing {
-    call: CallToken,
-    unit: UnitName,
-    id: StimulusId,
-    low_water: Seq,
-    body: Vec<u8>,
-    t_max: Duration,
-    trace: TraceId,
-}
-
-/// Make a call the core asked for, in a task of its own (in a span naming the caller, the
-/// called unit and the thread); its outcome comes back as a message.
-fn make_call<U: Unit>(state: &CopyState<U>, outgoing: Outgoing) {
-    let Outgoing { call, unit, id, .. } = &outgoing;
-    let (call, unit, id, trace) = (*call, unit.clone(), *id, outgoing.trace);
-    let (low_water, body, t_max) = (outgoing.low_water, outgoing.body, outgoing.t_max);
+/// Make a call the core asked for ([`Command::Call`]), in a task of its own (in a span naming
+/// the caller, the called unit and the thread); its outcome comes back as a message.
+fn make_call<U: Unit>(state: &mut CopyState<U>, command: Command<U>) {
+    let Command::Call {
+        call,
+        unit,
+        id,
+        low_water,
+        body,
+        t_max,
+        upstream,
+        trace,
+    } = command
+    else {
+        return;
+    };
+    state.calls_out.insert(call, (upstream, trace));
+    if let Some(serving) = state.threads.get_mut(&upstream) {
+        // Sent again (its outcome was unknown): it counts from its first sending.
+        if serving.call.is_none_or(|(out, _)| out != id) {
+            serving.call = Some((id, std::time::Instant::now()));
+        }
+    }
     let registry = state.args.registry.clone();
     let directory = state.args.directory.clone();
     let myself = state.myself.clone();
@@ -648,33 +654,7 @@ fn carry_out<U: Unit>(state: &mut CopyState<U>) {
     }
     for command in state.core.drain_commands() {
         match command {
-            Command::Call {
-                call,
-                unit,
-                id,
-                low_water,
-                body,
-                t_max,
-                upstream,
-                trace,
-            } => {
-                state.calls_out.insert(call, (upstream, trace));
-                if let Some(serving) = state.threads.get_mut(&upstream) {
-                    if serving.call.is_none_or(|(out, _)| out != id) {
-                        serving.call = Some((id, std::time::Instant::now()));
-                    }
-                }
-                let outgoing = Outgoing {
-                    call,
-                    unit,
-                    id,
-                    low_water,
-                    body,
-                    t_max,
-                    trace,
-                };
-                make_call(state, outgoing);
-            }
+            command @ Command::Call { .. } => make_call(state, command),
             Command::Reply {
                 to,
                 outcome,

@@ -684,40 +684,48 @@ impl ControlState {
         });
     }
 
-    /// Adds a node heard from that is no voter yet, or removes a member whose node runs as a
-    /// newer incarnation: one change at a time.
+    /// Removes a member whose node runs as a newer incarnation (that earlier start is gone:
+    /// one name runs one process), or adds a node heard from that is no voter yet: one change
+    /// at a time, the removal first. Removing the gone member before adding its successor keeps
+    /// every step's quorums among the nodes that run: added first, the successor's own loss
+    /// during the change would leave neither the old voters (the gone member counted) nor the
+    /// new ones a majority, and the group would stay leaderless for good.
     fn grow_membership(&mut self, myself: &ActorRef<ControlMsg>) {
         let Some(leading) = self.leading.as_mut() else {
             return;
         };
         let members = self.args.raft.members();
-        let to_add = leading
-            .session
-            .live_nodes()
-            .find(|(_, inc)| !members.voters.contains_key(inc));
-        let change = if let Some((node, inc)) = to_add {
-            let node = node.clone();
-            tracing::info!(%node, member = inc, "adding the node to the group's Raft");
+        let stale = members
+            .voters
+            .iter()
+            .chain(members.learners.iter())
+            .find(|(id, name)| {
+                let current = leading
+                    .session
+                    .heard_incarnation(&NodeName::new(name.as_str()));
+                // A group's only voter stays until its successor joins (a group needs one).
+                let leaves_a_voter = members.voters.len() > 1 || !members.voters.contains_key(id);
+                current.is_some_and(|inc| inc != **id) && leaves_a_voter
+            })
+            .map(|(id, name)| (*id, name.clone()));
+        let change = if let Some((id, name)) = stale {
+            tracing::info!(node = %name, member = id, "removing an earlier start of the node from the group's Raft");
             let raft = self.args.raft.clone();
             Some(tokio::spawn(async move {
-                raft.add_voter(inc, node.0).await.map_err(|e| e.to_string())
+                raft.remove_member(id).await.map_err(|e| e.to_string())
             }))
         } else {
-            let stale = members
-                .voters
-                .iter()
-                .chain(members.learners.iter())
-                .find(|(id, name)| {
-                    let current = leading
-                        .session
-                        .heard_incarnation(&NodeName::new(name.as_str()));
-                    current.is_some_and(|inc| inc != **id && members.voters.contains_key(&inc))
-                })
-                .map(|(id, name)| (*id, name.clone()));
-            stale.map(|(id, name)| {
-                tracing::info!(node = %name, member = id, "removing an earlier start of the node from the group's Raft");
+            let to_add = leading
+                .session
+                .live_nodes()
+                .find(|(_, inc)| !members.voters.contains_key(inc));
+            to_add.map(|(node, inc)| {
+                let node = node.clone();
+                tracing::info!(%node, member = inc, "adding the node to the group's Raft");
                 let raft = self.args.raft.clone();
-                tokio::spawn(async move { raft.remove_member(id).await.map_err(|e| e.to_string()) })
+                tokio::spawn(
+                    async move { raft.add_voter(inc, node.0).await.map_err(|e| e.to_string()) },
+                )
             })
         };
         if let Some(task) = change {
