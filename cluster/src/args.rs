@@ -1,5 +1,5 @@
 //! The flags of a node process — `node --name --port --join --cookie --expect --group
-//! --config --heartbeat-ms --heartbeat-misses --http --api-token --tls-cert --tls-key
+//! --config --heartbeat-ms --heartbeat-misses --exclude-after --exclude-within-s --http --api-token --tls-cert --tls-key
 //! --tls-ca` — for any binary that runs Understudy nodes:
 //! the `understudy` binary, the shop, yours. [`NodeArgs::from_env`] parses them as a `node`
 //! subcommand (what the test kit's `ProcessCluster` passes); a program with its own command
@@ -66,6 +66,14 @@ pub struct NodeArgs {
     /// 50 ms notices a hung node within 250 ms on loopback).
     #[arg(long, default_value_t = 4)]
     pub heartbeat_misses: u32,
+    /// How many losses of one node (processes of it) within --exclude-within-s make the global
+    /// manager exclude it from placement until an operator readmits it; 0 never excludes.
+    /// Give every node the same.
+    #[arg(long, default_value_t = 3)]
+    pub exclude_after: usize,
+    /// The span, in seconds, those losses fall within.
+    #[arg(long, default_value_t = 600)]
+    pub exclude_within_s: u64,
     /// Where the node serves its HTTP API (status, switchover, restore, drain, /metrics) [default:
     /// 127.0.0.1 and --port plus 1000].
     #[arg(long, value_name = "ADDR:PORT")]
@@ -113,6 +121,10 @@ impl NodeArgs {
             .heartbeat(
                 Duration::from_millis(self.heartbeat_ms),
                 self.heartbeat_misses,
+            )
+            .exclusion(
+                self.exclude_after,
+                Duration::from_secs(self.exclude_within_s),
             );
         for peer in &self.join {
             builder = builder.join(peer.clone());
@@ -182,6 +194,16 @@ mod tests {
             err.to_string().contains("missing: --tls-key, --tls-ca"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn exclusion_flags_default_to_three_losses_in_ten_minutes_and_a_negative_count_is_refused() {
+        let args = parse::<&str>(&[]).expect("a node command line");
+        assert_eq!((args.exclude_after, args.exclude_within_s), (3, 600));
+        let args = parse(&["--exclude-after", "0", "--exclude-within-s", "60"])
+            .expect("a node command line");
+        assert_eq!((args.exclude_after, args.exclude_within_s), (0, 60));
+        assert!(parse(&["--exclude-after", "-1"]).is_err());
     }
 
     #[test]

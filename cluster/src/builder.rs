@@ -103,12 +103,7 @@ impl Node {
             tls: TlsArgs::default(),
             kinds: BTreeMap::new(),
         }
-        .kind(understudy_runtime::global::GLOBAL_KIND, |unit| {
-            GlobalManager {
-                budget: unit.budget(),
-                ..GlobalManager::default()
-            }
-        })
+        .exclusion(3, Duration::from_secs(600))
     }
 
     /// A typed client of unit `unit_name` (of type `U`, given as `unit` to decode its answers)
@@ -181,6 +176,20 @@ impl NodeBuilder {
             misses: misses.max(1),
         });
         self
+    }
+
+    /// When the global manager excludes a node from placement: once it was lost `after` times
+    /// within `within` (by default 3 times within ten minutes; `after` 0 never). Give every
+    /// node the same: the global manager's primary decides by its own. A test or bench that
+    /// kills nodes on purpose again and again turns it off.
+    pub fn exclusion(self, after: usize, within: Duration) -> Self {
+        self.kind(understudy_runtime::global::GLOBAL_KIND, move |unit| {
+            GlobalManager {
+                budget: unit.budget(),
+                exclude_after: after,
+                exclude_within: within,
+            }
+        })
     }
 
     /// Serve the node's HTTP API ([`crate::http`]) on `addr` instead of 127.0.0.1 and the

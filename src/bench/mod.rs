@@ -379,7 +379,9 @@ async fn run_cluster(
     let mut builder = ProcessCluster::builder(&opts.binary)
         .nodes(&NODES)
         .cookie(&format!("bench-{}", std::process::id()))
-        .config(units);
+        .config(units)
+        // The trials kill the same nodes again and again: no node is to be excluded for it.
+        .args(["--exclude-after", "0"]);
     if let Some(dir) = &opts.logs {
         builder = builder.logs(dir.join(strategy.toml()));
     }

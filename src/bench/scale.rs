@@ -247,7 +247,9 @@ fn start(plan: &ScalePlan, units: &Path, label: &str) -> Result<ProcessCluster, 
     let mut builder = ProcessCluster::builder(&plan.binary)
         .nodes(&plan.node_refs())
         .cookie(&plan.cookie)
-        .config(units);
+        .config(units)
+        // The node loss measured is planned: no node is to be excluded for it.
+        .args(["--exclude-after", "0"]);
     if let Some(dir) = &plan.logs {
         builder = builder.logs(dir.join(label));
     }
