@@ -432,7 +432,6 @@ impl<U: Unit> CopyCore<U> {
         &self.unit
     }
 
-    /// The current role.
     /// The stimulus whose handler runs right now: `Some` only inside [`CopyCore::step`], so
     /// only a caller that caught a panic of the handler sees it (the stimulus that panicked).
     pub fn handling(&self) -> Option<StimulusId> {

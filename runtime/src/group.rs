@@ -690,7 +690,6 @@ impl GroupCore {
         self.place_fresh(now, unit, Epoch(1));
     }
 
-    /// The operator's restore: an unavailable unit starts again, empty, at the next epoch.
     /// Quarantines `unit` (`Some(reason)`) or releases it (`None`), if that changes anything.
     fn set_quarantine(&mut self, unit: UnitName, reason: Option<String>) {
         if !self.units.contains_key(&unit) {
@@ -712,6 +711,7 @@ impl GroupCore {
         });
     }
 
+    /// The operator's restore: an unavailable unit starts again, empty, at the next epoch.
     fn restore(&mut self, now: Time, unit: UnitName) {
         let Some(rec) = self.units.get(&unit) else {
             return;
