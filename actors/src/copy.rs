@@ -599,45 +599,45 @@ fn account<U: Unit>(
     answered: bool,
 ) -> Vec<(UnitName, u64)> {
     let unit = &state.args.unit;
-    let (took, spent) = match state.threads.get_mut(&awaiting.id) {
+    let began_here = awaiting.trace == TraceId::root(awaiting.id);
+    // The account is built only for an answer that carries it (a unit's call) or for a
+    // thread that broke its budget: a client's stimulus on time needs none.
+    let (took, time) = match state.threads.get_mut(&awaiting.id) {
         Some(serving) => {
             serving.waiters = serving.waiters.saturating_sub(1);
             let took = serving.since.elapsed();
-            let spent = serving.time.account(unit, took);
-            if serving.waiters == 0 {
-                state.threads.remove(&awaiting.id);
-            }
-            (took, spent)
+            let time = if serving.waiters == 0 {
+                state.threads.remove(&awaiting.id).map(|s| s.time)
+            } else {
+                Some(serving.time.clone())
+            };
+            (took, time)
         }
-        None => {
-            let took = awaiting.since.elapsed();
-            (took, ThreadTime::default().account(unit, took))
-        }
+        None => (awaiting.since.elapsed(), None),
     };
-    let began_here = awaiting.trace == TraceId::root(awaiting.id);
     let broke = answered && took > awaiting.budget.t_max() && unit.0 != GLOBAL_UNIT;
-    if began_here && broke {
-        let thread = SlowThread {
-            group: String::new(),
-            unit: unit.clone(),
-            kind: awaiting.kind.to_string(),
-            trace: awaiting.trace,
-            took_us: micros(took),
-            t_max_us: micros(awaiting.budget.t_max()),
-            spent,
-        };
-        tracing::warn!(unit = %unit, "{}", thread.describe());
-        let _ = state
-            .args
-            .local_manager
-            .cast(LocalManagerMsg::SlowThread(Box::new(thread)));
+    if began_here && !broke {
         return Vec::new();
     }
-    if began_here {
-        Vec::new()
-    } else {
-        spent
+    let spent = time.unwrap_or_default().account(unit, took);
+    if !began_here {
+        return spent;
     }
+    let thread = SlowThread {
+        group: String::new(),
+        unit: unit.clone(),
+        kind: awaiting.kind.to_string(),
+        trace: awaiting.trace,
+        took_us: micros(took),
+        t_max_us: micros(awaiting.budget.t_max()),
+        spent,
+    };
+    tracing::warn!(unit = %unit, "{}", thread.describe());
+    let _ = state
+        .args
+        .local_manager
+        .cast(LocalManagerMsg::SlowThread(Box::new(thread)));
+    Vec::new()
 }
 
 /// Carry out the commands the core produced.
