@@ -70,6 +70,9 @@ enum Command {
         /// Keep the nodes' logs in this directory (one file per node, per strategy).
         #[arg(long)]
         logs: Option<std::path::PathBuf>,
+        /// Run only this part (again for more than one): throughput, takeover or scale.
+        #[arg(long, value_enum)]
+        only: Vec<understudy::bench::BenchPart>,
     },
     /// Run a unit pair under load inside this one process, kill the primary's node, and print
     /// what happened.
@@ -256,12 +259,14 @@ async fn main() -> std::process::ExitCode {
             json,
             trials,
             logs,
+            only,
         } => {
             bench(understudy::bench::BenchOptions {
                 quick,
                 json,
                 trials,
                 logs,
+                only,
                 binary: std::env::current_exe().unwrap_or_else(|_| "understudy".into()),
             })
             .await

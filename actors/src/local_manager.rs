@@ -489,8 +489,9 @@ impl Actor for LocalManager {
             LocalManagerMsg::Report(Report::LeaseRequest {
                 unit, copy, epoch, ..
             }) => {
-                if state.lease_asks.ask(LeaseAsk { unit, copy, epoch }) {
-                    let _ = myself.cast(LocalManagerMsg::RenewLeases);
+                if let Some(at) = state.lease_asks.ask(LeaseAsk { unit, copy, epoch }, now) {
+                    // The timer's task runs on its own; its handle is not needed.
+                    drop(myself.send_after(at.since(now), || LocalManagerMsg::RenewLeases));
                 }
             }
             LocalManagerMsg::RenewLeases => {

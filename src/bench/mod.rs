@@ -79,9 +79,28 @@ pub struct BenchOptions {
     /// Keep every node's log (stderr, `RUST_LOG` at info for the cluster crate) in this
     /// directory, one file per node and strategy, appended across restarts.
     pub logs: Option<PathBuf>,
+    /// Run only these parts (all of them when empty); what is not run is `null` in the JSON.
+    pub only: Vec<BenchPart>,
+}
+
+/// A part of the bench, to run alone with `--only`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchPart {
+    /// Throughput and latency of each strategy against the baseline.
+    Throughput,
+    /// The takeover trials (in the synchronous cluster).
+    Takeover,
+    /// The scale cluster: cold start, memory per unit pair, node loss.
+    Scale,
 }
 
 impl BenchOptions {
+    /// Whether this run measures `part`.
+    pub fn runs(&self, part: BenchPart) -> bool {
+        self.only.is_empty() || self.only.contains(&part)
+    }
+
     /// The warm-up and the measured duration of each measurement.
     pub fn timing(&self) -> (Duration, Duration) {
         if self.quick {
@@ -97,7 +116,7 @@ impl BenchOptions {
         let (units, idle) = if self.quick {
             (scale::QUICK_UNITS, Duration::from_millis(500))
         } else {
-            (scale::UNITS, Duration::from_secs(2))
+            (scale::UNITS, scale::FULL_IDLE)
         };
         let mut plan = scale::ScalePlan::new(&self.binary, units, idle);
         plan.dir = dir.to_path_buf();
@@ -280,6 +299,8 @@ pub struct BenchReport {
     pub takeover: Option<takeover::TakeoverRun>,
     /// The scale measurement (5 nodes, many units), if it ran.
     pub scale: Option<scale::ScaleRun>,
+    /// The parts it was asked to run alone (empty: all of them).
+    pub only: Vec<BenchPart>,
     /// How long the whole bench took.
     pub took_s: f64,
 }
@@ -324,6 +345,11 @@ async fn run_inner(opts: &BenchOptions) -> Result<BenchReport, BenchCommandError
     let mut runs = Vec::new();
     let mut takeover = None;
     for strategy in Strategy::ALL {
+        let wanted = opts.runs(BenchPart::Throughput)
+            || (strategy == Strategy::Synchronous && opts.runs(BenchPart::Takeover));
+        if !wanted {
+            continue;
+        }
         let units = units_file(&dir, strategy)?;
         let run = run_cluster(opts, strategy, &units, warmup, measure).await;
         let _ = std::fs::remove_file(&units);
@@ -331,7 +357,11 @@ async fn run_inner(opts: &BenchOptions) -> Result<BenchReport, BenchCommandError
         runs.push(run);
         takeover = takeover.or(trials);
     }
-    let scale = scale::run(&opts.scale_plan(&dir)).await;
+    let scale = if opts.runs(BenchPart::Scale) {
+        Some(scale::run(&opts.scale_plan(&dir)).await)
+    } else {
+        None
+    };
     let _ = std::fs::remove_dir(&dir);
     let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     Ok(BenchReport {
@@ -341,7 +371,8 @@ async fn run_inner(opts: &BenchOptions) -> Result<BenchReport, BenchCommandError
         machine: Machine::this(),
         runs,
         takeover,
-        scale: Some(scale),
+        scale,
+        only: opts.only.clone(),
         took_s: started.elapsed().as_secs_f64(),
     })
 }
@@ -410,7 +441,12 @@ async fn run_cluster(
         standby.as_ref().map_or("-", |n| n.0.as_str())
     );
     let mut measurements = Vec::new();
-    for in_flight in IN_FLIGHT {
+    let in_flights = if opts.runs(BenchPart::Throughput) {
+        &IN_FLIGHT[..]
+    } else {
+        &[]
+    };
+    for &in_flight in in_flights {
         let targets = [
             (
                 Against::Baseline,
@@ -451,7 +487,7 @@ async fn run_cluster(
     let epoch_after = wait_for_unit(&probe, &observer, "kv", 0, Duration::from_secs(5))
         .await
         .map(|u| u.epoch.0);
-    let trials = if strategy == Strategy::Synchronous {
+    let trials = if strategy == Strategy::Synchronous && opts.runs(BenchPart::Takeover) {
         let wanted = opts.takeover_trials();
         eprintln!(
             "bench: takeover: {wanted} trials of kill -9 of kv's primary's node, {} in flight",
@@ -542,18 +578,21 @@ fn num(value: Option<f64>, places: i32) -> Value {
 
 impl BenchReport {
     /// Whether every measurement measured something, and the takeover trials ran with at least
-    /// one valid trial of a crash.
+    /// one valid trial of a crash (of the parts it ran).
     pub fn complete(&self) -> bool {
+        let runs = |part| self.only.is_empty() || self.only.contains(&part);
         let measured = self
             .runs
             .iter()
             .flat_map(|r| &r.measurements)
             .all(|m| m.stats.is_some());
-        let takeover = self
-            .takeover
-            .as_ref()
-            .is_some_and(|t| !t.times(takeover::Fault::Crash).is_empty());
-        let scale = self.scale.as_ref().is_some_and(scale::ScaleRun::complete);
+        let takeover = !runs(BenchPart::Takeover)
+            || self
+                .takeover
+                .as_ref()
+                .is_some_and(|t| !t.times(takeover::Fault::Crash).is_empty());
+        let scale =
+            !runs(BenchPart::Scale) || self.scale.as_ref().is_some_and(scale::ScaleRun::complete);
         measured && takeover && scale
     }
 
@@ -916,6 +955,7 @@ mod tests {
             ],
             takeover: None,
             scale: None,
+            only: Vec::new(),
             took_s: 1.0,
         };
         let json = report.json();

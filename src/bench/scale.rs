@@ -44,6 +44,12 @@ pub const UNITS: usize = 1000;
 /// Units of the quick run.
 pub const QUICK_UNITS: usize = 100;
 
+/// How long the full run's clusters idle before their memory is read: long enough for the
+/// nodes' resident sets to level off (the control log fills to its snapshot and is purged,
+/// the primaries' lease renewals fall into one request per node, mailboxes reach their
+/// working size), which they do within a few seconds; read sooner, they are still growing.
+pub const FULL_IDLE: Duration = Duration::from_secs(10);
+
 /// How often a wait asks for the status.
 const POLL: Duration = Duration::from_millis(20);
 
