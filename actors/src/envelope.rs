@@ -163,6 +163,16 @@ pub enum ManagerCast {
     /// A stimulus thread that began at a copy on the sender's node broke its budget (its
     /// `group` is named by the manager), for the global manager.
     SlowThread(Box<SlowThread>),
+    /// Another member of the group proved that incarnation `incarnation` of node `node`
+    /// ended (its session closed and its port refuses connections): the manager counts it
+    /// down at once, as if it had seen it itself, unless the table records another start of
+    /// the node or counts it down already.
+    NodeGone {
+        /// The node.
+        node: NodeName,
+        /// The start of it that ended, as the sender's table records it.
+        incarnation: u64,
+    },
 }
 
 /// A stimulus sent to another node, which answers with an encoded

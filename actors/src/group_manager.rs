@@ -172,6 +172,11 @@ pub fn hear(session: &mut ManagerSession, table: &GroupTable, now: Time, cast: M
             requested_at,
             asks,
         }),
+        ManagerCast::NodeGone { node, incarnation } => {
+            if table.incarnation(&node) == Some(incarnation) {
+                session.node_gone(table, &node);
+            }
+        }
         ManagerCast::SlowThread(thread) => {
             tracing::debug!(thread = %thread.describe(), "a slow thread, not the group's to act on");
         }
@@ -424,5 +429,48 @@ pub fn node_of(core: &GroupCore, unit: &UnitName, copy: CopyId) -> Option<NodeNa
 fn send(directory: &Directory, node: &NodeName, cast: NodeCast) {
     if let Err(e) = directory.send(node, LocalManagerMsg::Cast(cast)) {
         tracing::debug!(%node, error = %e, "message to node dropped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use understudy_runtime::ControlEntry;
+
+    fn table_running(node: &str, incarnation: u64) -> GroupTable {
+        let mut table = GroupTable::new(GroupConfig::default());
+        table.apply(ControlEntry {
+            at: Time::from_millis(1),
+            inputs: vec![ControlInput::NodeRunning {
+                node: NodeName::new(node),
+                incarnation,
+            }],
+        });
+        table
+    }
+
+    #[test]
+    fn another_members_proof_that_a_node_ended_counts_that_start_of_it_down_at_once() {
+        let table = table_running("n2", 7);
+        let mut session = ManagerSession::start(&table, HeartbeatConfig::default(), Time::ZERO);
+        let _resume = session.next_entry(Time::ZERO);
+        let gone = |incarnation| ManagerCast::NodeGone {
+            node: NodeName::new("n2"),
+            incarnation,
+        };
+        hear(&mut session, &table, Time::from_millis(2), gone(6));
+        assert!(
+            !session.has_pending(),
+            "the end of another start of the node changes nothing"
+        );
+        hear(&mut session, &table, Time::from_millis(3), gone(7));
+        let entry = session.next_entry(Time::from_millis(3));
+        assert!(
+            entry.inputs.contains(&ControlInput::NodeGone {
+                node: NodeName::new("n2"),
+                incarnation: 7
+            }),
+            "proposed gone at once: {entry:?}"
+        );
     }
 }

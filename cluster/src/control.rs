@@ -526,26 +526,35 @@ impl ControlState {
         }
     }
 
-    /// Node `node`'s process ended (see [`ControlMsg::PeerGone`]).
+    /// Node `node`'s process ended (see [`ControlMsg::PeerGone`]). The manager counts it
+    /// down; another member tells the manager so (its own probe may not conclude: a busy
+    /// node's probe can time out) and, if the node led the group's Raft, campaigns.
     fn peer_gone(&mut self, myself: &ActorRef<ControlMsg>, now: Time, node: NodeName) {
-        let table = lock(&self.args.table);
-        self.departed
-            .retain(|_, (_, at)| now.since(*at) < REMEMBER_DEPARTED);
-        if let Some(incarnation) = table.incarnation(&node) {
-            self.departed.insert(node.clone(), (incarnation, now));
-        }
-        if let Some(leading) = self.leading.as_mut() {
-            if leading.session.node_gone(&table, &node) {
-                tracing::warn!(%node, "the node's process ended: counted down at once");
-                let group = &self.args.group;
-                let how = "its process ended";
-                self.args
-                    .global
-                    .node_lost(myself, group, &table, &node, how);
-            }
+        let incarnation = lock(&self.args.table).incarnation(&node);
+        let Some(incarnation) = incarnation else {
+            return;
+        };
+        if self.leading.is_some() {
+            self.count_gone(myself, now, node, incarnation);
             return;
         }
-        drop(table);
+        self.departed
+            .retain(|_, (_, at)| now.since(*at) < REMEMBER_DEPARTED);
+        self.departed.insert(node.clone(), (incarnation, now));
+        let home = ControlHandle {
+            group: self.args.group.clone(),
+            control: myself.clone(),
+            raft: self.args.raft.clone(),
+        };
+        let told = ControlLink::new(self.args.node.clone(), home).send(GroupManagerMsg::Cast(
+            ManagerCast::NodeGone {
+                node: node.clone(),
+                incarnation,
+            },
+        ));
+        if let Err(e) = told {
+            tracing::debug!(%node, error = %e, "cannot tell the group manager that a node's process ended");
+        }
         let raft = self.args.raft.clone();
         if raft
             .leader_member()
@@ -582,10 +591,54 @@ impl ControlState {
         });
     }
 
+    /// On the manager: incarnation `incarnation` of node `node` ended, seen by this node's
+    /// probe or another member's. Counted down at once (and reported to the global manager)
+    /// the first time it is heard, unless the table records another start of the node or
+    /// counts it down already.
+    fn count_gone(
+        &mut self,
+        myself: &ActorRef<ControlMsg>,
+        now: Time,
+        node: NodeName,
+        incarnation: u64,
+    ) {
+        let table = lock(&self.args.table);
+        let counted = self
+            .departed
+            .get(&node)
+            .is_some_and(|(i, _)| *i == incarnation);
+        if counted || table.incarnation(&node) != Some(incarnation) {
+            // Seen already (this node's probe and other members' proofs all come), or the
+            // end of a start the table no longer records.
+            return;
+        }
+        self.departed
+            .retain(|_, (_, at)| now.since(*at) < REMEMBER_DEPARTED);
+        self.departed.insert(node.clone(), (incarnation, now));
+        let Some(leading) = self.leading.as_mut() else {
+            return;
+        };
+        if leading.session.node_gone(&table, &node) {
+            tracing::warn!(%node, "the node's process ended: counted down at once");
+            let group = &self.args.group;
+            let how = "its process ended";
+            self.args
+                .global
+                .node_lost(myself, group, &table, &node, how);
+        }
+    }
+
     /// A cast from a local manager or a copy.
     fn heard(&mut self, myself: &ActorRef<ControlMsg>, now: Time, cast: ManagerCast) {
-        let Some(leading) = self.leading.as_mut() else {
+        if self.leading.is_none() {
             tracing::trace!(node = %self.args.node, ?cast, "not the group manager; dropped");
+            return;
+        }
+        if let ManagerCast::NodeGone { node, incarnation } = cast {
+            self.count_gone(myself, now, node, incarnation);
+            return;
+        }
+        let Some(leading) = self.leading.as_mut() else {
             return;
         };
         let table = lock(&self.args.table);
