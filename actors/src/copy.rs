@@ -590,12 +590,14 @@ fn make_call<U: Unit>(state: &mut CopyState<U>, command: Command<U>) {
     tokio::spawn(tracing::Instrument::instrument(task, span));
 }
 
-/// The account of where the stimulus `awaiting` waits for spent its time, for its answer
-/// (empty for a client's stimulus, which begins its thread); a thread that began here and
-/// broke its budget is reported to the group manager, which tells the global manager.
+/// The account of where the stimulus `awaiting` waits for spent its time (`took` since
+/// its caller's ask reached this copy), for its answer (empty for a client's stimulus, which
+/// begins its thread); a thread that began here and broke its budget is reported to the group
+/// manager, which tells the global manager.
 fn account<U: Unit>(
     state: &mut CopyState<U>,
     awaiting: &Awaiting,
+    took: Duration,
     answered: bool,
 ) -> Vec<(UnitName, u64)> {
     let unit = &state.args.unit;
@@ -613,7 +615,7 @@ fn account<U: Unit>(
             };
             (took, time)
         }
-        None => (awaiting.since.elapsed(), None),
+        None => (took, None),
     };
     let broke = answered && took > awaiting.budget.t_max() && unit.0 != GLOBAL_UNIT;
     if began_here && !broke {
@@ -665,17 +667,17 @@ fn carry_out<U: Unit>(state: &mut CopyState<U>) {
                 let Some(awaiting) = state.waiting.remove(&to) else {
                     continue;
                 };
-                let spent = account(state, &awaiting, outcome.is_ok());
+                let took = awaiting.since.elapsed();
+                let spent = account(state, &awaiting, took, outcome.is_ok());
                 let span = stimulus_span(state, epoch, awaiting.id, awaiting.trace);
                 span.in_scope(|| {
-                    let took_us = micros(awaiting.since.elapsed());
+                    let took_us = micros(took);
                     match &outcome {
                         Ok(_) => tracing::debug!(took_us, degraded, "answered"),
                         Err(refusal) => tracing::debug!(took_us, %refusal, "refused"),
                     }
                 });
                 if outcome.is_ok() {
-                    let took = awaiting.since.elapsed();
                     let unit = &state.args.unit;
                     let book = &state.args.budgets;
                     book.served(unit, awaiting.kind, took, &awaiting.budget);
