@@ -22,11 +22,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use understudy_runtime::global::SlowThread;
-use understudy_runtime::thread::{micros, ThreadTime};
+use understudy_runtime::thread::{micros, settle, Settled, ThreadTime};
 use understudy_runtime::{
     Budget, CallFailure, CallReply, CallToken, Command, CopyConfig, CopyCore, CopyId,
     DependencyChange, Directive, Durability, Epoch, Input, NextTick, NodeName, PeerMsg, Reconciled,
-    ReplyToken, Role, Seq, StartAs, StimulusId, StimulusIn, TraceId, Unit, UnitName, GLOBAL_UNIT,
+    ReplyToken, Role, Seq, StartAs, StimulusId, StimulusIn, TraceId, Unit, UnitName,
 };
 
 /// The answer a node gives to a stimulus: the encoded response and who served it, or why
@@ -602,8 +602,8 @@ fn account<U: Unit>(
 ) -> Vec<(UnitName, u64)> {
     let unit = &state.args.unit;
     let began_here = awaiting.trace == TraceId::root(awaiting.id);
-    // The account is built only for an answer that carries it (a unit's call) or for a
-    // thread that broke its budget: a client's stimulus on time needs none.
+    // Which answers carry an account and which threads broke their budget is the runtime's
+    // rule (`settle`); this copy keeps the bookkeeping: who waits, since when.
     let (took, time) = match state.threads.get_mut(&awaiting.id) {
         Some(serving) => {
             serving.waiters = serving.waiters.saturating_sub(1);
@@ -617,21 +617,19 @@ fn account<U: Unit>(
         }
         None => (took, None),
     };
-    let broke = answered && took > awaiting.budget.t_max() && unit.0 != GLOBAL_UNIT;
-    if began_here && !broke {
-        return Vec::new();
-    }
-    let spent = time.unwrap_or_default().account(unit, took);
-    if !began_here {
-        return spent;
-    }
+    let t_max = awaiting.budget.t_max();
+    let spent = match settle(unit, began_here, answered, took, t_max, time) {
+        Settled::Carry(spent) => return spent,
+        Settled::Nothing => return Vec::new(),
+        Settled::Slow(spent) => spent,
+    };
     let thread = SlowThread {
         group: String::new(),
         unit: unit.clone(),
         kind: awaiting.kind.to_string(),
         trace: awaiting.trace,
         took_us: micros(took),
-        t_max_us: micros(awaiting.budget.t_max()),
+        t_max_us: micros(t_max),
         spent,
     };
     tracing::warn!(unit = %unit, "{}", thread.describe());

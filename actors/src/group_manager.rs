@@ -173,9 +173,7 @@ pub fn hear(session: &mut ManagerSession, table: &GroupTable, now: Time, cast: M
             asks,
         }),
         ManagerCast::NodeGone { node, incarnation } => {
-            if table.incarnation(&node) == Some(incarnation) {
-                session.node_gone(table, &node);
-            }
+            session.node_gone(table, &node, incarnation);
         }
         ManagerCast::SlowThread(thread) => {
             tracing::debug!(thread = %thread.describe(), "a slow thread, not the group's to act on");

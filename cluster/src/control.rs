@@ -538,9 +538,7 @@ impl ControlState {
             self.count_gone(myself, now, node, incarnation);
             return;
         }
-        self.departed
-            .retain(|_, (_, at)| now.since(*at) < REMEMBER_DEPARTED);
-        self.departed.insert(node.clone(), (incarnation, now));
+        self.remember_departed(now, &node, incarnation);
         let home = ControlHandle {
             group: self.args.group.clone(),
             control: myself.clone(),
@@ -591,10 +589,18 @@ impl ControlState {
         });
     }
 
-    /// On the manager: incarnation `incarnation` of node `node` ended, seen by this node's
-    /// probe or another member's. Counted down at once (and reported to the global manager)
-    /// the first time it is heard, unless the table records another start of the node or
-    /// counts it down already.
+    /// Start `incarnation` of node `node` ended: remembered for a manager elected within
+    /// [`REMEMBER_DEPARTED`], which counts it down at once too.
+    fn remember_departed(&mut self, now: Time, node: &NodeName, incarnation: u64) {
+        self.departed
+            .retain(|_, (_, at)| now.since(*at) < REMEMBER_DEPARTED);
+        self.departed.insert(node.clone(), (incarnation, now));
+    }
+
+    /// Start `incarnation` of node `node` ended, seen by this node's probe or another
+    /// member's: remembered, and on the manager counted down at once and reported to the
+    /// global manager when its session proposes it (the first proof of a start it records,
+    /// see [`ManagerSession::node_gone`]).
     fn count_gone(
         &mut self,
         myself: &ActorRef<ControlMsg>,
@@ -602,23 +608,12 @@ impl ControlState {
         node: NodeName,
         incarnation: u64,
     ) {
+        self.remember_departed(now, &node, incarnation);
         let table = lock(&self.args.table);
-        let counted = self
-            .departed
-            .get(&node)
-            .is_some_and(|(i, _)| *i == incarnation);
-        if counted || table.incarnation(&node) != Some(incarnation) {
-            // Seen already (this node's probe and other members' proofs all come), or the
-            // end of a start the table no longer records.
-            return;
-        }
-        self.departed
-            .retain(|_, (_, at)| now.since(*at) < REMEMBER_DEPARTED);
-        self.departed.insert(node.clone(), (incarnation, now));
         let Some(leading) = self.leading.as_mut() else {
             return;
         };
-        if leading.session.node_gone(&table, &node) {
+        if leading.session.node_gone(&table, &node, incarnation) {
             tracing::warn!(%node, "the node's process ended: counted down at once");
             let group = &self.args.group;
             let how = "its process ended";
@@ -630,15 +625,13 @@ impl ControlState {
 
     /// A cast from a local manager or a copy.
     fn heard(&mut self, myself: &ActorRef<ControlMsg>, now: Time, cast: ManagerCast) {
-        if self.leading.is_none() {
-            tracing::trace!(node = %self.args.node, ?cast, "not the group manager; dropped");
-            return;
-        }
         if let ManagerCast::NodeGone { node, incarnation } = cast {
+            // Remembered even here if this node no longer leads: it may lead again.
             self.count_gone(myself, now, node, incarnation);
             return;
         }
         let Some(leading) = self.leading.as_mut() else {
+            tracing::trace!(node = %self.args.node, ?cast, "not the group manager; dropped");
             return;
         };
         let table = lock(&self.args.table);
@@ -847,8 +840,7 @@ impl ControlState {
             let table = lock(&self.args.table);
             for (node, (incarnation, at)) in &self.departed {
                 if now.since(*at) < REMEMBER_DEPARTED
-                    && table.incarnation(node) == Some(*incarnation)
-                    && session.node_gone(&table, node)
+                    && session.node_gone(&table, node, *incarnation)
                 {
                     tracing::warn!(%node, "a node whose process ended lately: counted down at once");
                 }

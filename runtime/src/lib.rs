@@ -22,7 +22,7 @@
 //! | [`copy`] | one copy and its role machine `Standby → Promoting → Primary → Fenced` |
 //! | [`group`] | the group manager's decisions: placement, leases, takeover, quarantine |
 //! | [`global`] | the global manager, itself a unit: failures, node losses and slow threads from every group in, quarantines and exclusions out |
-//! | [`thread`] | where a stimulus thread's time went, unit by unit |
+//! | [`thread`] | where a stimulus thread's time went, unit by unit, and which threads broke their budget |
 //! | [`table`] | the group manager's table as a replicated state machine, and the leader's session deciding what to propose |
 //! | [`pending`] | the leader's queue of inputs for its next entry: each once, a primary's lease requests folded |
 //! | [`renewal`] | a node's primaries' lease asks, gathered by its local manager into one request ([`LeaseAsks`]) |

@@ -259,6 +259,9 @@ pub struct ManagerSession {
     heard: BTreeMap<NodeName, u64>,
     /// Each node's clock at its last heartbeat heard, with the incarnation that sent it.
     clocks: BTreeMap<NodeName, (u64, Time)>,
+    /// The start of each node this session proposed gone (the table may not have applied it
+    /// yet): several members prove the same end, and each proof must not count again.
+    gone: BTreeMap<NodeName, u64>,
     pending: Pending,
 }
 
@@ -278,6 +281,7 @@ impl ManagerSession {
             liveness,
             heard,
             clocks: BTreeMap::new(),
+            gone: BTreeMap::new(),
             pending: {
                 let mut pending = Pending::new();
                 pending.push(ControlInput::Core(GroupInput::Resume));
@@ -323,19 +327,20 @@ impl ManagerSession {
         }
     }
 
-    /// Node `node`'s connection closed and its port refuses connections: the incarnation the
-    /// table records for it stopped, and is proposed gone ([`ControlInput::NodeGone`]) at
-    /// once, without waiting for its heartbeats to lapse. A node the table counts down, or
-    /// does not know, changes nothing. Returns whether it was proposed.
-    pub fn node_gone(&mut self, table: &GroupTable, node: &NodeName) -> bool {
-        let Some(incarnation) = table.incarnation(node) else {
-            return false;
-        };
-        if !table.core().node_up(node) {
+    /// Start `incarnation` of node `node` is proved ended (by this member's probe or another
+    /// member's: its connection closed and its port refuses connections): proposed gone
+    /// ([`ControlInput::NodeGone`]) at once, without waiting for its heartbeats to lapse, if
+    /// it is the start the table records and counts up and no newer start was heard; the
+    /// first proof only, however many members send one. Returns whether it was proposed.
+    pub fn node_gone(&mut self, table: &GroupTable, node: &NodeName, incarnation: u64) -> bool {
+        if table.incarnation(node) != Some(incarnation) || !table.core().node_up(node) {
             return false;
         }
         // Heard again from a newer start: that one runs, the gone one is already replaced.
         if self.heard.get(node).is_some_and(|inc| *inc != incarnation) {
+            return false;
+        }
+        if self.gone.insert(node.clone(), incarnation) == Some(incarnation) {
             return false;
         }
         self.liveness.forget(node);
@@ -616,8 +621,16 @@ mod session_tests {
         let hb = HeartbeatConfig::default();
         let mut s = ManagerSession::start(&table, hb, Time::ZERO);
         let _ = s.next_entry(Time::ZERO);
-        assert!(s.node_gone(&table, &NodeName::new("c")));
-        assert!(!s.node_gone(&table, &NodeName::new("unknown")));
+        assert!(s.node_gone(&table, &NodeName::new("c"), 3));
+        assert!(
+            !s.node_gone(&table, &NodeName::new("c"), 3),
+            "a second proof of the same end (another member's) is not proposed again"
+        );
+        assert!(
+            !s.node_gone(&table, &NodeName::new("c"), 2),
+            "not the start recorded"
+        );
+        assert!(!s.node_gone(&table, &NodeName::new("unknown"), 1));
         let entry = s.next_entry(Time::ZERO);
         assert_eq!(
             entry.inputs,
@@ -631,6 +644,6 @@ mod session_tests {
         assert!(!s.tick(&table, later, &[], 9).contains(&NodeName::new("c")));
         // A node heard again as a newer start is not proposed gone.
         s.node_heard(&table, later, NodeName::new("b"), 8, None);
-        assert!(!s.node_gone(&table, &NodeName::new("b")));
+        assert!(!s.node_gone(&table, &NodeName::new("b"), 2));
     }
 }

@@ -57,6 +57,43 @@ impl ThreadTime {
     }
 }
 
+/// What a copy does with the time of a stimulus it answers ([`settle`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// A unit's call: its answer carries this account of the callee's part.
+    Carry(Vec<(UnitName, u64)>),
+    /// A client's stimulus answered after its `T_max`: the thread broke its budget, and this
+    /// is where its time went (for the global manager).
+    Slow(Vec<(UnitName, u64)>),
+    /// A client's stimulus answered on time, or refused: nothing to carry or report.
+    Nothing,
+}
+
+/// The rule for the time of a stimulus `unit` answered (`answered`: with a response, not a
+/// refusal) after `took`, its budget `t_max`; `began_here` when a client sent it (the thread
+/// begins at this unit), `time` what its calls took (none made: `None`). The account is
+/// built only when it is carried or reported. The global manager's own stimuli are never
+/// reported slow: its report would be a stimulus of its own.
+pub fn settle(
+    unit: &UnitName,
+    began_here: bool,
+    answered: bool,
+    took: Duration,
+    t_max: Duration,
+    time: Option<ThreadTime>,
+) -> Settled {
+    let broke = answered && took > t_max && unit.0 != crate::global::GLOBAL_UNIT;
+    if began_here && !broke {
+        return Settled::Nothing;
+    }
+    let spent = time.unwrap_or_default().account(unit, took);
+    if began_here {
+        Settled::Slow(spent)
+    } else {
+        Settled::Carry(spent)
+    }
+}
+
 /// The unit that spent the most of `account`, with its µs (the first by name of a tie).
 pub fn spent_most(account: &[(UnitName, u64)]) -> Option<&(UnitName, u64)> {
     account
@@ -124,5 +161,41 @@ mod tests {
         // Saturated, not wrapped (a wrap would panic in a debug build).
         assert_eq!(account, vec![(u("a"), 0), (u("b"), 0), (u("c"), u64::MAX)]);
         assert_eq!(spent_most(&[]), None);
+    }
+    #[test]
+    fn a_call_carries_its_account_and_a_client_stimulus_is_reported_only_past_its_budget() {
+        let (t_max, fast, slow) = (ms(20), ms(5), ms(30));
+        let mut time = ThreadTime::default();
+        time.called(&u("tally"), ms(3), &[(u("tally"), 2_000)]);
+        assert_eq!(
+            settle(&u("enrich"), false, true, fast, t_max, Some(time.clone())),
+            Settled::Carry(vec![(u("enrich"), 2_000), (u("tally"), 3_000)]),
+            "a unit's call carries the callee's account, on time or not"
+        );
+        assert_eq!(
+            settle(&u("intake"), true, true, fast, t_max, Some(time.clone())),
+            Settled::Nothing
+        );
+        assert_eq!(
+            settle(&u("intake"), true, true, slow, t_max, Some(time.clone())),
+            Settled::Slow(vec![(u("intake"), 27_000), (u("tally"), 3_000)])
+        );
+        assert_eq!(
+            settle(&u("intake"), true, false, slow, t_max, None),
+            Settled::Nothing,
+            "a refusal is no slow thread"
+        );
+        assert_eq!(
+            settle(
+                &u(crate::global::GLOBAL_UNIT),
+                true,
+                true,
+                slow,
+                t_max,
+                None
+            ),
+            Settled::Nothing,
+            "the global manager's own stimuli are not reported to it"
+        );
     }
 }

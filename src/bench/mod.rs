@@ -95,10 +95,17 @@ pub enum BenchPart {
     Scale,
 }
 
+impl BenchPart {
+    /// Whether a run asked for `only` these parts (all of them when empty) measures this one.
+    pub fn wanted(self, only: &[BenchPart]) -> bool {
+        only.is_empty() || only.contains(&self)
+    }
+}
+
 impl BenchOptions {
     /// Whether this run measures `part`.
     pub fn runs(&self, part: BenchPart) -> bool {
-        self.only.is_empty() || self.only.contains(&part)
+        part.wanted(&self.only)
     }
 
     /// The warm-up and the measured duration of each measurement.
@@ -114,7 +121,7 @@ impl BenchOptions {
     /// `quick`) on [`scale::NODES`], its units files in `dir`, its logs beside the others.
     pub fn scale_plan(&self, dir: &Path) -> scale::ScalePlan {
         let (units, idle) = if self.quick {
-            (scale::QUICK_UNITS, Duration::from_millis(500))
+            (scale::QUICK_UNITS, scale::QUICK_IDLE)
         } else {
             (scale::UNITS, scale::FULL_IDLE)
         };
@@ -580,7 +587,7 @@ impl BenchReport {
     /// Whether every measurement measured something, and the takeover trials ran with at least
     /// one valid trial of a crash (of the parts it ran).
     pub fn complete(&self) -> bool {
-        let runs = |part| self.only.is_empty() || self.only.contains(&part);
+        let runs = |part: BenchPart| part.wanted(&self.only);
         let measured = self
             .runs
             .iter()

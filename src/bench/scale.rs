@@ -50,6 +50,9 @@ pub const QUICK_UNITS: usize = 100;
 /// working size), which they do within a few seconds; read sooner, they are still growing.
 pub const FULL_IDLE: Duration = Duration::from_secs(10);
 
+/// How long the quick run's clusters idle before their memory is read (its number is rougher).
+pub const QUICK_IDLE: Duration = Duration::from_millis(500);
+
 /// How often a wait asks for the status.
 const POLL: Duration = Duration::from_millis(20);
 
